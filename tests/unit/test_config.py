@@ -1,0 +1,57 @@
+"""Config composition and the CLI's handling of configs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from calibtune.config import STAGES, compose, redact, save_config
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_composes(stage, compose_cfg, tmp_path):
+    cfg = compose_cfg(stage)
+    assert cfg.stage == stage
+    assert cfg.model.name_or_path.endswith("tiny-model0")
+    assert cfg.data.output_dir == f"{tmp_path / 'run'}/data"
+    assert cfg.model.trust_remote_code is False
+
+
+def test_unknown_key_is_an_error_naming_it():
+    with pytest.raises(ConfigCompositionException, match="no_such_key"):
+        compose("train", ["train.no_such_key=3"])
+
+
+def test_saved_config_redacts_secrets(tmp_path):
+    assert redact({"logger": {"api_key": "abc", "project": "p"}}) == {
+        "logger": {"api_key": "<redacted>", "project": "p"}
+    }
+    cfg = compose("data", [f"run_dir={tmp_path}", "+logger.api_key=sekret"])
+    save_config(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "sekret" not in text and "<redacted>" in text
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "calibtune.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_prints_resolved_config():
+    result = run_cli("train", "--cfg", "job", "seed=7")
+    assert result.returncode == 0, result.stderr
+    assert "seed: 7" in result.stdout
+    assert "stage: train" in result.stdout
+
+
+def test_cli_rejects_unknown_key_and_command():
+    result = run_cli("data", "bogus_key=1")
+    assert result.returncode != 0
+    assert "bogus_key" in result.stderr
+    result = run_cli("frobnicate")
+    assert result.returncode == 2
+    assert "unknown command" in result.stderr
