@@ -19,8 +19,8 @@ COMMANDS = {
     "train": ("train", "calibtune.train.recipe:run_train_stage"),
     "eval": ("eval", "calibtune.eval.stage:run_eval_stage"),
     "run": ("run", "calibtune.pipeline:run_pipeline"),
-    "export": ("eval", "calibtune.launch.export:run_export"),
-    "score": ("eval", "calibtune.launch.score:run_score"),
+    "export": ("eval", "calibtune.serve.export:run_export"),
+    "score": ("eval", "calibtune.serve.score:run_score"),
 }
 OTHER_COMMANDS = {"leaderboard": "calibtune.launch.leaderboard:main"}
 
