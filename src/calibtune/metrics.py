@@ -336,9 +336,9 @@ class FullECE:
     """Streaming Full-ECE: every (position, vocabulary entry) is a prediction, binned together.
 
     FullECE = (1/N) sum_m |sum_{(i,k) in B_m} (1[y_i = k] - p_ik)| with N positions. `update`
-    keeps per-bin sums on the logits' device, so memory does not grow with N. Entries with
-    p < 1/n_bins all fall in bin 0, so only the (at most n_bins - 1 per row) larger entries are
-    gathered; bin 0's probability mass is the row total minus theirs.
+    keeps per-bin sums on the logits' device, so memory does not grow with N. At most n_bins
+    entries of a row can have p >= 1/n_bins, so only each row's top n_bins probabilities are
+    binned; bin 0 holds the rest, whose mass is 1 per row minus the binned entries above bin 0.
     """
 
     def __init__(self, n_bins: int = 15, chunk_rows: int = 256):
@@ -373,17 +373,16 @@ class FullECE:
         self.positions += logits.shape[0]
 
     def _update_chunk(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Accumulate one chunk of rows."""
+        """Accumulate one chunk of rows: only each row's top n_bins probabilities are binned."""
         probs = torch.softmax(logits.float(), dim=-1)
-        if not torch.isfinite(probs).all():
+        top = probs.topk(min(self.n_bins, probs.shape[-1]), dim=-1, sorted=False).values
+        if not torch.isfinite(top).all():
             raise MetricError("FullECE.update: logits give NaN/inf probabilities")
-        large = probs[probs >= 1.0 / self.n_bins]
-        large_bins = self._bins(large)
-        sums = torch.bincount(large_bins, weights=large.double(), minlength=self.n_bins)
-        sums[0] += probs.sum(dtype=torch.float64) - sums.sum()
-        hits = torch.bincount(
-            self._bins(probs.gather(1, targets[:, None]).squeeze(1)), minlength=self.n_bins
-        )
+        top = top.flatten().double()
+        sums = torch.bincount(self._bins(top), weights=top, minlength=self.n_bins)
+        sums[0] = probs.shape[0] - sums[1:].sum()  # each row's probabilities sum to 1
+        target_probs = probs.gather(1, targets[:, None]).squeeze(1)
+        hits = torch.bincount(self._bins(target_probs), minlength=self.n_bins)
         self.confidence_sum += sums
         self.hit_count += hits.double()
 
