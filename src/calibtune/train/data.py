@@ -1,0 +1,124 @@
+"""Training data: tokenize labeled examples once, plan length-grouped batches, and collate
+dynamically padded micro-batches (query rows left-padded, answer rows right-padded)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from calibtune.models.encoding import (
+    EncodedAnswer,
+    collate_answers,
+    encode_answer,
+    encode_text,
+    pad_sequences,
+)
+
+MEGABATCH_FACTOR = 50  # like transformers' LengthGroupedSampler: sort within 50 batches
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One tokenized labeled example: the query, the answer (prompt + response) and its label."""
+
+    query_ids: list[int]
+    answer: EncodedAnswer
+    correct: float
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens this example puts through the model (query + prompt + response)."""
+        return len(self.query_ids) + len(self.answer.input_ids)
+
+
+def tokenize_examples(
+    tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], with_answers: bool = True
+) -> list[TrainExample]:
+    """Encode each labeled row's query text and (when the KL term needs it) prompt + response."""
+    examples = []
+    for row in rows:
+        if with_answers:
+            answer = encode_answer(tokenizer, row["prompt"], row["response"])
+        else:
+            answer = EncodedAnswer(input_ids=[], answer_start=0)
+        examples.append(
+            TrainExample(
+                query_ids=encode_text(tokenizer, row["query"]),
+                answer=answer,
+                correct=float(row["correct"]),
+            )
+        )
+    return examples
+
+
+def plan_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = True
+) -> list[list[int]]:
+    """Global batches of example indices for one epoch, deterministic in `seed`.
+
+    With `group_by_length`, indices are shuffled, cut into mega-batches of 50 batches, each
+    sorted by length (longest first) and cut into batches, and the batch order is shuffled;
+    a last short batch is dropped so every step has the same number of examples."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if group_by_length:
+        mega = batch_size * MEGABATCH_FACTOR
+        chunks = [order[i : i + mega] for i in range(0, len(order), mega)]
+        order = [i for chunk in chunks for i in sorted(chunk, key=lambda j: -lengths[j])]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [b for b in batches if len(b) == batch_size]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def shard_and_split(
+    batch: Sequence[int],
+    lengths: Sequence[int],
+    rank: int,
+    world_size: int,
+    micro_batch_size: int,
+) -> list[list[int]]:
+    """This process's share of a global batch (every world_size-th example), cut into
+    micro-batches of similar length."""
+    mine = sorted(batch[rank::world_size], key=lambda j: -lengths[j])
+    return [mine[i : i + micro_batch_size] for i in range(0, len(mine), micro_batch_size)]
+
+
+def collate(examples: Sequence[TrainExample], pad_id: int, with_answers: bool) -> dict:
+    """Tensors for one micro-batch: `query` (left-padded), `answer` (right-padded with
+    answer_mask, only rows that have a response) and `correct`."""
+    batch = {
+        "query": pad_sequences([e.query_ids for e in examples], pad_id, side="left"),
+        "correct": torch.tensor([e.correct for e in examples], dtype=torch.float32),
+        "answer": None,
+        "answer_rows": None,
+    }
+    if with_answers:
+        rows = [
+            i for i, e in enumerate(examples) if len(e.answer.input_ids) > e.answer.answer_start
+        ]
+        if rows:
+            batch["answer"] = collate_answers([examples[i].answer for i in rows], pad_id)
+            batch["answer_rows"] = torch.tensor(rows, dtype=torch.long)
+    return batch
+
+
+def count_tokens(batch: dict) -> int:
+    """Non-padding tokens in a collated micro-batch (query + answer sequences)."""
+    total = int(batch["query"]["attention_mask"].sum())
+    if batch["answer"] is not None:
+        total += int(batch["answer"]["attention_mask"].sum())
+    return total
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move every tensor of a (nested) batch to `device`."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
