@@ -60,7 +60,10 @@ def run_stage(command: str, argv: list[str]) -> None:
 
     def stage_fn(cfg):
         try:
-            return load_target(target)(cfg)
+            result = load_target(target)(cfg)
+            if "sweep" in cfg:  # `+sweep=...`: the sweeper optimises the trial's objective
+                return load_target("calibtune.launch.sweep:objective")(cfg)
+            return result
         except CalibtuneError as err:
             print(f"calibtune {command}: error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -1,0 +1,81 @@
+"""A 2-trial Optuna sweep of `calibtune train` on the tiny model through Hydra's basic launcher,
+then `calibtune leaderboard` ranking the trials."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from calibtune.launch.sweep import trial_metrics
+from calibtune.models import load_tokenizer
+from calibtune.train.synthetic import write_synthetic_labeled_set
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def calibtune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "-m", "calibtune.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=env,
+    )
+
+
+@pytest.fixture
+def labeled_dir(compose_cfg, tmp_path: Path) -> Path:
+    cfg = compose_cfg("train")
+    sizes = {"train": 8, "val": 8, "test": 2}
+    return write_synthetic_labeled_set(
+        tmp_path / "labeled", load_tokenizer(cfg.model), cfg.prompt, sizes
+    )
+
+
+def test_two_trial_optuna_sweep_and_leaderboard(tiny_overrides, labeled_dir, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    overrides = [o for o in tiny_overrides if not o.startswith("run_dir=")]
+    result = calibtune(
+        "train",
+        "+sweep=optuna",
+        *overrides,
+        f"train.data_dir={labeled_dir}",
+        "train.batch_size=4",
+        "train.micro_batch_size=4",
+        "train.max_steps=2",
+        "train.eval_every=2",
+        "train.checkpoint_every=0",
+        "train.progress=false",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.params={optim.lr:'tag(log, interval(1e-3, 1e-1))',lora.r:'choice(2, 4)'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trial_dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in trial_dirs] == ["0", "1"]
+    # Optuna got each trial's val ECE back and reports the best of them
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    values = [trial_metrics(p / "train")["val/ece"] for p in trial_dirs]
+    assert best.best_value == pytest.approx(min(values))
+    overrides_seen = [OmegaConf.load(p / ".hydra" / "overrides.yaml") for p in trial_dirs]
+    assert all(any(str(o).startswith("optim.lr=") for o in ov) for ov in overrides_seen)
+
+    board = calibtune("leaderboard", str(sweep_dir), cwd=tmp_path)
+    assert board.returncode == 0, board.stderr
+    with (sweep_dir / "leaderboard.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["trial"] for r in rows) == ["0", "1"]
+    ranked = [float(r["val/ece"]) for r in rows]
+    assert ranked == sorted(values)
+    assert all("optim.lr=" in r["overrides"] for r in rows)
+    assert (sweep_dir / "leaderboard.png").stat().st_size > 0
+    assert "Pareto front:" in board.stdout
