@@ -1,0 +1,339 @@
+"""The eval stage: calibration of the tuned model against its base, with intervals and baselines.
+
+    calibtune eval eval.data_dir=<labeled set | QA JSONL> eval.adapter=<train dir | adapter dir | null>
+
+1. Load the base model, and the labeled val/test examples (or answer and grade a raw QA file
+   with the data stage's code, split by question from the seed).
+2. Attach the adapter; base confidences come from the same weights under `disable_adapter()`.
+3. Confidences (DESIGN.md §2) on val and test: ptrue (base, tuned), pavg / seqlogp / pmin,
+   verbalized; Full-ECE of base and tuned next-token distributions over a temperature grid.
+4. Recalibrators fitted on val only, applied to test.
+5. Metrics on test, tuned-minus-base deltas with paired-bootstrap intervals, per-domain tables,
+   selective prediction at `eval.target_risk`, what tuning cost (answer agreement, accuracy).
+6. Write metrics.json, calibrators.json, predictions.jsonl, report.md, report.html (rank 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from calibtune.errors import ConfigError, InputError
+from calibtune.eval import confidence, report, scoring
+from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
+from calibtune.examples import MANIFEST, read_labeled_split
+from calibtune.metrics import FullECE
+from calibtune.models.loading import load_model, load_tokenizer
+from calibtune.models.prompts import find_query_tokens, render_query_prompt
+from calibtune.runtime import is_rank_zero, set_seed
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+# -- inputs
+
+
+def resolve_adapter(adapter: str | None) -> Path | None:
+    """The adapter directory: a train output dir (its adapter/), an adapter dir, or None."""
+    if adapter in (None, "", "null", "none"):
+        return None
+    path = Path(adapter)
+    for candidate in (path, path / "adapter"):
+        if (candidate / ADAPTER_CONFIG).is_file():
+            return candidate
+    raise ConfigError(
+        f"eval.adapter={adapter}: no {ADAPTER_CONFIG} there or in its adapter/ folder; give a "
+        "train output dir, an adapter dir, or eval.adapter=null for the base model only"
+    )
+
+
+def split_by_question(rows: list[dict], seed: int, val_fraction: float) -> dict[str, list[dict]]:
+    """Deterministic val/test split by question id (a question's rows stay together)."""
+    splits: dict[str, list[dict]] = {"val": [], "test": []}
+    for row in rows:
+        qid = str(row.get("qid") or row.get("id"))
+        draw = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        splits["val" if draw < val_fraction else "test"].append(row)
+    return splits
+
+
+def load_examples(cfg: DictConfig, model, tokenizer) -> dict[str, list[dict]]:
+    """Labeled val and test rows: from a labeled set, or answered and graded from a QA JSONL."""
+    data_path = Path(cfg.eval.data_dir)
+    if (data_path / MANIFEST).is_file():
+        splits = {split: read_labeled_split(data_path, split) for split in ("val", "test")}
+    elif data_path.is_file():
+        from calibtune.data.sources import read_qa_jsonl
+        from calibtune.data.stage import label_qa_rows
+
+        log.info("answering and grading %s with the base model", data_path)
+        rows = label_qa_rows(model, tokenizer, read_qa_jsonl(data_path), cfg)
+        splits = split_by_question(rows, cfg.seed, cfg.eval.val_fraction)
+    else:
+        raise InputError(
+            data_path, None, None, "not a labeled set (no manifest.json) nor a QA JSONL file"
+        )
+    limit = cfg.eval.max_examples
+    splits = {name: rows[:limit] if limit else rows for name, rows in splits.items()}
+    for name, rows in splits.items():
+        if not rows:
+            raise InputError(data_path, None, None, f"the {name} split is empty")
+    return splits
+
+
+def base_mode(model):
+    """Context in which `model` runs as the base model (adapter disabled), if it has one."""
+    return (
+        model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    )
+
+
+# -- confidences
+
+
+def temperature_grid(eval_cfg) -> list[float]:
+    """Token temperatures to scan for Full-ECE (always including 1.0)."""
+    grid = np.linspace(
+        eval_cfg.token_temperature.low,
+        eval_cfg.token_temperature.high,
+        eval_cfg.token_temperature.steps,
+    )
+    return sorted({round(float(t), 6) for t in grid} | {1.0})
+
+
+def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str]:
+    """Prompts asking for a 0-100 % confidence in each row's response."""
+    prompt_cfg = OmegaConf.merge(cfg.prompt, {"query_template": cfg.eval.verbalized.template})
+    return [
+        render_query_prompt(tokenizer, prompt_cfg, r["question"], r.get("choices"), r["response"])
+        for r in rows
+    ]
+
+
+def compute_confidences(cfg, model, tokenizer, rows, tuned: bool, full_ece: bool) -> dict:
+    """Confidences of every method for `rows` (and Full-ECE objects when `full_ece`)."""
+    eval_cfg, batch_size = cfg.eval, cfg.eval.batch_size
+    tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
+    queries = [r["query"] for r in rows]
+    prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
+    temperatures = temperature_grid(eval_cfg)
+    out: dict = {"full_ece": {}}
+    with base_mode(model):
+        out["base/ptrue"] = confidence.ptrue_confidences(
+            model, tokenizer, queries, tokens, batch_size
+        )
+        base_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
+        answer = confidence.answer_confidences(
+            model, tokenizer, prompts, responses, batch_size, base_full
+        )
+        out.update({f"base/{name}": values for name, values in answer.items()})
+        out["full_ece"]["base"] = base_full
+    if tuned:
+        out["tuned/ptrue"] = confidence.ptrue_confidences(
+            model, tokenizer, queries, tokens, batch_size
+        )
+        if full_ece:
+            tuned_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures]
+            confidence.answer_confidences(
+                model, tokenizer, prompts, responses, batch_size, tuned_full
+            )
+            out["full_ece"]["tuned"] = tuned_full
+    return out
+
+
+def add_verbalized(cfg, model, tokenizer, rows, confidences: dict) -> dict:
+    """Base model's verbalized confidence on the first `verbalized.max_examples` rows."""
+    settings = cfg.eval.verbalized
+    if not settings.enabled:
+        return {"enabled": False}
+    limit = min(len(rows), settings.max_examples or len(rows))
+    with base_mode(model):
+        values, unparseable = confidence.verbalized_confidences(
+            model,
+            tokenizer,
+            verbalized_prompts(cfg, tokenizer, rows[:limit]),
+            cfg.eval.batch_size,
+            settings.max_new_tokens,
+        )
+    confidences["base/verbalized"] = np.concatenate([values, np.full(len(rows) - limit, np.nan)])
+    return {"enabled": True, "n_asked": limit, "n_unparseable": unparseable}
+
+
+def summarize_full_ece(full: dict) -> dict:
+    """Full-ECE at temperature 1 and the temperature in the grid that minimises it, per model."""
+    summary: dict = {}
+    for name, scans in full.items():
+        curve = [[t, metric.compute()] for t, metric in scans]
+        summary[name] = next(v for t, v in curve if t == 1.0)
+        best_t, best_v = min(curve, key=lambda point: (point[1], abs(point[0] - 1.0)))
+        summary[f"{name}_best_temperature"] = best_t
+        summary[f"{name}_at_best_temperature"] = best_v
+        summary[f"{name}_curve"] = curve
+        summary["n_positions"] = scans[0][1].positions
+    return summary
+
+
+# -- recalibration
+
+
+def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
+    """Fit each recalibrator on val for each configured method; apply to test.
+
+    Returns recalibrated test confidences, fitted params, and reasons for those not fitted."""
+    recalibrated, fitted, unavailable = {}, {}, {}
+    for method in cfg.eval.recalibrate_methods:
+        if method not in val:
+            continue
+        present = ~np.isnan(val[method])
+        for kind in cfg.eval.recalibrators:
+            name = f"{method}+{kind}"
+            try:
+                params = fit_calibrator(kind, val[method][present], y_val[present], cfg.eval.n_bins)
+            except CalibrationUnavailable as err:
+                unavailable[name] = str(err)
+                continue
+            fitted[name] = params
+            raw = test[method]
+            recalibrated[name] = np.where(
+                np.isnan(raw), np.nan, apply_calibrator(params, np.nan_to_num(raw))
+            )
+    return recalibrated, fitted, unavailable
+
+
+# -- cost of tuning
+
+
+def tuning_cost(cfg, model, tokenizer, rows: list[dict]) -> dict:
+    """Tuned greedy answers vs the base responses: agreement, and tuned accuracy where graded."""
+    from calibtune.data.generation import generate_answers
+    from calibtune.data.grading import grade
+
+    limit = min(len(rows), cfg.eval.agreement_max_examples or len(rows))
+    rows = rows[:limit]
+    answers = generate_answers(
+        model,
+        tokenizer,
+        [r["prompt"] for r in rows],
+        max_new_tokens=cfg.eval.max_new_tokens,
+        batch_size=cfg.eval.batch_size,
+    )
+    tuned = [samples[0] for samples in answers]
+    same = [normalize(a) == normalize(r["response"]) for a, r in zip(tuned, rows, strict=True)]
+    graded = []
+    for answer, row in zip(tuned, rows, strict=True):
+        try:
+            graded.append(
+                float(
+                    grade(
+                        answer, row["answers"], row.get("choices"), row["grader"], row["question"]
+                    )
+                )
+            )
+        except (ConfigError, KeyError):
+            continue
+    base_accuracy = float(np.mean([float(r["correct"]) for r in rows]))
+    return {
+        "n": limit,
+        "answer_agreement": float(np.mean(same)),
+        "tuned_accuracy": float(np.mean(graded)) if len(graded) == limit else None,
+        "base_accuracy": base_accuracy,
+        "examples": [
+            {"id": r["id"], "base": r["response"], "tuned": a}
+            for r, a in zip(rows[:5], tuned[:5], strict=False)
+        ],
+    }
+
+
+def normalize(text: str) -> str:
+    """Whitespace- and case-insensitive form of an answer, for agreement."""
+    return " ".join(text.split()).casefold()
+
+
+# -- the stage
+
+
+def run_eval_stage(cfg: DictConfig) -> Path:
+    """Evaluate base vs tuned on cfg.eval.data_dir; write the report to cfg.eval.output_dir."""
+    eval_cfg = cfg.eval
+    output_dir = Path(eval_cfg.output_dir)
+    set_seed(cfg.seed)
+    adapter_path = resolve_adapter(eval_cfg.adapter)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model)
+    splits = load_examples(cfg, model, tokenizer)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        log.info("adapter %s", adapter_path)
+        model = PeftModel.from_pretrained(model, str(adapter_path)).eval()
+    tuned = adapter_path is not None
+    y_val = np.array([float(r["correct"]) for r in splits["val"]])
+    y_test = np.array([float(r["correct"]) for r in splits["test"]])
+
+    log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
+    val = compute_confidences(cfg, model, tokenizer, splits["val"], tuned, full_ece=False)
+    test = compute_confidences(cfg, model, tokenizer, splits["test"], tuned, full_ece=True)
+    full_ece = summarize_full_ece(test.pop("full_ece"))
+    val.pop("full_ece")
+    verbalized = add_verbalized(cfg, model, tokenizer, splits["test"], test)
+
+    recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
+    test.update(recalibrated)
+
+    log.info("scoring %d methods", len(test))
+    methods = {name: scoring.score_method(c, y_test, eval_cfg.n_bins) for name, c in test.items()}
+    for name, reason in not_fitted.items():
+        methods[name] = {"n": 0, "n/a": {"all": reason}}
+    if tuned:
+        deltas = scoring.paired_deltas(
+            test["base/ptrue"],
+            test["tuned/ptrue"],
+            y_test,
+            eval_cfg.n_bins,
+            eval_cfg.n_boot,
+            cfg.seed,
+        )
+    else:
+        deltas = scoring.no_deltas("no adapter (eval.adapter=null): base model only")
+    domains = [str(r.get("domain") or "all") for r in splits["test"]]
+    domain_methods = {m: test[m] for m in ("base/ptrue", "tuned/ptrue") if m in test}
+    per_domain = scoring.per_domain(domains, y_test, domain_methods, eval_cfg.n_bins)
+    selective = {}
+    for method in domain_methods:
+        threshold = scoring.threshold_for_risk(val[method], y_val, eval_cfg.target_risk)
+        selective[method] = scoring.selective_at_threshold(test[method], y_test, threshold)
+    cost = tuning_cost(cfg, model, tokenizer, splits["test"]) if tuned else None
+
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "n_test": int(len(y_test)),
+        "n_val": int(len(y_val)),
+        "accuracy": float(np.mean(y_test)),
+        "model": str(cfg.model.name_or_path),
+        "adapter": str(adapter_path) if adapter_path else None,
+        "seed": int(cfg.seed),
+        "n_bins": int(eval_cfg.n_bins),
+        "n_boot": int(eval_cfg.n_boot),
+        "methods": methods,
+        "deltas": deltas,
+        "full_ece": full_ece,
+        "answer_agreement": cost["answer_agreement"] if cost else None,
+        "tuning_cost": cost,
+        "verbalized": verbalized,
+        "per_domain": per_domain,
+        "worst_domain_ece": {m: scoring.worst_domain(per_domain, m) for m in domain_methods},
+        "selective": {"target_risk": float(eval_cfg.target_risk), **selective},
+        "risk_coverage": {m: scoring.risk_coverage(test[m], y_test) for m in domain_methods},
+        "calibrators_not_fitted": not_fitted,
+    }
+    if is_rank_zero():
+        report.write_outputs(cfg, output_dir, result, calibrators, splits["test"], test)
+    log.info("eval report: %s", output_dir / "report.html")
+    return output_dir

@@ -1,0 +1,261 @@
+"""The eval stage in-process on the tiny model: its own perturbed LoRA adapter and labeled set."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from calibtune.errors import ConfigError, InputError
+from calibtune.eval.recalibrate import calibrator_from_params
+from calibtune.eval.stage import resolve_adapter, run_eval_stage, split_by_question
+from calibtune.io import write_json_atomic, write_jsonl_atomic
+from calibtune.models.loading import load_model, load_tokenizer
+from calibtune.models.prompts import render_answer_prompt, render_query_prompt
+
+QUESTIONS = [
+    ("capitals", "What is the capital of France?", "Paris", ["Paris", "Lima", "Berlin"]),
+    ("capitals", "What is the capital of Peru?", "Lima", ["Lima", "Tokyo", "Paris"]),
+    ("capitals", "What is the capital of Japan?", "Tokyo", ["Tokyo", "Berlin", "Lima"]),
+    ("arithmetic", "What is 2 plus 3?", "5", ["5", "6", "7"]),
+    ("arithmetic", "What is 4 times 2?", "8", ["8", "6", "9"]),
+]
+
+
+def labeled_rows(cfg, tokenizer, split: str, n: int, seed: int) -> list[dict]:
+    """n labeled examples of one split: a question, one of its candidate answers, graded."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(n):
+        domain, question, gold, candidates = QUESTIONS[index % len(QUESTIONS)]
+        response = candidates[int(rng.integers(0, len(candidates)))]
+        rows.append(
+            {
+                "id": f"{split}-{index}",
+                "qid": f"{split}-q{index}",
+                "domain": domain,
+                "question": question,
+                "answers": [gold],
+                "choices": None,
+                "prompt": render_answer_prompt(tokenizer, cfg.prompt, question, None),
+                "response": response,
+                "correct": int(response == gold),
+                "grader": "exact",
+                "split": split,
+                "query": render_query_prompt(tokenizer, cfg.prompt, question, None, response),
+            }
+        )
+    return rows
+
+
+def write_labeled_set(path: Path, cfg, tokenizer, n_val: int = 30, n_test: int = 40) -> Path:
+    """A labeled set directory as the data stage writes it."""
+    counts = {"train": 10, "val": n_val, "test": n_test}
+    for seed, (split, n) in enumerate(counts.items()):
+        write_jsonl_atomic(path / f"{split}.jsonl", labeled_rows(cfg, tokenizer, split, n, seed))
+    write_json_atomic(path / "manifest.json", {"counts": counts})
+    return path
+
+
+def write_adapter(path: Path, cfg) -> Path:
+    """A LoRA adapter on the tiny model with perturbed (non-zero) weights."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        load_model(cfg.model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.normal_(0.0, 0.5)
+    model.save_pretrained(path / "adapter")
+    return path
+
+
+@pytest.fixture
+def eval_inputs(compose_cfg, tmp_path):
+    """(cfg overrides, labeled set dir, train dir with adapter/)."""
+    cfg = compose_cfg("eval")
+    tokenizer = load_tokenizer(cfg.model)
+    data = write_labeled_set(tmp_path / "data", cfg, tokenizer)
+    train = write_adapter(tmp_path / "train", cfg)
+    overrides = [
+        f"eval.data_dir={data}",
+        f"eval.adapter={train}",
+        "eval.n_boot=50",
+        "eval.batch_size=8",
+        "eval.verbalized.max_examples=6",
+        "eval.verbalized.max_new_tokens=4",
+        "eval.agreement_max_examples=8",
+        "eval.max_new_tokens=4",
+        "eval.token_temperature.steps=4",
+    ]
+    return overrides, data, train
+
+
+def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, tmp_path):
+    overrides, _, _ = eval_inputs
+    out = run_eval_stage(compose_cfg("eval", [*overrides, f"eval.output_dir={tmp_path / 'a'}"]))
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    assert metrics["schema_version"] == 1 and metrics["n_test"] == 40
+    for method in (
+        "base/ptrue",
+        "tuned/ptrue",
+        "base/pavg",
+        "base/seqlogp",
+        "base/pmin",
+        "base/verbalized",
+        "base/ptrue+platt",
+        "tuned/ptrue+temperature",
+        "base/pavg+isotonic",
+        "tuned/ptrue+histogram",
+    ):
+        assert set(metrics["methods"][method]) >= {
+            "ece",
+            "smooth_ece",
+            "brier",
+            "nll",
+            "auroc",
+            "aurc",
+        }
+    base, tuned = metrics["methods"]["base/ptrue"], metrics["methods"]["tuned/ptrue"]
+    assert base["ece"] != tuned["ece"]  # the perturbed adapter changed the confidences
+    for name in ("ece", "brier", "auroc"):
+        delta = metrics["deltas"][name]
+        assert delta["value"] == pytest.approx(tuned[name] - base[name])
+        assert delta["ci95"][0] <= delta["value"] <= delta["ci95"][1]
+    full = metrics["full_ece"]
+    # the tiny random model is near-uniform over its vocabulary, so Full-ECE is near 0 here
+    assert full["base"] >= 0 and full["tuned"] >= 0 and full["n_positions"] >= 40
+    assert 0.5 <= full["base_best_temperature"] <= 2.0
+    assert full["base_at_best_temperature"] <= full["base"]
+    assert 0.0 <= metrics["answer_agreement"] <= 1.0
+    assert set(metrics["per_domain"]) == {"capitals", "arithmetic"}
+    assert metrics["worst_domain_ece"]["tuned/ptrue"]["domain"] in metrics["per_domain"]
+    assert metrics["verbalized"]["n_asked"] == 6
+    assert metrics["methods"]["base/verbalized"]["n"] + metrics["verbalized"]["n_unparseable"] == 6
+    selective = metrics["selective"]["tuned/ptrue"]
+    assert selective["coverage"] + selective["escalation_rate"] == pytest.approx(1.0)
+
+    # calibrators.json holds plain params that serve/score can apply without pickles
+    fitted = json.loads((out / "calibrators.json").read_text())["calibrators"]
+    assert {"tuned/ptrue+temperature", "base/ptrue+platt", "tuned/ptrue+isotonic"} <= set(fitted)
+    predictions = [
+        json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()
+    ]
+    raw = np.array([p["tuned/ptrue"] for p in predictions])
+    recal = calibrator_from_params(fitted["tuned/ptrue+platt"])(raw)
+    assert recal == pytest.approx([p["tuned/ptrue+platt"] for p in predictions])
+
+    # same seed -> identical metrics.json
+    again = run_eval_stage(compose_cfg("eval", [*overrides, f"eval.output_dir={tmp_path / 'b'}"]))
+    assert (again / "metrics.json").read_text() == (out / "metrics.json").read_text()
+
+    check_report(out, metrics)
+
+
+def check_report(out: Path, metrics: dict) -> None:
+    """The HTML is self-contained with decodable PNGs and the tables; screenshot if chromium."""
+    page = (out / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 2
+    assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in images)
+    assert "http://" not in page and "https://" not in page
+    assert page.count("<table>") == 4 and "delta (tuned - base) [95% CI]" in page
+    lo, hi = metrics["deltas"]["ece"]["ci95"]
+    assert f"[{lo:+.3f}, {hi:+.3f}]" in page
+    markdown = (out / "report.md").read_text()
+    assert "| capitals |" in markdown and "![reliability.png](reliability.png)" in markdown
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return
+    shot = out / "screenshot.png"
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,1800",
+            f"file://{out / 'report.html'}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
+
+
+def test_base_only_and_undefined_metrics_are_reported_not_crashing(
+    compose_cfg, eval_inputs, tmp_path
+):
+    _, data, _ = eval_inputs
+    # a single-class test set (AUROC undefined) and a val split smaller than the bins
+    for split, keep in (("test", lambda r: r["correct"] == 0), ("val", lambda r: True)):
+        rows = [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if keep(r)][: 12 if split == "test" else 9]
+        write_jsonl_atomic(data / f"{split}.jsonl", rows)
+    cfg = compose_cfg(
+        "eval",
+        [
+            f"eval.data_dir={data}",
+            "eval.adapter=null",
+            "eval.n_boot=20",
+            "eval.verbalized.enabled=false",
+            "eval.token_temperature.steps=2",
+            f"eval.output_dir={tmp_path / 'base'}",
+        ],
+    )
+    out = run_eval_stage(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    base = metrics["methods"]["base/ptrue"]
+    assert base["auroc"] is None and "single class" in base["n/a"]["auroc"]
+    assert metrics["methods"]["base/ptrue+histogram"]["n/a"]["all"].startswith("val has 9")
+    assert (
+        metrics["deltas"]["ece"]["value"] is None
+        and "no adapter" in metrics["deltas"]["ece"]["reason"]
+    )
+    assert "tuned/ptrue" not in metrics["methods"] and metrics["answer_agreement"] is None
+    page = (out / "report.html").read_text()
+    assert "n/a (undefined: test outcomes hold a single class)" in page
+    assert "n/a (val has 9 examples, fewer than 15 bins)" in page
+
+
+def test_bad_inputs_fail_clearly_before_writing(compose_cfg, eval_inputs, tmp_path):
+    _, data, train = eval_inputs
+    with pytest.raises(ConfigError, match="adapter_config.json"):
+        resolve_adapter(str(tmp_path))
+    assert resolve_adapter(str(train)) == train / "adapter"
+    assert resolve_adapter(str(train / "adapter")) == train / "adapter"
+    assert resolve_adapter(None) is None
+    lines = (data / "test.jsonl").read_text().splitlines()
+    broken = json.loads(lines[3])
+    broken["correct"] = float("nan")
+    (data / "test.jsonl").write_text("\n".join([*lines[:3], json.dumps(broken), *lines[4:]]) + "\n")
+    out = tmp_path / "never"
+    cfg = compose_cfg(
+        "eval", [f"eval.data_dir={data}", f"eval.adapter={train}", f"eval.output_dir={out}"]
+    )
+    with pytest.raises(InputError, match=r"test\.jsonl:4: field 'correct'"):
+        run_eval_stage(cfg)
+    assert not out.exists()
+
+
+def test_split_by_question_is_deterministic_and_keeps_questions_together():
+    rows = [{"id": f"{q}-{k}", "qid": f"q{q}"} for q in range(200) for k in range(2)]
+    first = split_by_question(rows, seed=3, val_fraction=0.5)
+    assert first == split_by_question(rows, seed=3, val_fraction=0.5)
+    val_q = {r["qid"] for r in first["val"]}
+    assert not val_q & {r["qid"] for r in first["test"]}
+    assert 60 < len(val_q) < 140
+    assert first != split_by_question(rows, seed=4, val_fraction=0.5)
