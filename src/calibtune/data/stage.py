@@ -1,0 +1,409 @@
+"""The data stage (DESIGN.md §1 steps 1-2, §4): answer questions with the base model, grade the
+answers, and write a labeled confidence set (train/val/test JSONL + manifest.json).
+
+    calibtune data [overrides]            # or: python data/build_dataset.py [overrides]
+
+Reads top to bottom: load and validate the QA rows -> pick the examples and split them by
+question -> answer and grade them in chunks (each finished chunk is cached under
+`<output_dir>/.partial/`, so a killed build resumes where it stopped) -> leakage check ->
+write the splits and the manifest atomically -> print per-domain accuracy.
+
+Scale-out: `data.shard=i data.num_shards=n` answers only shard i (a SLURM array task or one GPU
+each); whichever run finds every shard finished merges them into the final files. A run with
+`data.shard=null` answers every shard that is not finished yet, then merges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+import calibtune
+from calibtune.config import resolved_container, save_config
+from calibtune.data.generation import generate_answers
+from calibtune.data.grading import auto_grader, grade, judge_grades, normalize_words
+from calibtune.data.sources import SOURCE_KEY, load_qa_rows
+from calibtune.errors import ConfigError, InputError
+from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, split_path
+from calibtune.io import read_jsonl, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
+from calibtune.models import load_model, load_tokenizer, model_fingerprint
+from calibtune.models.prompts import render_answer_prompt, render_query_prompt
+from calibtune.runtime import git_commit, is_rank_zero, set_seed
+
+log = logging.getLogger(__name__)
+PARTIAL = ".partial"
+
+# Test hook: called with the number of chunks finished in this process (tests raise from it to
+# simulate a kill midway).
+after_chunk: Callable[[int], None] | None = None
+
+
+# --- choosing and splitting the examples -------------------------------------------------------
+
+
+def split_sizes(data_cfg, available: int) -> dict[str, int]:
+    """Examples per split: val_size and test_size, the rest of n_examples for train; scaled down
+    proportionally when the source has fewer rows than n_examples."""
+    n = int(data_cfg.n_examples)
+    val, test = int(data_cfg.val_size), int(data_cfg.test_size)
+    if n < 1 or val < 0 or test < 0 or val + test >= n:
+        raise ConfigError(
+            f"data.n_examples={n} must exceed data.val_size + data.test_size = {val + test}"
+        )
+    if available < n:
+        log.warning(
+            "the source has %d rows, fewer than data.n_examples=%d: using all", available, n
+        )
+        val, test = round(val * available / n), round(test * available / n)
+        n = available
+    return {"train": n - val - test, "val": val, "test": test}
+
+
+def filter_domains(rows: list[dict], data_cfg) -> list[dict]:
+    """Keep data.include_domains (all when empty), drop data.exclude_domains."""
+    include = set(data_cfg.include_domains or [])
+    exclude = set(data_cfg.exclude_domains or [])
+    kept = [
+        r for r in rows if (not include or r["domain"] in include) and r["domain"] not in exclude
+    ]
+    if not kept:
+        raise ConfigError("no QA rows left after data.include_domains / data.exclude_domains")
+    return kept
+
+
+def interleave_by_domain(rows: list[dict], rng: random.Random) -> list[list[dict]]:
+    """Question groups (rows sharing a qid), shuffled within each domain, then taken round-robin
+    across domains so every prefix is balanced over domains."""
+    groups: dict[str, dict[str, list[dict]]] = defaultdict(dict)
+    for row in rows:
+        groups[row["domain"]].setdefault(row["qid"], []).append(row)
+    queues = []
+    for domain in sorted(groups):
+        qids = sorted(groups[domain])
+        rng.shuffle(qids)
+        queues.append([groups[domain][qid] for qid in qids])
+    ordered = []
+    for position in range(max(len(q) for q in queues)):
+        ordered += [queue[position] for queue in queues if position < len(queue)]
+    return ordered
+
+
+def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
+    """Pick the examples and split them by question (qid), deterministic from the seed.
+
+    Rows that already carry a split (a user's own split) keep it. Otherwise each question group
+    goes whole to the split that is least full (data.holdout_domains only to test), and groups
+    are trimmed to fit, so the split sizes come out exact."""
+    if all(row.get("split") in SPLITS for row in rows):
+        return [dict(row) for row in rows]
+    holdout = set(data_cfg.holdout_domains or [])
+    sizes = split_sizes(data_cfg, len(rows))
+    remaining = dict(sizes)
+    chosen = []
+    for group in interleave_by_domain(rows, random.Random(seed)):
+        allowed = ["test"] if group[0]["domain"] in holdout else list(SPLITS)
+        open_splits = [s for s in allowed if remaining[s] > 0]
+        if not open_splits:
+            if not any(remaining.values()):
+                break
+            continue
+        split = max(open_splits, key=lambda s: (remaining[s] / sizes[s], -SPLITS.index(s)))
+        for row in group[: remaining[split]]:
+            chosen.append({**row, "split": split})
+        remaining[split] -= min(len(group), remaining[split])
+    return chosen
+
+
+def check_leakage(rows: list[dict]) -> None:
+    """Fail when a question (by qid or by text) is in train and in an eval split."""
+    train_qids = {r["qid"] for r in rows if r["split"] == "train"}
+    train_texts = {" ".join(normalize_words(r["question"])) for r in rows if r["split"] == "train"}
+    for row in rows:
+        if row["split"] == "train":
+            continue
+        text = " ".join(normalize_words(row["question"]))
+        if row["qid"] in train_qids or text in train_texts:
+            path, _, line = str(row.get(SOURCE_KEY, "input")).rpartition(":")
+            raise InputError(
+                path or line,
+                int(line) if path and line.isdigit() else None,
+                "question",
+                f"leakage: question {row['question']!r} is in train and in {row['split']}; "
+                "remove the duplicate or give both rows the same split",
+            )
+
+
+# --- answering and grading ---------------------------------------------------------------------
+
+
+def generation_kwargs(data_cfg) -> dict:
+    """generate_answers keyword arguments from the data config."""
+    return {
+        "max_new_tokens": int(data_cfg.max_new_tokens),
+        "batch_size": int(data_cfg.batch_size),
+        "stop_strings": list(data_cfg.stop_strings or []),
+        "num_samples": int(data_cfg.num_samples),
+        "temperature": float(data_cfg.temperature),
+    }
+
+
+def label_qa_rows(model, tokenizer, qa_rows: list[dict], cfg) -> list[dict]:
+    """Answer, grade and render prompt and query for QA rows (split is kept, or "")."""
+    prompts = [
+        render_answer_prompt(tokenizer, cfg.prompt, r["question"], r["choices"]) for r in qa_rows
+    ]
+    answers = generate_answers(
+        model, tokenizer, prompts, seed=int(cfg.seed), **generation_kwargs(cfg.data)
+    )
+    grader = str(cfg.data.grader)
+    labeled = []
+    for row, prompt, samples in zip(qa_rows, prompts, answers, strict=True):
+        row_grader = auto_grader(row) if grader == "auto" else grader
+        labeled.append(
+            {
+                **row,
+                "prompt": prompt,
+                "response": samples[0],
+                "grader": row_grader,
+                "split": row.get("split", ""),
+                "samples": samples,
+            }
+        )
+    judged = [r for r in labeled if r["grader"] == "judge"]
+    verdicts = iter(
+        judge_grades(
+            model,
+            tokenizer,
+            cfg.prompt,
+            [{**r, "response": s} for r in judged for s in r["samples"]],
+            batch_size=int(cfg.data.batch_size),
+        )
+        if judged
+        else []
+    )
+    for row in labeled:
+        if row["grader"] == "judge":
+            hits = [next(verdicts) for _ in row["samples"]]
+        else:
+            hits = [
+                grade(s, row["answers"], row["choices"], row["grader"], row["question"])
+                for s in row["samples"]
+            ]
+        correct = sum(hits) / len(hits)
+        row["correct"] = int(correct) if len(hits) == 1 else round(correct, 6)
+        row["query"] = render_query_prompt(
+            tokenizer, cfg.prompt, row["question"], row["choices"], row["response"]
+        )
+        if len(row["samples"]) == 1:
+            del row["samples"]
+    return labeled
+
+
+def build_fingerprint(cfg, rows: list[dict]) -> str:
+    """Hash of everything a cached chunk depends on (model, prompts, generation, examples)."""
+    parts = {
+        "model": model_fingerprint(cfg.model),
+        "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
+        "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+        "generation": generation_kwargs(cfg.data),
+        "grader": str(cfg.data.grader),
+        "seed": int(cfg.seed),
+        "ids": [r["id"] for r in rows],
+    }
+    return sha256_text(json.dumps(parts, sort_keys=True, default=str))[:16]
+
+
+def shard_rows(rows: list[dict], shard: int, num_shards: int) -> list[dict]:
+    """Every num_shards-th example, starting at `shard`."""
+    return rows[shard::num_shards]
+
+
+def answer_shard(model, tokenizer, rows: list[dict], cfg, shard_dir: Path, bar) -> list[dict]:
+    """Label one shard chunk by chunk; finished chunks are read back instead of redone."""
+    prompts_len = [len(r["question"]) + sum(len(c) for c in r["choices"] or []) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: (-prompts_len[i], i))
+    chunk = int(cfg.data.batch_size) * int(cfg.data.batches_per_chunk)
+    labeled: list[dict] = []
+    done_here = 0
+    for number, start in enumerate(range(0, len(order), chunk)):
+        path = shard_dir / f"chunk-{number:05d}.jsonl"
+        part = [rows[i] for i in order[start : start + chunk]]
+        if path.is_file():
+            labeled += read_jsonl(path)
+        else:
+            result = label_qa_rows(model, tokenizer, part, cfg)
+            write_jsonl_atomic(path, result)
+            labeled += result
+            done_here += 1
+            if after_chunk is not None:
+                after_chunk(done_here)
+        bar.update(len(part))
+    return labeled
+
+
+def shard_dir_of(partial: Path, shard: int, num_shards: int) -> Path:
+    """Cache folder of one shard."""
+    return partial / f"shard-{shard:05d}-of-{num_shards:05d}"
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def output_row(row: dict) -> dict:
+    """A labeled example as written: the contract fields first, private keys dropped."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def accuracy_table(rows: Sequence[dict]) -> dict:
+    """Count and accuracy overall, per split and per domain."""
+
+    def summary(subset: list[dict]) -> dict:
+        return {
+            "n": len(subset),
+            "accuracy": round(sum(r["correct"] for r in subset) / max(len(subset), 1), 4),
+        }
+
+    table = {"overall": summary(list(rows)), "splits": {}, "domains": {}}
+    for split in SPLITS:
+        table["splits"][split] = summary([r for r in rows if r["split"] == split])
+    for domain in sorted({r["domain"] for r in rows}):
+        table["domains"][domain] = summary([r for r in rows if r["domain"] == domain])
+    return table
+
+
+def write_labeled_set(cfg, out_dir: Path, rows: list[dict]) -> dict:
+    """Write train/val/test JSONL and then manifest.json, each atomically."""
+    files = {}
+    for split in SPLITS:
+        split_rows = sorted(
+            (output_row(r) for r in rows if r["split"] == split), key=lambda r: r["id"]
+        )
+        write_jsonl_atomic(split_path(out_dir, split), split_rows)
+        files[split_path(out_dir, split).name] = sha256_file(split_path(out_dir, split))
+    data_cfg = resolved_container(cfg)["data"]
+    manifest = {
+        "format": "calibtune.examples",
+        "fields": list(LABELED_FIELDS),
+        "model": model_fingerprint(cfg.model),
+        "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "grader": str(cfg.data.grader),
+        "graders_used": sorted({r["grader"] for r in rows}),
+        "generation": generation_kwargs(cfg.data),
+        "seed": int(cfg.seed),
+        "holdout_domains": list(data_cfg.get("holdout_domains") or []),
+        "counts": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
+        "accuracy": accuracy_table(rows),
+        "calibtune_version": calibtune.__version__,
+        "git_commit": git_commit(),
+        "files": files,
+    }
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def print_accuracy(manifest: dict, out_dir: Path) -> None:
+    """Per-domain and per-split accuracy of the base model, as a small table."""
+    table = manifest["accuracy"]
+    print(f"\nlabeled set: {out_dir}")
+    print(f"{'domain':<20}{'n':>7}{'accuracy':>10}")
+    for name, entry in [
+        *table["domains"].items(),
+        *(("[" + k + "]", v) for k, v in table["splits"].items()),
+    ]:
+        print(f"{name:<20}{entry['n']:>7}{entry['accuracy']:>10.3f}")
+    print(f"{'overall':<20}{table['overall']['n']:>7}{table['overall']['accuracy']:>10.3f}")
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+
+def load_generator(cfg):
+    """(model, tokenizer) for data.backend: hf (transformers) or vllm."""
+    tokenizer = load_tokenizer(cfg.model)
+    if cfg.data.backend == "hf":
+        return load_model(cfg.model), tokenizer
+    if cfg.data.backend == "vllm":
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ConfigError(
+                "data.backend=vllm needs vllm: pip install 'calibtune[vllm]'"
+            ) from None
+        from calibtune.models.loading import resolve_model_source
+
+        llm = LLM(
+            model=resolve_model_source(cfg.model.name_or_path),
+            seed=int(cfg.seed),
+            trust_remote_code=bool(cfg.model.trust_remote_code),
+        )
+        return llm, tokenizer
+    raise ConfigError(f"data.backend={cfg.data.backend!r}; choose hf or vllm")
+
+
+def run_data_stage(cfg: DictConfig) -> Path:
+    """Build the labeled confidence set into cfg.data.output_dir and return that path."""
+    out_dir = Path(cfg.data.output_dir)
+    if not is_rank_zero():
+        return out_dir
+    set_seed(int(cfg.seed))
+    num_shards = int(cfg.data.num_shards)
+    shards = range(num_shards) if cfg.data.shard is None else [int(cfg.data.shard)]
+    if num_shards < 1 or any(not 0 <= s < num_shards for s in shards):
+        raise ConfigError(
+            f"data.shard={cfg.data.shard} must lie in [0, data.num_shards={num_shards})"
+        )
+
+    rows = assign_splits(
+        filter_domains(load_qa_rows(cfg.dataset), cfg.data), cfg.data, int(cfg.seed)
+    )
+    check_leakage(rows)
+    partial = out_dir / PARTIAL / build_fingerprint(cfg, rows)
+
+    todo = [s for s in shards if not (shard_dir_of(partial, s, num_shards) / "done.json").is_file()]
+    if todo:
+        model, tokenizer = load_generator(cfg)
+        total = sum(len(shard_rows(rows, s, num_shards)) for s in todo)
+        bar = tqdm(total=total, desc="answers", unit="ans", disable=not cfg.data.progress)
+        started = time.perf_counter()
+        for shard in todo:
+            shard_dir = shard_dir_of(partial, shard, num_shards)
+            labeled = answer_shard(
+                model, tokenizer, shard_rows(rows, shard, num_shards), cfg, shard_dir, bar
+            )
+            write_jsonl_atomic(shard_dir / "shard.jsonl", labeled)
+            write_json_atomic(shard_dir / "done.json", {"n": len(labeled)})
+        bar.close()
+        elapsed = time.perf_counter() - started
+        log.info(
+            "answered %d questions in %.1f s (%.2f answers/s)",
+            total,
+            elapsed,
+            total / max(elapsed, 1e-9),
+        )
+
+    missing = [
+        s
+        for s in range(num_shards)
+        if not (shard_dir_of(partial, s, num_shards) / "done.json").is_file()
+    ]
+    if missing:
+        print(f"shard(s) {shards} done; waiting for {len(missing)} more before merging: {missing}")
+        return out_dir
+    labeled = []
+    for shard in range(num_shards):
+        labeled += read_jsonl(shard_dir_of(partial, shard, num_shards) / "shard.jsonl")
+    manifest = write_labeled_set(cfg, out_dir, labeled)
+    save_config(cfg, out_dir / "config.yaml")
+    shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
+    print_accuracy(manifest, out_dir)
+    return out_dir

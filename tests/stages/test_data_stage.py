@@ -1,0 +1,167 @@
+"""The data stage end to end on the tiny model: output contract, determinism, resume, shards,
+bad input leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from calibtune.data import stage
+from calibtune.data.stage import run_data_stage
+from calibtune.errors import InputError
+from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, read_labeled_split
+
+SMALL = [
+    "data.n_examples=40",
+    "data.val_size=8",
+    "data.test_size=8",
+    "data.batch_size=8",
+    "data.batches_per_chunk=1",
+    "data.max_new_tokens=4",
+    "data.progress=false",
+]
+
+
+def split_bytes(out_dir: Path) -> dict[str, bytes]:
+    return {split: (out_dir / f"{split}.jsonl").read_bytes() for split in SPLITS}
+
+
+def test_builds_labeled_set_with_manifest(compose_cfg, capsys):
+    cfg = compose_cfg("data", SMALL)
+    out_dir = run_data_stage(cfg)
+    assert out_dir == Path(cfg.data.output_dir)
+    rows = {split: read_labeled_split(out_dir, split) for split in SPLITS}
+    assert {s: len(r) for s, r in rows.items()} == {"train": 24, "val": 8, "test": 8}
+    for split, split_rows in rows.items():
+        for row in split_rows:
+            assert set(LABELED_FIELDS) <= set(row) and row["split"] == split
+            assert row["correct"] in (0, 1)
+            assert row["prompt"].endswith("<|im_start|>assistant\n")
+            assert "Proposed answer:" in row["query"]
+    qids = {s: {r["qid"] for r in split_rows} for s, split_rows in rows.items()}
+    assert not qids["train"] & (qids["val"] | qids["test"])  # split by question
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    assert manifest["counts"] == {"train": 24, "val": 8, "test": 8}
+    assert set(manifest["files"]) == {"train.jsonl", "val.jsonl", "test.jsonl"}
+    assert manifest["accuracy"]["overall"]["n"] == 40
+    assert len(manifest["accuracy"]["domains"]) >= 5  # balanced over the built-in domains
+    assert not (out_dir / ".partial").exists()
+    assert "overall" in capsys.readouterr().out
+
+
+def test_same_config_twice_is_byte_identical(compose_cfg, tmp_path):
+    first = run_data_stage(compose_cfg("data", [*SMALL, f"data.output_dir={tmp_path}/a"]))
+    second = run_data_stage(compose_cfg("data", [*SMALL, f"data.output_dir={tmp_path}/b"]))
+    assert split_bytes(first) == split_bytes(second)
+    other = run_data_stage(compose_cfg("data", [*SMALL, f"data.output_dir={tmp_path}/c", "seed=1"]))
+    assert split_bytes(first) != split_bytes(other)
+
+
+def test_killed_build_resumes_to_the_same_output(compose_cfg, tmp_path, monkeypatch):
+    reference = run_data_stage(compose_cfg("data", [*SMALL, f"data.output_dir={tmp_path}/ref"]))
+
+    def kill_after_two(done: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(stage, "after_chunk", kill_after_two)
+    cfg = compose_cfg("data", [*SMALL, f"data.output_dir={tmp_path}/resumed"])
+    with pytest.raises(KeyboardInterrupt):
+        run_data_stage(cfg)
+    out_dir = Path(cfg.data.output_dir)
+    assert not (out_dir / "train.jsonl").exists()
+    assert len(list(out_dir.glob(".partial/*/shard-*/chunk-*.jsonl"))) == 2
+
+    finished = []
+    monkeypatch.setattr(stage, "after_chunk", finished.append)
+    run_data_stage(cfg)
+    assert len(finished) == 3  # 5 chunks of 8, two reused
+    assert split_bytes(out_dir) == split_bytes(reference)
+
+
+def test_shards_merge_into_the_unsharded_output(compose_cfg, tmp_path):
+    reference = run_data_stage(compose_cfg("data", [*SMALL, f"data.output_dir={tmp_path}/ref"]))
+    sharded = [*SMALL, f"data.output_dir={tmp_path}/sharded", "data.num_shards=2"]
+    out_dir = run_data_stage(compose_cfg("data", [*sharded, "data.shard=1"]))
+    assert not (out_dir / "train.jsonl").exists()  # shard 0 not done yet
+    run_data_stage(compose_cfg("data", [*sharded, "data.shard=0"]))
+    assert split_bytes(out_dir) == split_bytes(reference)
+
+
+def test_holdout_domain_goes_only_to_test(compose_cfg):
+    cfg = compose_cfg("data", [*SMALL, "data.holdout_domains=[arithmetic]"])
+    out_dir = run_data_stage(cfg)
+    domains = {s: {r["domain"] for r in read_labeled_split(out_dir, s)} for s in SPLITS}
+    assert "arithmetic" in domains["test"]
+    assert "arithmetic" not in domains["train"] | domains["val"]
+
+
+def write_qa(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def qa(i: int, **extra) -> dict:
+    return {"id": f"q{i}", "question": f"What is {i} plus {i}?", "answers": [str(2 * i)], **extra}
+
+
+@pytest.mark.parametrize(
+    ("lines", "where"),
+    [
+        ([qa(1), "{not json", qa(3)], (2, None, "invalid JSON")),
+        ([qa(1), {"id": "x", "answers": ["a"]}], (2, "question", "missing")),
+        ([qa(1), qa(2), {"question": "Why?", "answers": []}], (3, "answers", "non-empty")),
+        ([], (None, None, "empty")),
+        (
+            [qa(1, split="train"), qa(2, split="test"), {**qa(1, split="test"), "id": "dup"}],
+            (3, "question", "leakage"),
+        ),
+    ],
+    ids=["bad-json", "missing-question", "empty-answers", "empty-file", "train-test-leak"],
+)
+def test_bad_input_fails_naming_file_line_field_and_writes_nothing(
+    compose_cfg, tmp_path, lines, where
+):
+    path = write_qa(tmp_path / "qa.jsonl", lines)
+    cfg = compose_cfg("data", [*SMALL, "dataset=jsonl", f"dataset.path={path}"])
+    line, field, message = where
+    with pytest.raises(InputError, match=message) as err:
+        run_data_stage(cfg)
+    assert err.value.path == str(path) and err.value.line == line and err.value.field == field
+    assert not Path(cfg.data.output_dir).exists()
+
+
+def test_cli_exits_nonzero_on_bad_input(tmp_path, tiny_overrides):
+    import subprocess
+    import sys
+
+    path = write_qa(tmp_path / "qa.jsonl", [qa(1), "{oops"])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "calibtune.cli",
+            "data",
+            *tiny_overrides,
+            "dataset=jsonl",
+            f"dataset.path={path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert f"{path}:2" in result.stderr and "invalid JSON" in result.stderr
+    assert not (tmp_path / "run" / "data").exists()
+
+
+def test_user_jsonl_smaller_than_n_examples_uses_all_rows(compose_cfg, tmp_path):
+    path = write_qa(tmp_path / "qa.jsonl", [qa(i, domain="sums") for i in range(20)])
+    cfg = compose_cfg("data", [*SMALL, "dataset=jsonl", f"dataset.path={path}"])
+    out_dir = run_data_stage(cfg)
+    counts = json.loads((out_dir / MANIFEST).read_text())["counts"]
+    assert sum(counts.values()) == 20 and counts["val"] == 4 and counts["test"] == 4
+    rows = read_labeled_split(out_dir, "train")
+    assert all(r["grader"] == "exact" and r["domain"] == "sums" for r in rows)
