@@ -4,8 +4,8 @@
 # DRY_RUN=1 launch/slurm/pipeline.sh [hydra overrides]      (print the sbatch commands only)
 #
 # Submits the whole run as chained SLURM jobs, each starting only when the previous one
-# succeeded (--dependency=afterok): data shards (array) -> data merge -> multi-node train ->
-# eval + export. Every job writes under one run dir, outputs/slurm/<data array job id>.
+# succeeded (--dependency=afterok): data shards (array; the last shard merges) -> multi-node
+# train -> eval + export. Every job writes under one run dir, outputs/slurm/<data array job id>.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,14 +32,11 @@ submit --array="0-$((SHARDS - 1))" launch/slurm/data.sbatch "$@"
 data_job="${JOB_ID}"
 RUN_DIR="outputs/slurm/${data_job}"
 submit --dependency="afterok:${data_job}" --export="ALL,RUN_DIR=${RUN_DIR}" \
-  launch/slurm/data.sbatch "$@"
-merge_job="${JOB_ID}"
-submit --dependency="afterok:${merge_job}" --export="ALL,RUN_DIR=${RUN_DIR}" \
   --nodes="${NODES}" --gpus-per-node="${GPUS_PER_NODE}" launch/slurm/train.sbatch "$@"
 train_job="${JOB_ID}"
 submit --dependency="afterok:${train_job}" --export="ALL,RUN_DIR=${RUN_DIR}" \
   launch/slurm/eval.sbatch "$@"
 eval_job="${JOB_ID}"
 
-echo "submitted: data ${data_job} -> merge ${merge_job} -> train ${train_job} -> eval ${eval_job}"
+echo "submitted: data ${data_job} -> train ${train_job} -> eval ${eval_job}"
 echo "run dir: ${RUN_DIR}   (follow with: squeue --me; logs in outputs/slurm/)"

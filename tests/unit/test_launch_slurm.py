@@ -119,7 +119,7 @@ def test_train_accelerate_config_and_run_dir_can_be_chosen(backend):
     assert args[0].training_script_args[0] == "run_dir=/scratch/r"
 
 
-def test_data_array_task_runs_its_shard_and_merge_job_merges():
+def test_data_array_task_runs_its_shard_and_plain_job_runs_all():
     shard = dry_run("data", OVERRIDES, nodes=1, job_id=77, array_task=3, array_count=8)
     (command,) = shard.node_commands()[0]
     assert command[:2] == ["calibtune", "data"]
@@ -129,9 +129,12 @@ def test_data_array_task_runs_its_shard_and_merge_job_merges():
         "data.num_shards=8",
         *OVERRIDES,
     ]
-    merge = dry_run("data", OVERRIDES, nodes=1, job_id=78, env={"RUN_DIR": "outputs/slurm/77"})
-    (command,) = merge.node_commands()[0]
-    assert command[2:] == ["run_dir=outputs/slurm/77", "data.merge=true", *OVERRIDES]
+    cfg = compose("data", command[2:])
+    assert (cfg.data.shard, cfg.data.num_shards) == (3, 8)
+    assert cfg.data.output_dir == "outputs/slurm/77/data"
+    whole = dry_run("data", OVERRIDES, nodes=1, job_id=78)
+    (command,) = whole.node_commands()[0]
+    assert command[2:] == ["run_dir=outputs/slurm/78", *OVERRIDES]
 
 
 def test_eval_evaluates_then_exports_the_same_run_dir():
@@ -154,16 +157,15 @@ def test_pipeline_chains_jobs_with_afterok_and_one_run_dir(tmp_path):
     submits = [shlex.split(line)[1:] for line in result.stdout.splitlines() if line.startswith("+")]
     assert [s[-3] for s in submits] == [
         "launch/slurm/data.sbatch",
-        "launch/slurm/data.sbatch",
         "launch/slurm/train.sbatch",
         "launch/slurm/eval.sbatch",
     ]
     assert all(s[-2:] == OVERRIDES for s in submits)
     assert "--array=0-3" in submits[0]
-    for previous_id, submit in zip((1001, 1002, 1003), submits[1:], strict=True):
+    for previous_id, submit in zip((1001, 1002), submits[1:], strict=True):
         assert f"--dependency=afterok:{previous_id}" in submit
         assert "--export=ALL,RUN_DIR=outputs/slurm/1001" in submit
-    assert "--nodes=2" in submits[2] and "--gpus-per-node=8" in submits[2]
+    assert "--nodes=2" in submits[1] and "--gpus-per-node=8" in submits[1]
 
 
 def test_cli_dry_run_prints_the_commands():

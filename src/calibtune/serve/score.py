@@ -7,8 +7,9 @@
 
 The confidence is the eval stage's tuned `ptrue`: `render_query_prompt` -> `last_token_logits`
 -> `query_confidence`, the same shared helpers, then the post-hoc calibrator when there is one.
-Pairs are batched by length; every row carries explicit position ids, so the batch a pair lands
-in changes its confidence only by float rounding.
+Pairs are batched by length exactly as the eval stage batches them (the data stage's
+`length_sorted_batches`), so with the same batch size the numbers are bit-identical to eval's;
+every row carries explicit position ids, so another batch size changes them only by rounding.
 """
 
 from __future__ import annotations
@@ -190,12 +191,12 @@ class Scorer:
     @torch.no_grad()
     def raw_confidences_of_prompts(self, prompts: Sequence[str]) -> np.ndarray:
         """Uncalibrated P(yes)/(P(yes)+P(no)) for rendered query prompts, batched by length."""
+        from calibtune.data.generation import length_sorted_batches
+
         encoded = [encode_text(self.tokenizer, prompt) for prompt in prompts]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
         device = next(self.model.parameters()).device
         confidences = np.empty(len(encoded), dtype=np.float64)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in length_sorted_batches([len(ids) for ids in encoded], self.batch_size):
             batch = pad_sequences([encoded[i] for i in rows], self.tokenizer.pad_token_id, "left")
             logits = last_token_logits(self.model, {k: v.to(device) for k, v in batch.items()})
             confidences[rows] = query_confidence(logits, self.query_tokens).double().cpu().numpy()
