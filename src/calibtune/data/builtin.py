@@ -24,10 +24,13 @@ CAPITAL_PHRASINGS = (
     "Which city is the capital of {country}?",
 )
 CONTINENT_PHRASINGS = (
-    "On which continent is {country}?",
-    "Which continent is {country} in?",
-    "{country} is located on which continent?",
+    "Which continent is {country} part of?",
+    "What continent is {country} in?",
+    "Which continent is {country} located in?",
 )
+# Continent questions cover countries of at least this population: the default model knows
+# where large countries are (a domain it is mostly right on; see docs/data.md).
+CONTINENT_MIN_POPULATION = 10_000_000
 CURRENCY_PHRASINGS = (
     "What is the currency of {country}?",
     "Which currency is used in {country}?",
@@ -52,8 +55,8 @@ ATOMIC_NUMBER_PHRASINGS = (
     "What is {name}'s atomic number?",
 )
 ARITHMETIC_PHRASINGS = (
+    "{a} {op} {b} =",
     "What is {a} {op} {b}?",
-    "Compute {a} {op} {b}.",
 )
 CONTINENT_ALIASES = {
     "Oceania": ["Oceania", "Australia", "Australasia"],
@@ -115,14 +118,15 @@ def geography_rows() -> list[dict]:
                 "capitals", iso2, CAPITAL_PHRASINGS, [country["capital"]], "exact", country=name
             )
         continent = continents[country["continentcode"]]
-        rows += _rows(
-            "continents",
-            iso2,
-            CONTINENT_PHRASINGS,
-            CONTINENT_ALIASES.get(continent, [continent]),
-            "exact",
-            country=name,
-        )
+        if country["population"] >= CONTINENT_MIN_POPULATION:
+            rows += _rows(
+                "continents",
+                iso2,
+                CONTINENT_PHRASINGS,
+                CONTINENT_ALIASES.get(continent, [continent]),
+                "exact",
+                country=name,
+            )
         if country["currencyname"]:
             answers = [country["currencyname"], country["currencycode"]]
             rows += _rows("currencies", iso2, CURRENCY_PHRASINGS, answers, "exact", country=name)
@@ -174,18 +178,19 @@ def element_rows() -> list[dict]:
 
 # (difficulty, operator, first operand range, second operand range, how many)
 ARITHMETIC_LEVELS = (
-    (1, "+", (1, 9), (1, 9), 400),
-    (2, "+", (10, 99), (10, 99), 600),
-    (3, "-", (10, 99), (1, 9), 400),
-    (4, "*", (2, 9), (2, 9), 300),
-    (5, "*", (11, 99), (2, 9), 600),
-    (6, "*", (11, 99), (11, 99), 600),
+    (1, "+", (1, 9), (1, 9), 81),
+    (2, "+", (10, 20), (1, 9), 99),
+    (3, "+", (10, 99), (10, 99), 600),
+    (4, "-", (10, 99), (1, 9), 400),
+    (5, "*", (2, 9), (2, 9), 64),
+    (6, "*", (11, 99), (2, 9), 600),
+    (7, "*", (11, 99), (11, 99), 600),
 )
 OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
 def arithmetic_rows() -> list[dict]:
-    """Generated arithmetic at six difficulty levels (distinct operand pairs per level)."""
+    """Generated arithmetic at seven difficulty levels (distinct operand pairs per level)."""
     rng = random.Random(ARITHMETIC_SEED)
     rows: list[dict] = []
     for level, op, (a_lo, a_hi), (b_lo, b_hi), count in ARITHMETIC_LEVELS:

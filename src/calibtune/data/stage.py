@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 import calibtune
 from calibtune.config import resolved_container, save_config
 from calibtune.data.generation import generate_answers
-from calibtune.data.grading import auto_grader, grade, judge_grades, normalize_words
-from calibtune.data.sources import SOURCE_KEY, load_qa_rows
+from calibtune.data.grading import auto_grader, grade, judge_grades
+from calibtune.data.sources import SOURCE_KEY, load_qa_rows, question_key
 from calibtune.errors import ConfigError, InputError
 from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, split_path
 from calibtune.io import read_jsonl, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
@@ -126,12 +126,11 @@ def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
 def check_leakage(rows: list[dict]) -> None:
     """Fail when a question (by qid or by text) is in train and in an eval split."""
     train_qids = {r["qid"] for r in rows if r["split"] == "train"}
-    train_texts = {" ".join(normalize_words(r["question"])) for r in rows if r["split"] == "train"}
+    train_texts = {question_key(r["question"]) for r in rows if r["split"] == "train"}
     for row in rows:
         if row["split"] == "train":
             continue
-        text = " ".join(normalize_words(row["question"]))
-        if row["qid"] in train_qids or text in train_texts:
+        if row["qid"] in train_qids or question_key(row["question"]) in train_texts:
             path, _, line = str(row.get(SOURCE_KEY, "input")).rpartition(":")
             raise InputError(
                 path or line,

@@ -1,0 +1,63 @@
+"""Choosing and splitting examples: exact sizes, by question, balanced, holdout, leakage."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from omegaconf import OmegaConf
+
+from calibtune.data.builtin import builtin_suite
+from calibtune.data.sources import validate_qa_row
+from calibtune.data.stage import assign_splits, check_leakage
+from calibtune.errors import ConfigError, InputError
+
+
+def data_cfg(**overrides):
+    base = {"n_examples": 600, "val_size": 100, "test_size": 100, "holdout_domains": []}
+    return OmegaConf.create({**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return [validate_qa_row(r, "builtin", None) for r in builtin_suite()]
+
+
+def test_exact_sizes_split_by_question_and_balanced(suite):
+    rows = assign_splits(suite, data_cfg(), seed=0)
+    assert Counter(r["split"] for r in rows) == {"train": 400, "val": 100, "test": 100}
+    qid_splits = {}
+    for row in rows:
+        assert qid_splits.setdefault(row["qid"], row["split"]) == row["split"]
+    per_domain = Counter(r["domain"] for r in rows)
+    assert len(per_domain) == 8 and max(per_domain.values()) < 2 * min(per_domain.values())
+    check_leakage(rows)
+
+
+def test_split_depends_only_on_seed(suite):
+    first = [(r["id"], r["split"]) for r in assign_splits(suite, data_cfg(), seed=0)]
+    assert first == [(r["id"], r["split"]) for r in assign_splits(suite, data_cfg(), seed=0)]
+    assert first != [(r["id"], r["split"]) for r in assign_splits(suite, data_cfg(), seed=1)]
+
+
+def test_holdout_domain_only_in_test(suite):
+    rows = assign_splits(suite, data_cfg(holdout_domains=["arithmetic"]), seed=0)
+    assert {r["split"] for r in rows if r["domain"] == "arithmetic"} == {"test"}
+    assert Counter(r["split"] for r in rows)["test"] == 100
+
+
+def test_bad_sizes_are_a_config_error(suite):
+    with pytest.raises(ConfigError, match="n_examples"):
+        assign_splits(suite, data_cfg(n_examples=150), seed=0)
+
+
+def test_leakage_by_text_names_source_line_and_field():
+    rows = [
+        {"qid": "a", "question": "80 + 7 =", "split": "train", "_source": "qa.jsonl:1"},
+        {"qid": "b", "question": "80 - 7 =", "split": "test", "_source": "qa.jsonl:2"},
+    ]
+    check_leakage(rows)  # different questions, though they differ only in a symbol
+    rows.append({"qid": "c", "question": "80  + 7 =", "split": "val", "_source": "qa.jsonl:3"})
+    with pytest.raises(InputError, match="leakage") as err:
+        check_leakage(rows)
+    assert (err.value.path, err.value.line, err.value.field) == ("qa.jsonl", 3, "question")
