@@ -1,0 +1,212 @@
+"""The train stage end to end on the tiny model: outputs, weights, reload, resume, bad config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from peft import PeftModel
+from safetensors.torch import load_file
+
+from calibtune.errors import CalibtuneError, ConfigError, InputError
+from calibtune.examples import read_labeled_split, split_path
+from calibtune.io import sha256_file
+from calibtune.models import load_model, load_tokenizer
+from calibtune.models.encoding import answer_token_logits, collate_answers, encode_answer
+from calibtune.tracking import read_metrics
+from calibtune.train import checkpoint as ckpt
+from calibtune.train.recipe import run_train_stage, train_lora
+from calibtune.train.synthetic import greedy_answers, write_synthetic_labeled_set
+
+FAST = [
+    "train.batch_size=4",
+    "train.micro_batch_size=2",
+    "train.eval_batch_size=16",
+    "train.log_every=1",
+    "train.progress=false",
+    "lora.lora_dropout=0.0",
+    "optim.lr=5e-3",
+]
+
+
+def make_labeled_set(cfg, out_dir: Path, sizes=None, with_model: bool = True) -> Path:
+    """A small labeled set written by the tiny model itself (its greedy answers, graded)."""
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model) if with_model else None
+    sizes = sizes or {"train": 16, "val": 8, "test": 4}
+    return write_synthetic_labeled_set(out_dir, tokenizer, cfg.prompt, sizes, model=model)
+
+
+@pytest.fixture
+def labeled_dir(compose_cfg, tmp_path: Path) -> Path:
+    return make_labeled_set(compose_cfg("train"), tmp_path / "labeled", with_model=False)
+
+
+def stage_cfg(compose_cfg, labeled_dir: Path, *overrides: str):
+    return compose_cfg("train", [*FAST, f"train.data_dir={labeled_dir}", *overrides])
+
+
+def test_outputs_weights_and_reload(compose_cfg, labeled_dir: Path):
+    cfg = stage_cfg(compose_cfg, labeled_dir, "train.eval_at_start=false", "train.eval_every=100")
+    result = train_lora(cfg)
+    out = result.output_dir
+    assert out == Path(cfg.train.output_dir).resolve()
+    for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "config.yaml"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dataset"]["sha256"] == sha256_file(labeled_dir / "manifest.json")
+    assert manifest["seed"] == 0 and manifest["best"]["step"] == 4 == manifest["steps"]
+    assert set(manifest["best"]["val_metrics"]) >= {"ece", "brier", "auroc"}
+    records = read_metrics(out)
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4]
+    assert OmegaConf.load(out / "config.yaml").train.batch_size == 4
+
+    # LoRA weights moved away from their init (B starts at zero); base weights did not.
+    adapter = load_file(out / "adapter/adapter_model.safetensors")
+    lora_b = [t for name, t in adapter.items() if "lora_B" in name]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)
+    base = load_model(cfg.model)
+    tuned_base = {
+        name.replace("base_model.model.", "").replace("base_layer.", ""): p
+        for name, p in result.model.named_parameters()
+        if "lora_" not in name
+    }
+    for name, param in base.named_parameters():
+        assert torch.equal(param, tuned_base[name]), name
+
+    # the saved adapter reloads to identical logits (the best step is the final step here)
+    reloaded = PeftModel.from_pretrained(base, out / "adapter").eval()
+    result.model.eval()
+    tokenizer = result.tokenizer
+    batch = collate_answers([encode_answer(tokenizer, "What is 2 plus 2?", " 4")], 0)
+    with torch.no_grad():
+        expected = answer_token_logits(result.model, batch)[0]
+        got = answer_token_logits(reloaded, batch)[0]
+    assert torch.equal(expected, got)
+
+
+def test_resume_after_crash_matches_uninterrupted(
+    compose_cfg, labeled_dir: Path, tmp_path, monkeypatch
+):
+    common = [
+        "train.epochs=2",
+        "train.checkpoint_every=3",
+        "train.eval_every=2",
+        "lora.lora_dropout=0.1",
+    ]
+    full = run_train_stage(stage_cfg(compose_cfg, labeled_dir, *common, f"run_dir={tmp_path}/full"))
+
+    crash_dir = tmp_path / "crash"
+    real_save = ckpt.save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("simulated kill after a checkpoint")
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_train_stage(stage_cfg(compose_cfg, labeled_dir, *common, f"run_dir={crash_dir}"))
+    assert [p.name for p in ckpt.list_checkpoints(crash_dir / "train")] == ["step_3"]
+    assert not (crash_dir / "train/manifest.json").exists()
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    resumed = run_train_stage(stage_cfg(compose_cfg, labeled_dir, *common, f"run_dir={crash_dir}"))
+
+    want = load_file(full / "adapter/adapter_model.safetensors")
+    got = load_file(resumed / "adapter/adapter_model.safetensors")
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    final = {
+        k: json.loads((d / "manifest.json").read_text())["best"]
+        for k, d in (("a", full), ("b", resumed))
+    }
+    assert final["a"] == final["b"]
+    want_ckpt = load_file(ckpt.list_checkpoints(full)[-1] / "trainable.safetensors")
+    got_ckpt = load_file(ckpt.list_checkpoints(resumed)[-1] / "trainable.safetensors")
+    assert all(torch.equal(want_ckpt[k], got_ckpt[k]) for k in want_ckpt)
+    assert len(ckpt.list_checkpoints(full)) == 2  # keep_last
+
+
+def write_rows(labeled_dir: Path, split: str, edit) -> None:
+    path = split_path(labeled_dir, split)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in edit(rows)))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "edit", "error", "says"),
+    [
+        (["lora.target_modules=[q_proj,c_attn]"], None, ConfigError, "c_attn"),
+        (["lora.layers_to_transform=[7]"], None, ConfigError, "out of range"),
+        (["train.batch_size=64"], None, ConfigError, "at most 16"),
+        (["prompt.query_yes=zyzzyva"], None, ConfigError, "prompt.query_yes"),
+        (
+            [],
+            lambda rows: [{**rows[0], "correct": 1.5}, *rows[1:]],
+            InputError,
+            "train.jsonl:1: field 'correct'",
+        ),
+        ([], lambda rows: [], InputError, "empty"),
+    ],
+)
+def test_bad_config_fails_before_training(compose_cfg, labeled_dir, overrides, edit, error, says):
+    if edit is not None:
+        write_rows(labeled_dir, "train", edit)
+    cfg = stage_cfg(compose_cfg, labeled_dir, *overrides)
+    with pytest.raises(error, match=None) as caught:
+        run_train_stage(cfg)
+    assert says in str(caught.value)
+    assert isinstance(caught.value, CalibtuneError)
+    assert not Path(cfg.train.output_dir).exists()
+
+
+def test_unknown_key_is_rejected(compose_cfg):
+    with pytest.raises(Exception, match="train.learning_rate"):
+        compose_cfg("train", ["train.learning_rate=1e-3"])
+
+
+@pytest.fixture
+def sharp_model_dir(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """The tiny model with weights scaled up, so its greedy answers are not near-ties."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "sharp-model"
+    shutil.copytree(tiny_model_dir, out)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.mul_(4.0)
+    model.save_pretrained(out)
+    return out
+
+
+def test_kl_term_keeps_the_base_models_answers(compose_cfg, sharp_model_dir: Path, tmp_path):
+    model_override = f"model.name_or_path={sharp_model_dir}"
+    base_cfg = compose_cfg("train", [model_override])
+    labeled = make_labeled_set(base_cfg, tmp_path / "labeled", {"train": 16, "val": 4, "test": 4})
+    rows = read_labeled_split(labeled, "train")
+    agreement = {}
+    for beta in (0.0, 5.0):
+        cfg = stage_cfg(
+            compose_cfg,
+            labeled,
+            model_override,
+            f"train.beta={beta}",
+            f"run_dir={tmp_path}/beta{beta}",
+            "optim.lr=1e-2",
+            "optim.warmup=0",
+            "optim.scheduler=constant",
+            "train.epochs=3",
+            "train.micro_batch_size=4",
+            "train.eval_at_start=false",
+            "train.eval_every=100",
+        )
+        model = train_lora(cfg).model.eval()
+        answers = greedy_answers(model, load_tokenizer(cfg.model), [r["prompt"] for r in rows])
+        agreement[beta] = sum(a == r["response"] for a, r in zip(answers, rows, strict=True))
+    assert agreement[5.0] >= 12, agreement
+    assert agreement[5.0] >= agreement[0.0] + 8, agreement
