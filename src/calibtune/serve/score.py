@@ -54,7 +54,8 @@ def adapter_dir(path: str | os.PathLike) -> Path:
         return path
     raise ConfigError(
         f"serve.adapter={str(path)!r} holds no PEFT adapter (adapter_config.json, or "
-        "adapter/adapter_config.json of a train output dir); point it at `calibtune train` output"
+        "adapter/adapter_config.json of a train output dir); set run_dir=<the run that trained "
+        "it>, serve.adapter=<train output dir>, or serve.model_dir=<a `calibtune export` dir>"
     )
 
 
