@@ -28,6 +28,7 @@ USAGE = """usage: calibtune <command> [hydra overrides]
 
 commands:
   data         answer and grade questions with the base model -> labeled confidence set
+               (`calibtune data grade <set> --grader G` re-grades a set, prints agreement)
   train        LoRA calibration-tuning on a labeled set
   eval         calibration of base vs tuned, with intervals, baselines and a report
   run          data -> train -> eval
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        if command in COMMANDS:
+        if command == "data" and rest[:1] == ["grade"]:  # re-grade an existing labeled set
+            load_target("calibtune.data.regrade:main")(rest[1:])
+        elif command in COMMANDS:
             run_stage(command, rest)
         elif command in OTHER_COMMANDS:
             load_target(OTHER_COMMANDS[command])(rest)

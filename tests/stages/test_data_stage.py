@@ -165,3 +165,20 @@ def test_user_jsonl_smaller_than_n_examples_uses_all_rows(compose_cfg, tmp_path)
     assert sum(counts.values()) == 20 and counts["val"] == 4 and counts["test"] == 4
     rows = read_labeled_split(out_dir, "train")
     assert all(r["grader"] == "exact" and r["domain"] == "sums" for r in rows)
+
+
+def test_regrade_reports_agreement_and_writes_regraded_set(compose_cfg, tmp_path, capsys):
+    from calibtune.cli import main
+
+    out_dir = run_data_stage(compose_cfg("data", SMALL))
+    capsys.readouterr()
+    main(["data", "grade", str(out_dir), "--grader", "substring", "--out", str(tmp_path / "re")])
+    printed = capsys.readouterr().out
+    assert "agree" in printed and "overall" in printed
+    regraded = read_labeled_split(tmp_path / "re", "test")
+    assert {r["grader"] for r in regraded} == {"substring"}
+    manifest = json.loads((tmp_path / "re" / MANIFEST).read_text())
+    assert manifest["grader_agreement"]["overall"]["n"] == 40
+    # substring is looser than exact/numeric: it never takes a right answer away
+    old = {r["id"]: r["correct"] for r in read_labeled_split(out_dir, "test")}
+    assert all(r["correct"] >= old[r["id"]] or r["domain"] == "arithmetic" for r in regraded)
