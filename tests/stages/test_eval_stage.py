@@ -95,7 +95,7 @@ def eval_inputs(compose_cfg, tmp_path):
         "eval.verbalized.max_examples=6",
         "eval.verbalized.max_new_tokens=4",
         "eval.agreement_max_examples=8",
-        "eval.max_new_tokens=4",
+        "data.max_new_tokens=4",
         "eval.token_temperature.steps=4",
     ]
     return overrides, data, train

@@ -211,19 +211,18 @@ def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
 
 
 def tuning_cost(cfg, model, tokenizer, rows: list[dict]) -> dict:
-    """Tuned greedy answers vs the base responses: agreement, and tuned accuracy where graded."""
+    """Tuned greedy answers vs the base responses: agreement, and tuned accuracy where graded.
+
+    Generation uses the data stage's settings (max_new_tokens, stop strings), greedy."""
     from calibtune.data.generation import generate_answers
     from calibtune.data.grading import grade
+    from calibtune.data.stage import generation_kwargs
 
     limit = min(len(rows), cfg.eval.agreement_max_examples or len(rows))
     rows = rows[:limit]
-    answers = generate_answers(
-        model,
-        tokenizer,
-        [r["prompt"] for r in rows],
-        max_new_tokens=cfg.eval.max_new_tokens,
-        batch_size=cfg.eval.batch_size,
-    )
+    settings = {**generation_kwargs(cfg.data), "num_samples": 1, "temperature": 0.0}
+    settings["batch_size"] = cfg.eval.batch_size
+    answers = generate_answers(model, tokenizer, [r["prompt"] for r in rows], **settings)
     tuned = [samples[0] for samples in answers]
     same = [normalize(a) == normalize(r["response"]) for a, r in zip(tuned, rows, strict=True)]
     graded = []

@@ -1,0 +1,91 @@
+"""Post-hoc recalibrators: fitted values, plain-param round trips, and unfittable cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+from calibtune import metrics
+from calibtune.errors import ConfigError
+from calibtune.eval.recalibrate import (
+    CalibrationUnavailable,
+    apply_calibrator,
+    calibrator_from_params,
+    fit_calibrator,
+    logit,
+    sigmoid,
+)
+
+
+@pytest.fixture
+def overconfident():
+    """Val and test sets whose confidences are too extreme: true P = sigmoid(logit(c) / 3)."""
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        c = rng.random(n)
+        y = (rng.random(n) < sigmoid(logit(c) / 3)).astype(float)
+        return c, y
+
+    return draw(3000), draw(3000)
+
+
+def test_temperature_recovers_the_true_temperature(overconfident):
+    (c_val, y_val), (c_test, y_test) = overconfident
+    params = fit_calibrator("temperature", c_val, y_val)
+    assert params["temperature"] == pytest.approx(3.0, rel=0.15)
+    recalibrated = apply_calibrator(params, c_test)
+    assert metrics.ece(recalibrated, y_test) < metrics.ece(c_test, y_test) / 3
+
+
+def test_platt_matches_unregularised_logistic_regression(overconfident):
+    (c_val, y_val), _ = overconfident
+    params = fit_calibrator("platt", c_val, y_val)
+    reference = LogisticRegression(C=1e12, tol=1e-10, max_iter=10_000)
+    reference.fit(logit(c_val)[:, None], y_val)
+    assert params["a"] == pytest.approx(reference.coef_[0][0], abs=1e-4)
+    assert params["b"] == pytest.approx(reference.intercept_[0], abs=1e-4)
+
+
+def test_isotonic_matches_scikit_learn(overconfident):
+    (c_val, y_val), (c_test, _) = overconfident
+    params = fit_calibrator("isotonic", c_val, y_val)
+    reference = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(c_val, y_val)
+    assert apply_calibrator(params, c_test) == pytest.approx(reference.predict(c_test), abs=1e-9)
+
+
+def test_histogram_maps_each_quantile_bin_to_its_mean_outcome():
+    c = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    y = np.array([0, 0, 1, 1, 1, 0])
+    params = fit_calibrator("histogram", c, y, n_bins=3)
+    assert params["values"] == pytest.approx([0.0, 1.0, 0.5])
+    # above the last val value still maps to the last bin, below the first to the first
+    assert apply_calibrator(params, [0.0, 0.25, 0.3, 0.65, 1.0]) == pytest.approx(
+        [0.0, 1.0, 1.0, 0.5, 0.5]
+    )
+
+
+@pytest.mark.parametrize("kind", ["temperature", "platt", "isotonic", "histogram"])
+def test_params_round_trip_through_json(kind, overconfident):
+    (c_val, y_val), (c_test, _) = overconfident
+    params = fit_calibrator(kind, c_val, y_val)
+    loaded = json.loads(json.dumps(params))
+    assert calibrator_from_params(loaded)(c_test) == pytest.approx(apply_calibrator(params, c_test))
+    assert np.all((apply_calibrator(params, c_test) >= 0) & (apply_calibrator(params, c_test) <= 1))
+
+
+def test_unfittable_cases_say_why():
+    with pytest.raises(CalibrationUnavailable, match="fewer than 15 bins"):
+        fit_calibrator("histogram", [0.1, 0.5, 0.9], [0, 1, 1])
+    with pytest.raises(CalibrationUnavailable, match="all 1"):
+        fit_calibrator("platt", [0.1, 0.5, 0.9], [1, 1, 1])
+    with pytest.raises(ConfigError, match="unknown recalibrator"):
+        fit_calibrator("beta", [0.1, 0.5], [0, 1])
+    with pytest.raises(ConfigError, match="unknown kind"):
+        calibrator_from_params({"kind": "pickle"})
+    with pytest.raises(metrics.MetricError, match="NaN"):
+        fit_calibrator("temperature", [0.1, float("nan")], [0, 1])
