@@ -182,3 +182,41 @@ def test_regrade_reports_agreement_and_writes_regraded_set(compose_cfg, tmp_path
     # substring is looser than exact/numeric: it never takes a right answer away
     old = {r["id"]: r["correct"] for r in read_labeled_split(out_dir, "test")}
     assert all(r["correct"] >= old[r["id"]] or r["domain"] == "arithmetic" for r in regraded)
+
+
+@pytest.mark.slow
+def test_real_default_model_answers_and_grades_in_sentences():
+    from calibtune.config import compose
+    from calibtune.data.sources import validate_qa_row
+    from calibtune.data.stage import label_qa_rows
+    from calibtune.models import load_model, load_tokenizer
+
+    cfg = compose("data", ["model.device=cpu", "model.dtype=float32", "data.batch_size=4"])
+    tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model)
+    rows = [
+        validate_qa_row({"question": q, "answers": a, "domain": d, "grader": g}, "probe", i)
+        for i, (q, a, d, g) in enumerate(
+            [
+                ("What is the capital of France?", ["Paris"], "capitals", "exact"),
+                ("What continent is Brazil in?", ["South America"], "continents", "exact"),
+                ("What is the capital of France?", ["Lyon"], "wrong_gold", "exact"),
+                ("What is the atomic number of Oganesson?", ["118"], "atomic_numbers", "numeric"),
+            ]
+        )
+    ]
+    labeled = label_qa_rows(model, tokenizer, rows, cfg)
+    assert [r["correct"] for r in labeled][:3] == [1, 1, 0], [r["response"] for r in labeled]
+    assert "Paris" in labeled[0]["response"]
+    assert all("_source" not in r and r["split"] == "" for r in labeled)
+
+
+def test_soft_labels_from_samples_and_judge_grader(compose_cfg, tmp_path):
+    tiny = ["data.n_examples=12", "data.val_size=2", "data.test_size=2", "data.batch_size=6"]
+    tiny += ["data.max_new_tokens=3", "data.progress=false"]
+    cfg = compose_cfg("data", [*tiny, "data.num_samples=3", "data.temperature=1.0"])
+    rows = read_labeled_split(run_data_stage(cfg), "train")
+    assert all(len(r["samples"]) == 3 and r["response"] == r["samples"][0] for r in rows)
+    assert all(round(r["correct"] * 3, 4) in (0, 1, 2, 3) for r in rows)
+    judged = compose_cfg("data", [*tiny, "data.grader=judge", f"data.output_dir={tmp_path}/j"])
+    rows = read_labeled_split(run_data_stage(judged), "train")
+    assert {r["grader"] for r in rows} == {"judge"} and {r["correct"] for r in rows} <= {0, 1}

@@ -155,6 +155,24 @@ def generation_kwargs(data_cfg) -> dict:
     }
 
 
+def sample_hits(model, tokenizer, rows: list[dict], cfg) -> list[list[bool]]:
+    """Per answered row, which of its samples are correct (judge rows: one batched model call)."""
+    judged = [{**r, "response": s} for r in rows if r["grader"] == "judge" for s in r["samples"]]
+    verdicts = iter(
+        judge_grades(model, tokenizer, cfg.prompt, judged, batch_size=int(cfg.data.batch_size))
+        if judged
+        else []
+    )
+    return [
+        [next(verdicts) for _ in r["samples"]]
+        if r["grader"] == "judge"
+        else [
+            grade(s, r["answers"], r["choices"], r["grader"], r["question"]) for s in r["samples"]
+        ]
+        for r in rows
+    ]
+
+
 def label_qa_rows(model, tokenizer, qa_rows: list[dict], cfg) -> list[dict]:
     """Answer, grade and render prompt and query for QA rows (split is kept, or "")."""
     prompts = [
@@ -164,45 +182,23 @@ def label_qa_rows(model, tokenizer, qa_rows: list[dict], cfg) -> list[dict]:
         model, tokenizer, prompts, seed=int(cfg.seed), **generation_kwargs(cfg.data)
     )
     grader = str(cfg.data.grader)
-    labeled = []
-    for row, prompt, samples in zip(qa_rows, prompts, answers, strict=True):
-        row_grader = auto_grader(row) if grader == "auto" else grader
-        labeled.append(
-            {
-                **row,
-                "prompt": prompt,
-                "response": samples[0],
-                "grader": row_grader,
-                "split": row.get("split", ""),
-                "samples": samples,
-            }
-        )
-    judged = [r for r in labeled if r["grader"] == "judge"]
-    verdicts = iter(
-        judge_grades(
-            model,
-            tokenizer,
-            cfg.prompt,
-            [{**r, "response": s} for r in judged for s in r["samples"]],
-            batch_size=int(cfg.data.batch_size),
-        )
-        if judged
-        else []
-    )
-    for row in labeled:
-        if row["grader"] == "judge":
-            hits = [next(verdicts) for _ in row["samples"]]
-        else:
-            hits = [
-                grade(s, row["answers"], row["choices"], row["grader"], row["question"])
-                for s in row["samples"]
-            ]
-        correct = sum(hits) / len(hits)
-        row["correct"] = int(correct) if len(hits) == 1 else round(correct, 6)
+    labeled = [
+        {
+            **output_row(row),
+            "prompt": prompt,
+            "response": samples[0],
+            "samples": samples,
+            "grader": auto_grader(row) if grader == "auto" else grader,
+            "split": row.get("split", ""),
+        }
+        for row, prompt, samples in zip(qa_rows, prompts, answers, strict=True)
+    ]
+    for row, hits in zip(labeled, sample_hits(model, tokenizer, labeled, cfg), strict=True):
+        row["correct"] = int(hits[0]) if len(hits) == 1 else round(sum(hits) / len(hits), 6)
         row["query"] = render_query_prompt(
             tokenizer, cfg.prompt, row["question"], row["choices"], row["response"]
         )
-        if len(row["samples"]) == 1:
+        if len(hits) == 1:
             del row["samples"]
     return labeled
 
