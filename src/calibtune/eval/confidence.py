@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from calibtune.data.generation import generate_answers, length_sorted_batches
@@ -43,12 +44,14 @@ def ptrue_confidences(
     queries: Sequence[str],
     tokens: QueryTokens,
     batch_size: int,
+    progress: str | None = None,
 ) -> np.ndarray:
-    """P(yes) / (P(yes) + P(no)) after each rendered uncertainty query."""
+    """P(yes) / (P(yes) + P(no)) after each rendered uncertainty query (a bar named `progress`)."""
     encoded = [encode_text(tokenizer, query) for query in queries]
     confidences = np.zeros(len(queries))
     device = _device(model)
-    for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
+    batches = length_sorted_batches([len(ids) for ids in encoded], batch_size)
+    for batch in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
         padded = pad_sequences([encoded[i] for i in batch], tokenizer.pad_token_id, side="left")
         logits = last_token_logits(model, _to_device(padded, device))
         confidences[batch] = query_confidence(logits, tokens).double().cpu().numpy()
@@ -63,6 +66,7 @@ def answer_confidences(
     responses: Sequence[str],
     batch_size: int,
     full_ece: Sequence[tuple[float, FullECE]] = (),
+    progress: str | None = None,
 ) -> dict[str, np.ndarray]:
     """pavg, seqlogp and pmin of each response under `model`; NaN where a response is empty.
 
@@ -76,7 +80,8 @@ def answer_confidences(
     usable = [i for i, item in enumerate(encoded) if len(item.input_ids) > item.answer_start]
     device = _device(model)
     lengths = [len(encoded[i].input_ids) for i in usable]
-    for batch_positions in length_sorted_batches(lengths, batch_size):
+    batches = length_sorted_batches(lengths, batch_size)
+    for batch_positions in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
         batch = [usable[i] for i in batch_positions]
         collated = collate_answers([encoded[i] for i in batch], tokenizer.pad_token_id)
         logits, targets, rows = answer_token_logits(model, _to_device(collated, device))

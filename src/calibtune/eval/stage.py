@@ -117,9 +117,16 @@ def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str
     ]
 
 
-def compute_confidences(cfg, model, tokenizer, rows, tuned: bool, full_ece: bool) -> dict:
+def compute_confidences(
+    cfg, model, tokenizer, rows, tuned: bool, full_ece: bool, split: str
+) -> dict:
     """Confidences of every method for `rows` (and Full-ECE objects when `full_ece`)."""
     eval_cfg, batch_size = cfg.eval, cfg.eval.batch_size
+    show = bool(eval_cfg.progress) and is_rank_zero()
+
+    def bar(name: str) -> str | None:
+        return f"{split} {name}" if show else None
+
     tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
     queries = [r["query"] for r in rows]
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
@@ -127,22 +134,22 @@ def compute_confidences(cfg, model, tokenizer, rows, tuned: bool, full_ece: bool
     out: dict = {"full_ece": {}}
     with base_mode(model):
         out["base/ptrue"] = confidence.ptrue_confidences(
-            model, tokenizer, queries, tokens, batch_size
+            model, tokenizer, queries, tokens, batch_size, bar("base ptrue")
         )
         base_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
         answer = confidence.answer_confidences(
-            model, tokenizer, prompts, responses, batch_size, base_full
+            model, tokenizer, prompts, responses, batch_size, base_full, bar("base answers")
         )
         out.update({f"base/{name}": values for name, values in answer.items()})
         out["full_ece"]["base"] = base_full
     if tuned:
         out["tuned/ptrue"] = confidence.ptrue_confidences(
-            model, tokenizer, queries, tokens, batch_size
+            model, tokenizer, queries, tokens, batch_size, bar("tuned ptrue")
         )
         if full_ece:
             tuned_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures]
             confidence.answer_confidences(
-                model, tokenizer, prompts, responses, batch_size, tuned_full
+                model, tokenizer, prompts, responses, batch_size, tuned_full, bar("tuned answers")
             )
             out["full_ece"]["tuned"] = tuned_full
     return out
@@ -277,8 +284,8 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
 
     log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
-    val = compute_confidences(cfg, model, tokenizer, splits["val"], tuned, full_ece=False)
-    test = compute_confidences(cfg, model, tokenizer, splits["test"], tuned, full_ece=True)
+    val = compute_confidences(cfg, model, tokenizer, splits["val"], tuned, False, "val")
+    test = compute_confidences(cfg, model, tokenizer, splits["test"], tuned, True, "test")
     full_ece = summarize_full_ece(test.pop("full_ece"))
     val.pop("full_ece")
     verbalized = add_verbalized(cfg, model, tokenizer, splits["test"], test)
