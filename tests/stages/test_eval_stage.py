@@ -259,3 +259,41 @@ def test_split_by_question_is_deterministic_and_keeps_questions_together():
     assert not val_q & {r["qid"] for r in first["test"]}
     assert 60 < len(val_q) < 140
     assert first != split_by_question(rows, seed=4, val_fraction=0.5)
+
+
+def test_raw_qa_jsonl_is_answered_graded_and_split(compose_cfg, eval_inputs, tmp_path):
+    _, _, train = eval_inputs
+    qa = [
+        {"id": f"r{i}", "question": q, "answers": [gold], "domain": domain}
+        for i, (domain, q, gold, _) in enumerate(QUESTIONS * 6)
+    ]
+    for i, row in enumerate(qa):
+        row["question"] += " " * (i // len(QUESTIONS))  # same text folds to the same question
+    path = tmp_path / "questions.jsonl"
+    write_jsonl_atomic(path, qa)
+    cfg = compose_cfg(
+        "eval",
+        [
+            f"eval.data_dir={path}",
+            f"eval.adapter={train}",
+            "eval.n_boot=10",
+            "eval.verbalized.enabled=false",
+            "eval.agreement_max_examples=4",
+            "data.max_new_tokens=3",
+            "eval.token_temperature.steps=2",
+            f"eval.output_dir={tmp_path / 'qa'}",
+        ],
+    )
+    out = run_eval_stage(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] + metrics["n_val"] == 30
+    predictions = [
+        json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert all(p["correct"] in (0, 1) for p in predictions)
+    # rows of one question (same qid) never land in both val and test
+    test_ids = {p["id"] for p in predictions}
+    by_question = {}
+    for row in qa:
+        by_question.setdefault(row["question"].strip(), set()).add(row["id"] in test_ids)
+    assert all(len(sides) == 1 for sides in by_question.values())

@@ -27,7 +27,7 @@ from calibtune.errors import ConfigError, InputError
 from calibtune.eval import confidence, report, scoring
 from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
 from calibtune.examples import MANIFEST, read_labeled_split
-from calibtune.metrics import FullECE
+from calibtune.metrics import FullECE, MetricError
 from calibtune.models.loading import load_model, load_tokenizer
 from calibtune.models.prompts import find_query_tokens, render_query_prompt
 from calibtune.runtime import is_rank_zero, set_seed
@@ -203,7 +203,7 @@ def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
             name = f"{method}+{kind}"
             try:
                 params = fit_calibrator(kind, val[method][present], y_val[present], cfg.eval.n_bins)
-            except CalibrationUnavailable as err:
+            except (CalibrationUnavailable, MetricError) as err:
                 unavailable[name] = str(err)
                 continue
             fitted[name] = params
