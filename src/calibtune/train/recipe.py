@@ -336,7 +336,9 @@ def train_lora(cfg: DictConfig) -> TrainResult:
     progress.close()
 
     if rank0:
-        write_train_manifest(cfg, output_dir, state, tokens, len(train_rows), len(val_rows), steps)
+        write_train_manifest(
+            cfg, output_dir, state, tokens, len(train_rows), len(val_rows), steps, accelerator
+        )
         tracker.finish()
     accelerator.wait_for_everyone()
     return TrainResult(output_dir=output_dir, model=peft_model, tokenizer=tokenizer, state=state)
@@ -350,6 +352,7 @@ def write_train_manifest(
     num_train: int,
     num_val: int,
     steps: int,
+    accelerator: Accelerator,
 ) -> None:
     """manifest.json: dataset link (path + sha256), model, seed, versions, commit, best step."""
     import accelerate
@@ -369,6 +372,8 @@ def write_train_manifest(
             "seed": int(cfg.seed),
             "examples": {"train": num_train, "val": num_val},
             "steps": steps,
+            "world_size": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type),
             "best": {
                 "metric": cfg.train.best_metric,
                 "step": state.best_step,
