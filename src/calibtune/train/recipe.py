@@ -310,6 +310,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
                     "train/kl": kl,
                     "train/lr": scheduler.get_last_lr()[0],
                     "train/tokens_per_s": tokens_per_s,
+                    "train/tokens": int(seen),
                     "train/epoch": state.epoch,
                 }
                 if grad_norm is not None:
@@ -319,7 +320,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
                 window_tokens, window_start = 0, time.perf_counter()
             progress.update(1)
 
-            if state.step % int(tc.eval_every) == 0 or state.step == steps:
+            if state.step == steps or (tc.eval_every and state.step % int(tc.eval_every) == 0):
                 run_validation()
             if tc.checkpoint_every and (
                 state.step % int(tc.checkpoint_every) == 0 and state.step < steps

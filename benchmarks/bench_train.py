@@ -1,0 +1,292 @@
+"""Training throughput: calibtune's recipe vs a plain Hugging Face Trainer + PEFT, same loss.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_train.py [--steps 4 --batch 8 --micro 4]
+
+Both sides: the same model, LoRA config (`conf/method/lora.yaml`), examples (a synthetic labeled
+set, steps x batch examples, one epoch, so both see exactly the same tokens), loss
+(CE on the [no, yes] query logits + beta * KL(base || tuned) over the full vocabulary on the
+answer tokens, base = adapter disabled), optimizer (AdamW, same lr) and effective batch
+(micro-batch x gradient accumulation). Each side runs in its own process; the script prints
+tokens/s (non-padding query + answer tokens over the wall time of all training steps), peak
+resident memory of the process, the ratio, and achieved FLOP/s against a measured fp32 matmul
+peak. FLOPs counted per DESIGN.md §9: 4 x non-embedding params per trained token (2 for the
+no-grad base pass) + 2 x vocab x hidden per position whose logits the loss needs (x2 with grad).
+
+The plain side is what a user writes with Trainer defaults: a collator that pads each batch to
+its longest row (dynamic padding, no length grouping) and full-sequence logits from `model(...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def base_overrides(args) -> list[str]:
+    return [
+        f"model.name_or_path={args.model}",
+        "model.device=cpu",
+        "model.dtype=float32",
+        "logger=none",
+        f"train.beta={args.beta}",
+        f"optim.lr={args.lr}",
+    ]
+
+
+def make_data(args, out_dir: Path) -> Path:
+    """steps x batch training examples (responses right or wrong at random; no generation)."""
+    from calibtune.config import compose
+    from calibtune.models import load_tokenizer
+    from calibtune.train.synthetic import write_synthetic_labeled_set
+
+    cfg = compose("train", base_overrides(args))
+    sizes = {"train": args.steps * args.batch, "val": 8, "test": 2}
+    return write_synthetic_labeled_set(out_dir, load_tokenizer(cfg.model), cfg.prompt, sizes)
+
+
+def useful_flops(model, examples, beta: float) -> float:
+    """Training FLOPs the loss needs (DESIGN.md §9), summed over `examples`."""
+    cfg = model.config
+    embed = cfg.vocab_size * cfg.hidden_size
+    non_embedding = sum(p.numel() for p in model.parameters()) - embed
+    if not getattr(cfg, "tie_word_embeddings", False):
+        non_embedding -= embed
+    head = 2 * embed
+    total = 0.0
+    for e in examples:
+        total += 4 * non_embedding * len(e.query_ids) + 2 * head  # query: LM head on 1 position
+        if beta > 0:
+            n_ans = len(e.answer.input_ids) - e.answer.answer_start
+            total += 4 * non_embedding * len(e.answer.input_ids) + 2 * head * n_ans  # tuned
+            total += 2 * non_embedding * len(e.answer.input_ids) + head * n_ans  # base, no grad
+    return total
+
+
+def side_ours(args, data_dir: Path, run_dir: Path) -> dict:
+    """calibtune's recipe; tokens and time from its metrics.jsonl (one record per step)."""
+    from calibtune.config import compose
+    from calibtune.tracking import read_metrics
+    from calibtune.train.recipe import train_lora
+
+    cfg = compose(
+        "train",
+        [
+            *base_overrides(args),
+            f"run_dir={run_dir}",
+            f"train.data_dir={data_dir}",
+            f"train.batch_size={args.batch}",
+            f"train.micro_batch_size={args.micro}",
+            "train.eval_at_start=false",
+            "train.eval_every=0",
+            "train.checkpoint_every=0",
+            "train.log_every=1",
+            "train.progress=false",
+        ],
+    )
+    train_lora(cfg)
+    steps = [r for r in read_metrics(run_dir / "train") if "train/tokens" in r]
+    tokens = sum(r["train/tokens"] for r in steps)
+    seconds = sum(r["train/tokens"] / r["train/tokens_per_s"] for r in steps)
+    return {"tokens": tokens, "seconds": seconds, "steps": len(steps)}
+
+
+def side_hf(args, data_dir: Path, run_dir: Path) -> dict:
+    """A plain transformers Trainer over a PEFT model with the same loss terms."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from calibtune.config import compose
+    from calibtune.examples import read_labeled_split
+    from calibtune.models import load_model, load_tokenizer
+    from calibtune.models.prompts import find_query_tokens, query_logits
+    from calibtune.train.data import tokenize_examples
+    from calibtune.train.loss import calibration_loss
+    from calibtune.train.methods import attach_lora
+
+    cfg = compose("train", base_overrides(args))
+    tokenizer = load_tokenizer(cfg.model)
+    tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
+    examples = tokenize_examples(tokenizer, read_labeled_split(data_dir, "train"))
+    torch.manual_seed(0)
+    model = attach_lora(load_model(cfg.model), cfg.lora)
+    pad = tokenizer.pad_token_id
+
+    def pad_right(seqs):
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        return ids, mask
+
+    def collator(items):
+        q_ids, q_mask = pad_right([e.query_ids for e in items])
+        a_ids, a_mask = pad_right([e.answer.input_ids for e in items])
+        starts = torch.tensor([e.answer.answer_start for e in items])
+        return {
+            "q_ids": q_ids,
+            "q_mask": q_mask,
+            "a_ids": a_ids,
+            "a_mask": a_mask,
+            "a_start": starts,
+            "correct": torch.tensor([e.correct for e in items]),
+        }
+
+    counted = {"tokens": 0, "start": None, "end": None}
+
+    class PlainTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            counted["tokens"] += int(inputs["q_mask"].sum() + inputs["a_mask"].sum())
+            logits = model(input_ids=inputs["q_ids"], attention_mask=inputs["q_mask"]).logits
+            last = inputs["q_mask"].sum(dim=1) - 1
+            two_way = query_logits(logits[torch.arange(len(last)), last], tokens)
+            if args.beta <= 0:
+                return calibration_loss(two_way, inputs["correct"], len(last)).total
+            a_ids, a_mask = inputs["a_ids"], inputs["a_mask"]
+            positions = torch.arange(a_ids.shape[1])
+            targets = (positions[None, 1:] >= inputs["a_start"][:, None]) & (a_mask[:, 1:] > 0)
+            with torch.no_grad(), model.disable_adapter():
+                base = model(input_ids=a_ids, attention_mask=a_mask).logits[:, :-1][targets]
+            tuned = model(input_ids=a_ids, attention_mask=a_mask).logits[:, :-1][targets]
+            rows = targets.nonzero()[:, 0]
+            return calibration_loss(
+                two_way,
+                inputs["correct"],
+                len(last),
+                beta=args.beta,
+                tuned_answer_logits=tuned,
+                base_answer_log_probs=torch.log_softmax(base.float(), dim=-1),
+                answer_rows=rows,
+            ).total
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            if counted["start"] is None:
+                counted["start"] = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            counted["end"] = time.perf_counter()
+
+    training_args = TrainingArguments(
+        output_dir=str(run_dir),
+        per_device_train_batch_size=args.micro,
+        gradient_accumulation_steps=args.batch // args.micro,
+        num_train_epochs=1,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        max_grad_norm=1.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = PlainTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=examples,
+        data_collator=collator,
+        callbacks=[Clock()],
+    )
+    result = trainer.train()
+    return {
+        "tokens": counted["tokens"],
+        "seconds": counted["end"] - counted["start"],
+        "steps": result.global_step,
+    }
+
+
+def matmul_peak_gflops(size: int = 1024, repeats: int = 10) -> float:
+    """Best fp32 matmul throughput of this machine (torch's default threads)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def run_child(side: str, args, data_dir: Path, work: Path) -> dict:
+    cmd = [sys.executable, __file__, "--side", side, "--data", str(data_dir), "--work", str(work)]
+    cmd += [f"--{k}={v}" for k, v in vars(args).items() if k not in ("side", "data", "work")]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{side} side failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8, help="effective batch (examples/step)")
+    parser.add_argument("--micro", type=int, default=4, help="micro-batch (accumulation fills)")
+    parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--side", choices=["ours", "hf"], default=None)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--work", default=None)
+    args = parser.parse_args()
+
+    if args.side is not None:  # child process: one side, one JSON line on stdout
+        run = {"ours": side_ours, "hf": side_hf}[args.side]
+        result = run(args, Path(args.data), Path(args.work) / args.side)
+        result["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(result))
+        return
+
+    from calibtune.config import compose
+    from calibtune.examples import read_labeled_split
+    from calibtune.models import load_model, load_tokenizer
+    from calibtune.train.data import tokenize_examples
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data_dir = make_data(args, work / "data")
+        results = {side: run_child(side, args, data_dir, work) for side in ("ours", "hf")}
+        cfg = compose("train", base_overrides(args))
+        tokenizer = load_tokenizer(cfg.model)
+        examples = tokenize_examples(tokenizer, read_labeled_split(data_dir, "train"))
+        flops = useful_flops(load_model(cfg.model), examples, args.beta)
+    peak = matmul_peak_gflops()
+    print(
+        f"model {args.model}  steps {args.steps}  batch {args.batch} (micro {args.micro})  beta {args.beta}"
+    )
+    print(f"threads {torch.get_num_threads()}  fp32 matmul peak {peak:.1f} GFLOP/s")
+    print(
+        f"{'side':<22}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'peak RSS MiB':>14}{'GFLOP/s':>9}{'% peak':>8}"
+    )
+    for side, name in (("hf", "HF Trainer + PEFT"), ("ours", "calibtune recipe")):
+        r = results[side]
+        gflops = flops / r["seconds"] / 1e9
+        print(
+            f"{name:<22}{r['tokens']:>8}{r['seconds']:>10.1f}{r['tokens'] / r['seconds']:>10.1f}"
+            f"{r['peak_rss_mb']:>14.0f}{gflops:>9.1f}{100 * gflops / peak:>7.1f}%"
+        )
+    ours, hf = results["ours"], results["hf"]
+    speedup = (ours["tokens"] / ours["seconds"]) / (hf["tokens"] / hf["seconds"])
+    print(
+        f"speedup (tokens/s ours / HF): {speedup:.2f}x   "
+        f"peak memory ours / HF: {ours['peak_rss_mb'] / hf['peak_rss_mb']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
