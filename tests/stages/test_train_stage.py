@@ -210,3 +210,19 @@ def test_kl_term_keeps_the_base_models_answers(compose_cfg, sharp_model_dir: Pat
         agreement[beta] = sum(a == r["response"] for a, r in zip(answers, rows, strict=True))
     assert agreement[5.0] >= 12, agreement
     assert agreement[5.0] >= agreement[0.0] + 8, agreement
+
+
+def test_probe_method_saves_a_head_that_scores_val(compose_cfg, labeled_dir: Path):
+    from calibtune.train.probe import load_probe
+
+    fast = [o for o in FAST if not o.startswith("lora.")]
+    overrides = [*fast, f"train.data_dir={labeled_dir}", "method=probe", "train.epochs=3"]
+    cfg = compose_cfg("train", overrides)
+    out = run_train_stage(cfg)
+    assert (out / "adapter/probe.safetensors").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "probe" and manifest["best"]["step"] is not None
+    head = load_probe(out / "adapter")
+    assert head(torch.zeros(2, head.in_features)).shape == (2,)
+    losses = [r["train/loss"] for r in read_metrics(out) if "train/loss" in r]
+    assert len(losses) == 12
