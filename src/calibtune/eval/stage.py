@@ -35,6 +35,7 @@ from calibtune.runtime import is_rank_zero, set_seed
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ADAPTER_CONFIG = "adapter_config.json"
+ANSWER_METHODS = {"base/pavg", "base/seqlogp", "base/pmin"}  # need the prompt+response pass
 
 
 # -- inputs
@@ -118,9 +119,10 @@ def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str
 
 
 def compute_confidences(
-    cfg, model, tokenizer, rows, tuned: bool, full_ece: bool, split: str
+    cfg, model, tokenizer, rows, split: str, *, tuned: bool, answers: bool, full_ece: bool
 ) -> dict:
-    """Confidences of every method for `rows` (and Full-ECE objects when `full_ece`)."""
+    """Confidences of every method for `rows`: ptrue (base, and tuned when `tuned`), the
+    answer-token methods when `answers`, and Full-ECE objects when `full_ece`."""
     eval_cfg, batch_size = cfg.eval, cfg.eval.batch_size
     show = bool(eval_cfg.progress) and is_rank_zero()
 
@@ -137,10 +139,11 @@ def compute_confidences(
             model, tokenizer, queries, tokens, batch_size, bar("base ptrue")
         )
         base_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
-        answer = confidence.answer_confidences(
-            model, tokenizer, prompts, responses, batch_size, base_full, bar("base answers")
-        )
-        out.update({f"base/{name}": values for name, values in answer.items()})
+        if answers or full_ece:
+            answer = confidence.answer_confidences(
+                model, tokenizer, prompts, responses, batch_size, base_full, bar("base answers")
+            )
+            out.update({f"base/{name}": values for name, values in answer.items()})
         out["full_ece"]["base"] = base_full
     if tuned:
         out["tuned/ptrue"] = confidence.ptrue_confidences(
@@ -284,8 +287,20 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
 
     log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
-    val = compute_confidences(cfg, model, tokenizer, splits["val"], tuned, False, "val")
-    test = compute_confidences(cfg, model, tokenizer, splits["test"], tuned, True, "test")
+    val_answers = bool(ANSWER_METHODS & set(eval_cfg.recalibrate_methods))
+    val = compute_confidences(
+        cfg,
+        model,
+        tokenizer,
+        splits["val"],
+        "val",
+        tuned=tuned,
+        answers=val_answers,
+        full_ece=False,
+    )
+    test = compute_confidences(
+        cfg, model, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
+    )
     full_ece = summarize_full_ece(test.pop("full_ece"))
     val.pop("full_ece")
     verbalized = add_verbalized(cfg, model, tokenizer, splits["test"], test)
