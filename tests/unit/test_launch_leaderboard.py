@@ -14,9 +14,9 @@ from calibtune.launch.sweep import PENALTY, objective_value, trial_metrics
 
 # name: (best val metrics, base val ece at step 0, overrides, eval test numbers or None)
 TRIALS = {
-    "0": ({"ece": 0.08, "brier": 0.20, "auroc": 0.70}, 0.25, ["optim.lr=1e-4"]),
-    "1": ({"ece": 0.03, "brier": 0.19, "auroc": 0.62}, 0.25, ["optim.lr=3e-4"]),
-    "2": ({"ece": 0.12, "brier": 0.24, "auroc": 0.60}, 0.25, ["optim.lr=1e-3"]),
+    "0": ({"ece": 0.08, "brier": 0.20, "auroc": 0.70}, 0.25, ["optim.lr=1e-4", "seed=1"]),
+    "1": ({"ece": 0.03, "brier": 0.19, "auroc": 0.62}, 0.25, ["optim.lr=3e-4", "seed=1"]),
+    "2": ({"ece": 0.12, "brier": 0.24, "auroc": 0.60}, 0.25, ["optim.lr=1e-3", "seed=1"]),
 }
 
 
@@ -91,11 +91,13 @@ def test_leaderboard_ranks_trials_and_writes_csv_and_plot(sweep_dir, capsys):
     assert table[0].split()[:3] == ["rank", "trial", "val/ece"]
     ranked = [line.split()[1] for line in table[2:5]]
     assert ranked == ["1", "0", "2"]  # by val ECE, lowest first
-    assert "optim.lr=3e-4" in table[2] and "+sweep" not in out
+    assert table[2].endswith("optim.lr=3e-4")  # only what the sweep changed
+    assert "+sweep" not in out and "seed=1" not in out
     assert "Pareto front: 1, 0" in out  # x = val AUROC here: 2 is dominated by 0
     with (sweep_dir / "leaderboard.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["trial"] for r in rows] == ["1", "0", "2"]
+    assert rows[0]["overrides"] == "optim.lr=3e-4 seed=1"  # the CSV keeps all of them
     assert float(rows[0]["val/ece"]) == 0.03 and rows[0]["base_val/ece"] == "0.25"
     assert (sweep_dir / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -110,12 +110,18 @@ def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
 
+def varying_overrides(trials: list[Trial]) -> list[list[str]]:
+    """Each trial's overrides without those every trial shares (what the sweep changed)."""
+    shared = set.intersection(*(set(t.overrides) for t in trials)) if len(trials) > 1 else set()
+    return [[o for o in t.overrides if o not in shared] for t in trials]
+
+
 def format_table(trials: list[Trial], columns: list[str]) -> str:
-    """A plain fixed-width table (rank, trial, columns, overrides)."""
+    """A plain fixed-width table: rank, trial, columns, and the overrides that differ."""
     header = ["rank", "trial", *columns, "overrides"]
     rows = [
-        [str(i), t.name, *(_fmt(t.metrics.get(c)) for c in columns), " ".join(t.overrides)]
-        for i, t in enumerate(trials, start=1)
+        [str(i), t.name, *(_fmt(t.metrics.get(c)) for c in columns), " ".join(changed)]
+        for i, (t, changed) in enumerate(zip(trials, varying_overrides(trials), strict=True), 1)
     ]
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
     lines = [
