@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -226,3 +230,43 @@ def test_probe_method_saves_a_head_that_scores_val(compose_cfg, labeled_dir: Pat
     assert head(torch.zeros(2, head.in_features)).shape == (2,)
     losses = [r["train/loss"] for r in read_metrics(out) if "train/loss" in r]
     assert len(losses) == 12
+
+
+def run_script(overrides: list[str]) -> subprocess.Popen:
+    """train/calibrate.py in a subprocess (the way a cluster job runs it)."""
+    script = Path(__file__).resolve().parents[2] / "train" / "calibrate.py"
+    return subprocess.Popen(
+        [sys.executable, str(script), *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(
+    tiny_overrides, labeled_dir: Path, tmp_path
+):
+    common = [o for o in tiny_overrides if not o.startswith("run_dir=")]
+    common += [*FAST, f"train.data_dir={labeled_dir}", "train.epochs=2", "lora.lora_dropout=0.1"]
+    common += ["train.checkpoint_every=2", "train.eval_every=4"]
+    full = run_script([*common, f"run_dir={tmp_path}/full"])
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+
+    killed_dir = tmp_path / "killed" / "train"
+    victim = run_script([*common, f"run_dir={tmp_path}/killed"])
+    deadline = time.monotonic() + 300
+    while not ckpt.list_checkpoints(killed_dir) and victim.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    if victim.returncode != -signal.SIGKILL or (killed_dir / "manifest.json").exists():
+        pytest.skip("the run finished before it could be killed")
+    assert ckpt.list_checkpoints(killed_dir)
+    resumed = run_script([*common, f"run_dir={tmp_path}/killed", "train.resume=auto"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+
+    want = load_file(tmp_path / "full/train/adapter/adapter_model.safetensors")
+    got = load_file(killed_dir / "adapter/adapter_model.safetensors")
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
