@@ -1,0 +1,71 @@
+"""Pickle-free checkpoints restore weights, optimizer, scheduler and RNG exactly; tracking."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from omegaconf import OmegaConf
+from transformers import get_scheduler
+
+from calibtune.tracking import Tracker, read_metrics
+from calibtune.train import checkpoint as ckpt
+
+
+def setup(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5), torch.nn.Linear(3, 1))
+    model[0].weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=1, num_training_steps=10)
+    return model, optimizer, scheduler
+
+
+def step(model, optimizer, scheduler):
+    loss = model(torch.randn(5, 4)).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+
+
+def test_checkpoint_round_trip_continues_identically(tmp_path):
+    model, optimizer, scheduler = setup(0)
+    for _ in range(3):
+        step(model, optimizer, scheduler)
+    state = ckpt.TrainState(step=3, epoch=0, batch_in_epoch=3, best_step=2, best_value=0.1)
+    for n in (1, 2, 3):
+        state.step = n
+        ckpt.save_checkpoint(tmp_path, model, optimizer, scheduler, state, keep_last=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_2", "step_3"]
+    assert ckpt.find_resume_checkpoint("auto", tmp_path).name == "step_3"
+    assert ckpt.find_resume_checkpoint("never", tmp_path) is None
+    for _ in range(2):
+        step(model, optimizer, scheduler)
+    expected = ckpt.trainable_state(model)
+
+    other, other_opt, other_sched = setup(1)
+    other[0].weight.data.copy_(model[0].weight)  # the frozen base is the same model
+    restored = ckpt.load_checkpoint(tmp_path / "checkpoints/step_3", other, other_opt, other_sched)
+    assert restored.step == 3 and restored.best_value == 0.1
+    for _ in range(2):
+        step(other, other_opt, other_sched)
+    got = ckpt.trainable_state(other)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    saved = json.loads((tmp_path / "checkpoints/step_3/state.json").read_text())
+    assert saved["train"]["step"] == 3
+
+
+def test_tracker_writes_metrics_and_an_offline_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = OmegaConf.create({"name": "wandb", "mode": "offline", "project": "calibtune-test"})
+    tracker = Tracker(tmp_path, logger, OmegaConf.create({"seed": 0, "api_key": "s3cret"}))
+    tracker.log({"train/loss": torch.tensor(0.5)}, step=1)
+    tracker.log({"val/ece": 0.1}, step=2)
+    tracker.finish()
+    assert read_metrics(tmp_path) == [{"step": 1, "train/loss": 0.5}, {"step": 2, "val/ece": 0.1}]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs, list(tmp_path.rglob("*"))
+    config_text = "".join(p.read_text(errors="ignore") for p in runs[0].rglob("*.yaml"))
+    assert "s3cret" not in config_text
