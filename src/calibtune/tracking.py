@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from calibtune.config import resolved_container
+from calibtune.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -37,6 +38,14 @@ class Tracker:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
         if self.run is not None:
             self.run.log(record, step=step)
+
+    def drop_after(self, step: int) -> None:
+        """Forget records logged after `step` (a resumed run logs those steps again)."""
+        if self.path is None or not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def finish(self) -> None:
         """Close the wandb run (the local file is already complete)."""

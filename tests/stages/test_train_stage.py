@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 import torch
@@ -132,6 +133,12 @@ def test_resume_after_crash_matches_uninterrupted(
     got_ckpt = load_file(ckpt.list_checkpoints(resumed)[-1] / "trainable.safetensors")
     assert all(torch.equal(want_ckpt[k], got_ckpt[k]) for k in want_ckpt)
     assert len(ckpt.list_checkpoints(full)) == 2  # keep_last
+    assert read_metrics(full) == [
+        {k: v for k, v in r.items() if k != "train/tokens_per_s"} | {"train/tokens_per_s": ANY}
+        if "train/tokens_per_s" in r
+        else r
+        for r in read_metrics(resumed)
+    ]
 
 
 def write_rows(labeled_dir: Path, split: str, edit) -> None:

@@ -242,6 +242,8 @@ def train_lora(cfg: DictConfig) -> TrainResult:
     tracker = Tracker(output_dir if rank0 else None, cfg.logger if rank0 else None, cfg)
     if rank0:
         save_config(cfg, output_dir / "config.yaml")
+        if resume_from is not None:
+            tracker.drop_after(state.step)
     pad_id = tokenizer.pad_token_id
     local_batch = int(tc.batch_size) // accelerator.num_processes
 
