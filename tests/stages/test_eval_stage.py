@@ -238,6 +238,9 @@ def test_bad_inputs_fail_clearly_before_writing(compose_cfg, eval_inputs, tmp_pa
     assert resolve_adapter(str(train)) == train / "adapter"
     assert resolve_adapter(str(train / "adapter")) == train / "adapter"
     assert resolve_adapter(None) is None
+    missing = compose_cfg("eval", [f"eval.data_dir={tmp_path / 'nothing'}", "eval.adapter=null"])
+    with pytest.raises(InputError, match="not a labeled set"):
+        run_eval_stage(missing)
     lines = (data / "test.jsonl").read_text().splitlines()
     broken = json.loads(lines[3])
     broken["correct"] = float("nan")

@@ -65,22 +65,28 @@ def split_by_question(rows: list[dict], seed: int, val_fraction: float) -> dict[
     return splits
 
 
+def check_data_path(data_dir: str) -> Path:
+    """The eval data path, failing before any model loads when it is neither input kind."""
+    data_path = Path(data_dir)
+    if not (data_path / MANIFEST).is_file() and not data_path.is_file():
+        raise InputError(
+            data_path, None, None, "not a labeled set (no manifest.json) nor a QA JSONL file"
+        )
+    return data_path
+
+
 def load_examples(cfg: DictConfig, model, tokenizer) -> dict[str, list[dict]]:
     """Labeled val and test rows: from a labeled set, or answered and graded from a QA JSONL."""
-    data_path = Path(cfg.eval.data_dir)
+    data_path = check_data_path(cfg.eval.data_dir)
     if (data_path / MANIFEST).is_file():
         splits = {split: read_labeled_split(data_path, split) for split in ("val", "test")}
-    elif data_path.is_file():
+    else:
         from calibtune.data.sources import read_qa_jsonl
         from calibtune.data.stage import label_qa_rows
 
         log.info("answering and grading %s with the base model", data_path)
         rows = label_qa_rows(model, tokenizer, read_qa_jsonl(data_path), cfg)
         splits = split_by_question(rows, cfg.seed, cfg.eval.val_fraction)
-    else:
-        raise InputError(
-            data_path, None, None, "not a labeled set (no manifest.json) nor a QA JSONL file"
-        )
     limit = cfg.eval.max_examples
     splits = {name: rows[:limit] if limit else rows for name, rows in splits.items()}
     for name, rows in splits.items():
@@ -274,6 +280,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     output_dir = Path(eval_cfg.output_dir)
     set_seed(cfg.seed)
     adapter_path = resolve_adapter(eval_cfg.adapter)
+    check_data_path(eval_cfg.data_dir)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model)
     splits = load_examples(cfg, model, tokenizer)
