@@ -30,7 +30,7 @@ def test_exact_sizes_split_by_question_and_balanced(suite):
     for row in rows:
         assert qid_splits.setdefault(row["qid"], row["split"]) == row["split"]
     per_domain = Counter(r["domain"] for r in rows)
-    assert len(per_domain) == 8 and max(per_domain.values()) < 2 * min(per_domain.values())
+    assert len(per_domain) == 9 and max(per_domain.values()) < 2 * min(per_domain.values())
     check_leakage(rows)
 
 
@@ -61,3 +61,13 @@ def test_leakage_by_text_names_source_line_and_field():
     with pytest.raises(InputError, match="leakage") as err:
         check_leakage(rows)
     assert (err.value.path, err.value.line, err.value.field) == ("qa.jsonl", 3, "question")
+
+
+def test_shards_partition_the_examples_and_stay_balanced(suite):
+    from calibtune.data.stage import shard_rows
+
+    rows = assign_splits(suite, data_cfg(), seed=0)
+    shards = [shard_rows(rows, i, 4) for i in range(4)]
+    assert sorted(r["id"] for s in shards for r in s) == sorted(r["id"] for r in rows)
+    for shard in shards:
+        assert len({r["domain"] for r in shard}) == 9  # every domain in every shard

