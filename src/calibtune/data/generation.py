@@ -85,14 +85,14 @@ def generate_answers(
         inputs = tokenizer.pad(
             {"input_ids": [encoded[i] for i in batch]}, padding=True, return_tensors="pt"
         ).to(device)
-        if num_samples > 1:
+        if temperature > 0:
             torch.manual_seed(seed * 1_000_003 + number)
         out = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
             num_return_sequences=num_samples,
             pad_token_id=tokenizer.pad_token_id,
-            **(sampling if num_samples > 1 or temperature > 0 else greedy),
+            **(sampling if temperature > 0 else greedy),
         )
         texts = tokenizer.batch_decode(
             out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
