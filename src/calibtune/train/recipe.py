@@ -204,6 +204,52 @@ def validate(
     return validation_metrics(two_way, correct)
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What every optimizer step needs besides the model and optimizer."""
+
+    examples: list[TrainExample]
+    tokens: QueryTokens
+    pad_id: int
+    with_answers: bool
+    beta: float
+    local_batch: int
+    max_grad_norm: float | None
+
+
+def train_one_batch(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    peft_model: torch.nn.Module,
+    optimizer,
+    scheduler,
+    micro_batches: list[list[int]],
+    run: StepContext,
+) -> tuple[torch.Tensor, float | None, int]:
+    """One optimizer step over this process's micro-batches (gradients synced on the last).
+    Returns the summed [loss, ce, kl] terms, the gradient norm and the tokens processed."""
+    loss_sum = torch.zeros(3, device=accelerator.device)
+    num_tokens = 0
+    for k, indices in enumerate(micro_batches):
+        batch = collate([run.examples[i] for i in indices], run.pad_id, run.with_answers)
+        num_tokens += count_tokens(batch)
+        batch = to_device(batch, accelerator.device)
+        last = k == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            terms = micro_step_loss(model, peft_model, batch, run.tokens, run.beta, run.local_batch)
+            accelerator.backward(terms.total)
+        loss_sum += torch.stack([terms.total, terms.ce, terms.kl]).detach()
+    grad_norm = None
+    if run.max_grad_norm:
+        trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        grad_norm = float(accelerator.clip_grad_norm_(trainable, run.max_grad_norm))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm, num_tokens
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -245,7 +291,15 @@ def train_lora(cfg: DictConfig) -> TrainResult:
         if resume_from is not None:
             tracker.drop_after(state.step)
     pad_id = tokenizer.pad_token_id
-    local_batch = int(tc.batch_size) // accelerator.num_processes
+    run = StepContext(
+        examples=train_examples,
+        tokens=tokens,
+        pad_id=pad_id,
+        with_answers=with_answers,
+        beta=float(tc.beta),
+        local_batch=int(tc.batch_size) // accelerator.num_processes,
+        max_grad_norm=float(tc.max_grad_norm) if tc.max_grad_norm else None,
+    )
 
     def run_validation() -> None:
         scores = validate(accelerator, model, val_examples, tokens, pad_id, int(tc.eval_batch_size))
@@ -276,27 +330,10 @@ def train_lora(cfg: DictConfig) -> TrainResult:
                 accelerator.num_processes,
                 int(tc.micro_batch_size),
             )
-            loss_sum = torch.zeros(3, device=accelerator.device)
-            for k, indices in enumerate(micro_batches):
-                batch = collate([train_examples[i] for i in indices], pad_id, with_answers)
-                window_tokens += count_tokens(batch)
-                batch = to_device(batch, accelerator.device)
-                last = k == len(micro_batches) - 1
-                sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
-                    terms = micro_step_loss(
-                        model, peft_model, batch, tokens, float(tc.beta), local_batch
-                    )
-                    accelerator.backward(terms.total)
-                loss_sum += torch.stack([terms.total, terms.ce, terms.kl]).detach()
-            grad_norm = None
-            if tc.max_grad_norm:
-                grad_norm = accelerator.clip_grad_norm_(
-                    [p for p in peft_model.parameters() if p.requires_grad], float(tc.max_grad_norm)
-                )
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss_sum, grad_norm, batch_tokens = train_one_batch(
+                accelerator, model, peft_model, optimizer, scheduler, micro_batches, run
+            )
+            window_tokens += batch_tokens
             state.step += 1
             state.batch_in_epoch = batch_index + 1
 
