@@ -145,16 +145,17 @@ def summary_table(metrics: dict) -> list[list[str]]:
         ]
     )
     cost = metrics.get("tuning_cost")
+    first = f" (first {cost['n']} test examples)" if cost else ""
     rows.append(
         [
-            "answer agreement with base (greedy)",
-            "1.000",
+            f"greedy answers identical to the base responses{first}",
+            "-",
             fmt(metrics.get("answer_agreement"), "no adapter"),
         ]
     )
     rows.append(
         [
-            "accuracy of greedy answers",
+            f"accuracy of greedy answers{first}",
             fmt(cost["base_accuracy"]) if cost else fmt(metrics["accuracy"]),
             fmt(cost.get("tuned_accuracy"), "not graded") if cost else "n/a (no adapter)",
         ]
@@ -232,7 +233,7 @@ def reliability_figure(metrics: dict) -> bytes:
         ylabel="accuracy",
         title="Reliability: base vs tuned (test)",
     )
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
 
 
