@@ -300,3 +300,34 @@ def test_raw_qa_jsonl_is_answered_graded_and_split(compose_cfg, eval_inputs, tmp
     for row in qa:
         by_question.setdefault(row["question"].strip(), set()).add(row["id"] in test_ids)
     assert all(len(sides) == 1 for sides in by_question.values())
+
+
+@pytest.mark.slow
+def test_eval_on_the_embedded_default_model(tmp_path):
+    """A few examples through the real SmolLM2: real yes/no tokens, real Full-ECE, report."""
+    from calibtune.config import compose
+
+    overrides = ["logger=none", "model.device=cpu", "model.dtype=float32", f"run_dir={tmp_path}"]
+    cfg = compose("eval", overrides)
+    data = write_labeled_set(tmp_path / "data", cfg, load_tokenizer(cfg.model), n_val=8, n_test=8)
+    adapter = write_adapter(tmp_path / "train", cfg)
+    out = run_eval_stage(
+        compose(
+            "eval",
+            [
+                *overrides,
+                f"eval.data_dir={data}",
+                f"eval.adapter={adapter}",
+                "eval.n_boot=20",
+                "eval.verbalized.max_examples=2",
+                "eval.agreement_max_examples=2",
+                "eval.token_temperature.steps=2",
+                "eval.recalibrators=[temperature]",
+            ],
+        )
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["full_ece"]["base"] < 2 and metrics["full_ece"]["n_positions"] >= 8
+    assert metrics["methods"]["base/ptrue"]["ece"] is not None
+    assert metrics["methods"]["base/ptrue"]["brier"] != metrics["methods"]["tuned/ptrue"]["brier"]
+    assert (out / "report.html").stat().st_size > 10_000
