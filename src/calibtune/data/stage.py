@@ -111,22 +111,24 @@ def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
     """Pick the examples and split them by question (qid), deterministic from the seed.
 
     Rows that already carry a split (a user's own split) keep it. Otherwise each question group
-    goes whole to the split that is least full (data.holdout_domains only to test), and groups
-    are trimmed to fit, so the split sizes come out exact."""
+    goes whole to a split drawn with probability proportional to the room left in it
+    (data.holdout_domains only to test), so every split gets the same mix of domains; groups are
+    trimmed to fit, so the split sizes come out exact."""
     if all(row.get("split") in SPLITS for row in rows):
         return [dict(row) for row in rows]
     holdout = set(data_cfg.holdout_domains or [])
     sizes = split_sizes(data_cfg, len(rows))
     remaining = dict(sizes)
     chosen = []
-    for group in interleave_by_domain(rows, random.Random(seed)):
+    rng = random.Random(seed)
+    for group in interleave_by_domain(rows, rng):
         allowed = ["test"] if group[0]["domain"] in holdout else list(SPLITS)
         open_splits = [s for s in allowed if remaining[s] > 0]
         if not open_splits:
             if not any(remaining.values()):
                 break
             continue
-        split = max(open_splits, key=lambda s: (remaining[s] / sizes[s], -SPLITS.index(s)))
+        split = rng.choices(open_splits, weights=[remaining[s] for s in open_splits])[0]
         for row in group[: remaining[split]]:
             chosen.append({**row, "split": split})
         remaining[split] -= min(len(group), remaining[split])
