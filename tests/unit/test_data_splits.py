@@ -71,3 +71,10 @@ def test_shards_partition_the_examples_and_stay_balanced(suite):
     assert sorted(r["id"] for s in shards for r in s) == sorted(r["id"] for r in rows)
     for shard in shards:
         assert len({r["domain"] for r in shard}) == 9  # every domain in every shard
+
+
+def test_every_split_has_every_domain(suite):
+    rows = assign_splits(suite, data_cfg(n_examples=3000, val_size=500, test_size=500), seed=0)
+    for split in ("train", "val", "test"):
+        counts = Counter(r["domain"] for r in rows if r["split"] == split)
+        assert len(counts) == 9 and min(counts.values()) >= 10, (split, counts)
