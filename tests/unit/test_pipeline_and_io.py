@@ -22,3 +22,21 @@ def test_results_table_shows_values_deltas_and_missing():
     assert lines[3].split()[:3] == ["auroc", "n/a", "0.700"]
     assert lines[2].endswith("n/a")  # brier delta absent
     assert "0.995" in lines[-1]
+
+
+def test_atomic_write_gives_usual_permissions_and_no_leftovers(tmp_path):
+    import os
+    import stat
+
+    import pytest
+
+    from calibtune.io import atomic_path, write_text_atomic
+
+    write_text_atomic(tmp_path / "out.txt", "hello")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o666 & ~umask
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "half.txt") as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("crash mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
