@@ -331,3 +331,30 @@ def test_eval_on_the_embedded_default_model(tmp_path):
     assert metrics["methods"]["base/ptrue"]["ece"] is not None
     assert metrics["methods"]["base/ptrue"]["brier"] != metrics["methods"]["tuned/ptrue"]["brier"]
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_answer_agreement_measures_the_adapter_alone(compose_cfg, tmp_path):
+    """An identity adapter (LoRA B = 0, PEFT's init) agrees on every answer; a heavily perturbed
+    one does not, and only the changed answers are listed as examples."""
+    from peft import LoraConfig, get_peft_model
+
+    from calibtune.eval.stage import tuning_cost
+
+    cfg = compose_cfg("eval", ["eval.batch_size=4", "eval.agreement_max_examples=12"])
+    cfg.data.max_new_tokens = 6
+    tokenizer = load_tokenizer(cfg.model)
+    rows = labeled_rows(cfg, tokenizer, "test", 12, seed=3)
+    model = get_peft_model(
+        load_model(cfg.model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    identity = tuning_cost(cfg, model, tokenizer, rows)
+    assert identity["n"] == 12
+    assert identity["answer_agreement"] == 1.0 and identity["examples"] == []
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 5.0)
+    perturbed = tuning_cost(cfg, model, tokenizer, rows)
+    assert perturbed["answer_agreement"] < 1.0
+    assert all(e["base"] != e["tuned"] for e in perturbed["examples"])

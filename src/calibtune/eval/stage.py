@@ -227,20 +227,30 @@ def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
 
 
 def tuning_cost(cfg, model, tokenizer, rows: list[dict]) -> dict:
-    """Tuned greedy answers vs the base responses: agreement, and tuned accuracy where graded.
+    """Tuned vs base greedy answers on a seeded sample of test: agreement, and tuned accuracy.
 
-    Generation uses the data stage's settings (max_new_tokens, stop strings), greedy."""
+    Both sides are generated here with the same batches and settings (the data stage's
+    max_new_tokens and stop strings, greedy), the base side under `disable_adapter()`, so the
+    agreement measures the adapter alone; agreement with the data stage's stored responses
+    (other batch composition) is reported beside it."""
     from calibtune.data.generation import generate_answers
     from calibtune.data.grading import grade
     from calibtune.data.stage import generation_kwargs
 
     limit = min(len(rows), cfg.eval.agreement_max_examples or len(rows))
-    rows = rows[:limit]
+    picked = np.sort(np.random.default_rng(int(cfg.seed)).permutation(len(rows))[:limit])
+    rows = [rows[i] for i in picked]
     settings = {**generation_kwargs(cfg.data), "num_samples": 1, "temperature": 0.0}
     settings["batch_size"] = cfg.eval.batch_size
-    answers = generate_answers(model, tokenizer, [r["prompt"] for r in rows], **settings)
-    tuned = [samples[0] for samples in answers]
-    same = [normalize(a) == normalize(r["response"]) for a, r in zip(tuned, rows, strict=True)]
+    prompts = [r["prompt"] for r in rows]
+    tuned = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
+    with base_mode(model):
+        base = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
+    same = [normalize(t) == normalize(b) for t, b in zip(tuned, base, strict=True)]
+    stored = [normalize(t) == normalize(r["response"]) for t, r in zip(tuned, rows, strict=True)]
+    base_stored = [
+        normalize(b) == normalize(r["response"]) for b, r in zip(base, rows, strict=True)
+    ]
     graded = []
     for answer, row in zip(tuned, rows, strict=True):
         try:
@@ -254,14 +264,16 @@ def tuning_cost(cfg, model, tokenizer, rows: list[dict]) -> dict:
         except (ConfigError, KeyError):
             continue
     base_accuracy = float(np.mean([float(r["correct"]) for r in rows]))
+    changed = [i for i, agree in enumerate(same) if not agree]
     return {
         "n": limit,
         "answer_agreement": float(np.mean(same)),
+        "agreement_with_stored_responses": float(np.mean(stored)),
+        "base_regenerated_vs_stored": float(np.mean(base_stored)),
         "tuned_accuracy": float(np.mean(graded)) if len(graded) == limit else None,
         "base_accuracy": base_accuracy,
         "examples": [
-            {"id": r["id"], "base": r["response"], "tuned": a}
-            for r, a in zip(rows[:5], tuned[:5], strict=False)
+            {"id": rows[i]["id"], "base": base[i], "tuned": tuned[i]} for i in changed[:5]
         ],
     }
 
