@@ -145,17 +145,17 @@ def summary_table(metrics: dict) -> list[list[str]]:
         ]
     )
     cost = metrics.get("tuning_cost")
-    first = f" (first {cost['n']} test examples)" if cost else ""
+    sample = f" ({cost['n']} sampled test examples)" if cost else ""
     rows.append(
         [
-            f"greedy answers identical to the base responses{first}",
+            f"greedy answers identical to the base model's{sample}",
             "-",
             fmt(metrics.get("answer_agreement"), "no adapter"),
         ]
     )
     rows.append(
         [
-            f"accuracy of greedy answers{first}",
+            f"accuracy of greedy answers{sample}",
             fmt(cost["base_accuracy"]) if cost else fmt(metrics["accuracy"]),
             fmt(cost.get("tuned_accuracy"), "not graded") if cost else "n/a (no adapter)",
         ]
