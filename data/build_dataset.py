@@ -9,24 +9,18 @@ calibtune data [same overrides]                               # the same stage t
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
+from calibtune.cli import report_user_errors
 from calibtune.config import conf_dir
 from calibtune.data.stage import run_data_stage
-from calibtune.errors import CalibtuneError
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="data")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: build the labeled set; a CalibtuneError exits 2 with one line."""
-    try:
-        run_data_stage(cfg)
-    except CalibtuneError as err:
-        print(f"build_dataset: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    report_user_errors("data/build_dataset.py", run_data_stage, cfg)
 
 
 if __name__ == "__main__":

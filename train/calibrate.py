@@ -11,30 +11,18 @@ Resume a run killed mid-way: re-run with the same run_dir (train.resume=auto is 
 
 from __future__ import annotations
 
-import logging
-import sys
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from calibtune.errors import CalibtuneError
+from calibtune.cli import report_user_errors
+from calibtune.config import conf_dir
 from calibtune.train.recipe import run_train_stage
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
 def main(cfg: DictConfig) -> None:
-    """Run the train stage; a CalibtuneError is printed as one line and exits with status 2."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        run_train_stage(cfg)
-    except CalibtuneError as err:
-        print(f"train/calibrate.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    """Hydra entry point: run the train stage; a CalibtuneError exits 2 with one line."""
+    report_user_errors("train/calibrate.py", run_train_stage, cfg)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,15 @@ def load_target(target: str):
     return getattr(module, func_name)
 
 
+def report_user_errors(name: str, stage_fn, cfg):
+    """Run `stage_fn(cfg)`; a CalibtuneError is printed as one line naming `name`, exit status 2."""
+    try:
+        return stage_fn(cfg)
+    except CalibtuneError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run_stage(command: str, argv: list[str]) -> None:
     """Run a stage command as a Hydra app with `argv` as its command line."""
     import hydra
@@ -59,15 +68,14 @@ def run_stage(command: str, argv: list[str]) -> None:
 
     config_name, target = COMMANDS[command]
 
+    def run_and_score(cfg):
+        result = load_target(target)(cfg)
+        if "sweep" in cfg:  # `+sweep=...`: the sweeper optimises the trial's objective
+            return load_target("calibtune.launch.sweep:objective")(cfg)
+        return result
+
     def stage_fn(cfg):
-        try:
-            result = load_target(target)(cfg)
-            if "sweep" in cfg:  # `+sweep=...`: the sweeper optimises the trial's objective
-                return load_target("calibtune.launch.sweep:objective")(cfg)
-            return result
-        except CalibtuneError as err:
-            print(f"calibtune {command}: error: {err}", file=sys.stderr)
-            sys.exit(2)
+        return report_user_errors(f"calibtune {command}", run_and_score, cfg)
 
     app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(
         stage_fn
