@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval import confidence, report, scoring
+from calibtune.eval.confidence import base_mode
 from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
 from calibtune.examples import MANIFEST, read_labeled_split
 from calibtune.metrics import FullECE, MetricError
@@ -95,13 +95,6 @@ def load_examples(cfg: DictConfig, model, tokenizer) -> dict[str, list[dict]]:
     return splits
 
 
-def base_mode(model):
-    """Context in which `model` runs as the base model (adapter disabled), if it has one."""
-    return (
-        model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    )
-
-
 # -- confidences
 
 
@@ -117,7 +110,9 @@ def temperature_grid(eval_cfg) -> list[float]:
 
 def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str]:
     """Prompts asking for a 0-100 % confidence in each row's response."""
-    prompt_cfg = OmegaConf.merge(cfg.prompt, {"query_template": cfg.eval.verbalized.template})
+    prompt_cfg = OmegaConf.merge(
+        cfg.prompt, {"query_template": cfg.eval.verbalized.template, "query_style": "restate"}
+    )
     return [
         render_query_prompt(tokenizer, prompt_cfg, r["question"], r.get("choices"), r["response"])
         for r in rows
@@ -136,9 +131,28 @@ def compute_confidences(
         return f"{split} {name}" if show else None
 
     tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
+    temperatures = temperature_grid(eval_cfg)
+    suffix = confidence.followup_suffix_text(rows)
+    confidence.check_activated_queries(model, tokenizer, suffix)
+    if suffix is not None:  # follow-up queries: one shared pass per batch (DESIGN.md §1 step 3)
+        base_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
+        tuned_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
+        out = confidence.followup_confidences(
+            model,
+            tokenizer,
+            rows,
+            suffix,
+            tokens,
+            batch_size,
+            tuned=tuned,
+            base_full_ece=base_full,
+            tuned_full_ece=tuned_full if tuned else [],
+            progress=bar("confidences"),
+        )
+        out["full_ece"] = {"base": base_full, **({"tuned": tuned_full} if tuned else {})}
+        return out
     queries = [r["query"] for r in rows]
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
-    temperatures = temperature_grid(eval_cfg)
     out: dict = {"full_ece": {}}
     with base_mode(model):
         out["base/ptrue"] = confidence.ptrue_confidences(

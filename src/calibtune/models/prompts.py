@@ -58,11 +58,54 @@ def render_query_prompt(
     choices: Sequence[str] | None,
     answer: str,
 ) -> str:
-    """The uncertainty query: question + proposed answer + 'Is the proposed answer correct?'."""
+    """The uncertainty query: question + proposed answer + 'Is the proposed answer correct?'.
+
+    `prompt.query_style=followup` (the default) continues the answer conversation: the answer
+    prompt, the answer as the assistant's turn, then `followup_template` as a new user turn. The
+    rendered answer prompt + answer is then an exact prefix of the query, so one pass can serve
+    both and an aLoRA adapter can reuse the base model's KV cache. `restate` puts question and
+    answer into one user turn through `query_template`."""
+    if prompt_cfg.get("query_style", "restate") == "followup":
+        return _render_followup(tokenizer, prompt_cfg, question, choices, answer)
     user_text = prompt_cfg.query_template.format(
         question=format_question(question, choices), answer=answer.strip()
     )
     return _render(tokenizer, prompt_cfg, user_text)
+
+
+def _render_followup(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_cfg,
+    question: str,
+    choices: Sequence[str] | None,
+    answer: str,
+) -> str:
+    answer_prompt = render_answer_prompt(tokenizer, prompt_cfg, question, choices)
+    followup = prompt_cfg.followup_template
+    if not _uses_chat(tokenizer, prompt_cfg):
+        return f"{answer_prompt}{answer}\n{followup}\nAnswer:"
+    messages = []
+    if prompt_cfg.get("system"):
+        messages.append({"role": "system", "content": prompt_cfg.system})
+    user_text = prompt_cfg.answer_template.format(question=format_question(question, choices))
+    messages += [
+        {"role": "user", "content": user_text},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": followup},
+    ]
+    query = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not query.startswith(answer_prompt + answer):
+        raise ConfigError(
+            "prompt.query_style=followup: this chat template does not render the answer prompt "
+            "+ answer as the start of the follow-up conversation; use prompt.query_style=restate"
+        )
+    return query
+
+
+def query_suffix(prompt: str, response: str, query: str) -> str | None:
+    """The text the query adds after prompt + response (a follow-up query), else None."""
+    head = prompt + response
+    return query[len(head) :] if query.startswith(head) and len(query) > len(head) else None
 
 
 @dataclass(frozen=True)

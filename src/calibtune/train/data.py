@@ -1,5 +1,10 @@
 """Training data: tokenize labeled examples once, plan length-grouped batches, and collate
-dynamically padded micro-batches (query rows left-padded, answer rows right-padded)."""
+dynamically padded micro-batches.
+
+Follow-up queries (`prompt.query_style=followup`: the query is prompt + response + a fixed
+suffix) collate into one left-padded batch whose first `prefix_width` columns are the answer
+(`followup`); other queries collate as separate query rows (left-padded) and answer rows
+(right-padded)."""
 
 from __future__ import annotations
 
@@ -13,21 +18,25 @@ from transformers import PreTrainedTokenizerBase
 from calibtune.models.encoding import (
     EncodedAnswer,
     collate_answers,
+    collate_followup,
     encode_answer,
     encode_text,
     pad_sequences,
 )
+from calibtune.models.prompts import query_suffix
 
 MEGABATCH_FACTOR = 50  # like transformers' LengthGroupedSampler: sort within 50 batches
 
 
 @dataclass(frozen=True)
 class TrainExample:
-    """One tokenized labeled example: the query, the answer (prompt + response) and its label."""
+    """One tokenized labeled example: the query, the answer (prompt + response) and its label.
+    A follow-up query has `suffix_ids` and query_ids = answer.input_ids + suffix_ids."""
 
     query_ids: list[int]
     answer: EncodedAnswer
     correct: float
+    suffix_ids: tuple[int, ...] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -38,21 +47,28 @@ class TrainExample:
 def tokenize_examples(
     tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict], with_answers: bool = True
 ) -> list[TrainExample]:
-    """Encode each labeled row's query text and (when the KL term needs it) prompt + response."""
+    """Encode each labeled row's query and (for a follow-up query, or when the KL term needs it)
+    prompt + response."""
     examples = []
     for row in rows:
-        if with_answers:
+        suffix = query_suffix(row["prompt"], row["response"], row["query"])
+        if suffix is not None:
             answer = encode_answer(tokenizer, row["prompt"], row["response"])
+            suffix_ids = tuple(encode_text(tokenizer, suffix))
+            query_ids = answer.input_ids + list(suffix_ids)
         else:
             answer = EncodedAnswer(input_ids=[], answer_start=0)
-        examples.append(
-            TrainExample(
-                query_ids=encode_text(tokenizer, row["query"]),
-                answer=answer,
-                correct=float(row["correct"]),
-            )
-        )
+            if with_answers:
+                answer = encode_answer(tokenizer, row["prompt"], row["response"])
+            suffix_ids, query_ids = None, encode_text(tokenizer, row["query"])
+        examples.append(TrainExample(query_ids, answer, float(row["correct"]), suffix_ids))
     return examples
+
+
+def shared_suffix(examples: Sequence[TrainExample]) -> tuple[int, ...] | None:
+    """The query suffix every example shares (follow-up queries), else None."""
+    suffixes = {e.suffix_ids for e in examples}
+    return suffixes.pop() if len(suffixes) == 1 else None
 
 
 def plan_batches(
@@ -91,14 +107,22 @@ def shard_and_split(
 
 
 def collate(examples: Sequence[TrainExample], pad_id: int, with_answers: bool) -> dict:
-    """Tensors for one micro-batch: `query` (left-padded), `answer` (right-padded with
-    answer_mask, only rows that have a response) and `correct`."""
+    """Tensors for one micro-batch and `correct`: follow-up queries with a shared suffix as one
+    `followup` batch; else `query` (left-padded) and `answer` (right-padded with answer_mask,
+    only rows that have a response)."""
     batch = {
-        "query": pad_sequences([e.query_ids for e in examples], pad_id, side="left"),
+        "followup": None,
+        "query": None,
         "correct": torch.tensor([e.correct for e in examples], dtype=torch.float32),
         "answer": None,
         "answer_rows": None,
     }
+    suffix = shared_suffix(examples)
+    if suffix is not None:
+        batch["followup"] = collate_followup([e.answer for e in examples], suffix, pad_id)
+        batch["count_answers"] = with_answers
+        return batch
+    batch["query"] = pad_sequences([e.query_ids for e in examples], pad_id, side="left")
     if with_answers:
         rows = [
             i for i, e in enumerate(examples) if len(e.answer.input_ids) > e.answer.answer_start
@@ -110,7 +134,13 @@ def collate(examples: Sequence[TrainExample], pad_id: int, with_answers: bool) -
 
 
 def count_tokens(batch: dict) -> int:
-    """Non-padding tokens in a collated micro-batch (query + answer sequences)."""
+    """Non-padding tokens of a micro-batch's query sequences, plus its answer sequences when the
+    KL term uses them (a follow-up query's prompt + response then counts twice), so the count
+    does not depend on the query style."""
+    if batch["followup"] is not None:
+        mask = batch["followup"]["attention_mask"]
+        answers = mask[:, : int(batch["followup"]["prefix_width"])].sum()
+        return int(mask.sum() + (answers if batch["count_answers"] else 0))
     total = int(batch["query"]["attention_mask"].sum())
     if batch["answer"] is not None:
         total += int(batch["answer"]["attention_mask"].sum())

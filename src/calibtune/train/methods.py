@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -51,9 +52,15 @@ def check_lora_targets(model: torch.nn.Module, lora_cfg: LoraConfig) -> None:
             )
 
 
-def attach_lora(model: torch.nn.Module, lora_node) -> PeftModel:
-    """Wrap `model` in a PEFT LoRA model from the `lora:` config (base weights frozen)."""
+def attach_lora(
+    model: torch.nn.Module, lora_node, alora_invocation_tokens: Sequence[int] | None = None
+) -> PeftModel:
+    """Wrap `model` in a PEFT LoRA model from the `lora:` config (base weights frozen). With
+    `alora_invocation_tokens` it is an activated LoRA (aLoRA): the adapter acts only from the
+    last occurrence of those tokens on, so everything before them runs as the base model."""
     lora_cfg = instantiate(lora_node, _convert_="all")
+    if alora_invocation_tokens is not None:
+        lora_cfg.alora_invocation_tokens = list(alora_invocation_tokens)
     check_lora_targets(model, lora_cfg)
     return get_peft_model(model, lora_cfg)
 

@@ -7,6 +7,8 @@
 Reads a labeled set (cfg.train.data_dir), trains a LoRA adapter (cfg.lora) or a probe head with
 CE on the uncertainty query + beta * KL(base || tuned) on the answer tokens, validates every
 `eval_every` steps and keeps the best adapter by `best_metric`. Only rank 0 writes.
+method=alora trains an activated LoRA: the adapter acts only on the follow-up query's tokens,
+so the answers are the base model's by construction (no KL term needed).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ from calibtune.train.data import (
     count_tokens,
     plan_batches,
     shard_and_split,
+    shared_suffix,
     to_device,
     tokenize_examples,
 )
@@ -116,12 +120,29 @@ def check_train_config(cfg: DictConfig, num_train: int, world_size: int) -> None
         raise ConfigError("train.epochs must be >= 1 (or set train.max_steps)")
 
 
+def alora_invocation(cfg: DictConfig, examples: list[TrainExample]) -> tuple[int, ...] | None:
+    """method=alora: the query suffix all examples share (the adapter's invocation tokens)."""
+    if cfg.method.name != "alora":
+        return None
+    suffix = shared_suffix(examples)
+    if suffix is None:
+        raise ConfigError(
+            f"method=alora needs follow-up queries that all end in the same suffix, and the "
+            f"labeled set in {cfg.train.data_dir} has other queries: rebuild it with "
+            "prompt.query_style=followup, or train with method=lora"
+        )
+    return suffix
+
+
 def read_training_data(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
-    """Train and val rows of the labeled set (validated; train capped at max_examples)."""
+    """Train and val rows of the labeled set (validated). `train.max_examples` keeps a random
+    subset drawn with the seed (files are ordered by domain, so the first N would be one domain)."""
     train_rows = read_labeled_split(cfg.train.data_dir, "train")
     val_rows = read_labeled_split(cfg.train.data_dir, "val")
-    if cfg.train.max_examples:
-        train_rows = train_rows[: int(cfg.train.max_examples)]
+    limit = int(cfg.train.max_examples or 0)
+    if 0 < limit < len(train_rows):
+        keep = sorted(random.Random(int(cfg.seed)).sample(range(len(train_rows)), limit))
+        train_rows = [train_rows[i] for i in keep]
     return train_rows, val_rows
 
 
@@ -212,6 +233,7 @@ class StepContext:
     tokens: QueryTokens
     pad_id: int
     with_answers: bool
+    activated: bool
     beta: float
     local_batch: int
     max_grad_norm: float | None
@@ -237,7 +259,9 @@ def train_one_batch(
         last = k == len(micro_batches) - 1
         sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
         with sync, accelerator.autocast():
-            terms = micro_step_loss(model, peft_model, batch, run.tokens, run.beta, run.local_batch)
+            terms = micro_step_loss(
+                model, peft_model, batch, run.tokens, run.beta, run.local_batch, run.activated
+            )
             accelerator.backward(terms.total)
         loss_sum += torch.stack([terms.total, terms.ce, terms.kl]).detach()
     grad_norm = None
@@ -265,16 +289,17 @@ def train_lora(cfg: DictConfig) -> TrainResult:
     check_train_config(cfg, len(train_rows), accelerator.num_processes)
     tokenizer = load_tokenizer(cfg.model)
     tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
-    with_answers = float(tc.beta) > 0
-    train_examples = tokenize_examples(tokenizer, train_rows, with_answers=with_answers)
+    train_examples = tokenize_examples(tokenizer, train_rows, with_answers=float(tc.beta) > 0)
     val_examples = tokenize_examples(tokenizer, val_rows, with_answers=False)
+    invocation = alora_invocation(cfg, train_examples + val_examples)
+    with_answers = float(tc.beta) > 0 and invocation is None
     lengths = [e.num_tokens for e in train_examples]
     steps_per_epoch = len(train_rows) // int(tc.batch_size)
     steps = total_steps(cfg, steps_per_epoch)
 
     set_seed(int(cfg.seed))
     model = load_model(cfg.model, device=accelerator.device)
-    peft_model = attach_lora(model, cfg.lora)
+    peft_model = attach_lora(model, cfg.lora, alora_invocation_tokens=invocation)
     peft_model.train()
     optimizer, scheduler = make_optimizer(cfg, peft_model, steps)
     model, optimizer = accelerator.prepare(peft_model, optimizer)
@@ -296,6 +321,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
         tokens=tokens,
         pad_id=pad_id,
         with_answers=with_answers,
+        activated=invocation is not None,
         beta=float(tc.beta),
         local_batch=int(tc.batch_size) // accelerator.num_processes,
         max_grad_norm=float(tc.max_grad_norm) if tc.max_grad_norm else None,

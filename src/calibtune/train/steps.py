@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from peft import PeftModel
 
-from calibtune.models.encoding import answer_token_logits, last_token_logits, pad_sequences
+from calibtune.models.encoding import (
+    answer_token_logits,
+    followup_full_pass,
+    followup_prefix_pass,
+    followup_suffix_logits,
+    last_token_logits,
+    pad_sequences,
+)
 from calibtune.models.prompts import QueryTokens, query_logits
 from calibtune.train.loss import LossTerms, calibration_loss, soft_binary_cross_entropy
 
@@ -17,24 +24,42 @@ def micro_step_loss(
     tokens: QueryTokens,
     beta: float,
     normalizer: float,
+    activated: bool = False,
 ) -> LossTerms:
-    """Loss of one micro-batch: LM head at the query's last position only, and (beta > 0) the
-    answer span twice, once with the adapter and once with it disabled (same weights)."""
-    two_way = query_logits(last_token_logits(model, batch["query"]), tokens)
-    if beta <= 0 or batch["answer"] is None:
-        return calibration_loss(two_way, batch["correct"], normalizer)
-    with torch.no_grad(), peft_model.disable_adapter():
-        base_logits, _, _ = answer_token_logits(peft_model, batch["answer"])
-        base_log_probs = torch.log_softmax(base_logits.float(), dim=-1)
-    tuned_logits, _, rows = answer_token_logits(model, batch["answer"])
+    """Loss of one micro-batch, the LM head only at the positions the loss needs.
+
+    `activated` (method=alora): the prompt + response run once through the base model without
+    gradients and the query suffix through the adapter on top of that KV cache; answers cannot
+    change, so there is no KL term. Otherwise the adapter runs over the whole query and, when
+    beta > 0, the answer tokens are also scored with the adapter disabled (same weights): for a
+    follow-up query both come from one pass over prompt + response + suffix."""
+    followup = batch["followup"]
+    if activated:
+        with torch.no_grad(), peft_model.disable_adapter():
+            _, cache = followup_prefix_pass(peft_model, followup, answer_logits=False)
+        last = followup_suffix_logits(model, followup, cache)
+        return calibration_loss(query_logits(last, tokens), batch["correct"], normalizer)
+    if beta <= 0 or (followup is None and batch["answer"] is None):
+        last = last_token_logits(model, followup if followup is not None else batch["query"])
+        return calibration_loss(query_logits(last, tokens), batch["correct"], normalizer)
+    if followup is not None:
+        with torch.no_grad(), peft_model.disable_adapter():
+            (base_logits, _, _), _ = followup_prefix_pass(peft_model, followup, use_cache=False)
+        last, (tuned_logits, _, rows) = followup_full_pass(model, followup)
+    else:
+        with torch.no_grad(), peft_model.disable_adapter():
+            base_logits, _, _ = answer_token_logits(peft_model, batch["answer"])
+        last = last_token_logits(model, batch["query"])
+        tuned_logits, _, rows = answer_token_logits(model, batch["answer"])
+        rows = batch["answer_rows"][rows]
     return calibration_loss(
-        two_way,
+        query_logits(last, tokens),
         batch["correct"],
         normalizer,
         beta=beta,
         tuned_answer_logits=tuned_logits,
-        base_answer_log_probs=base_log_probs,
-        answer_rows=batch["answer_rows"][rows],
+        base_answer_log_probs=torch.log_softmax(base_logits.float(), dim=-1),
+        answer_rows=rows,
     )
 
 
