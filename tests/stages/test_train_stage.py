@@ -21,7 +21,18 @@ from calibtune.errors import CalibtuneError, ConfigError, InputError
 from calibtune.examples import read_labeled_split, split_path
 from calibtune.io import sha256_file
 from calibtune.models import load_model, load_tokenizer
-from calibtune.models.encoding import answer_token_logits, collate_answers, encode_answer
+from calibtune.models.encoding import (
+    answer_token_logits,
+    collate_answers,
+    collate_followup,
+    encode_answer,
+    encode_text,
+    followup_prefix_pass,
+    followup_suffix_logits,
+    last_token_logits,
+    pad_sequences,
+)
+from calibtune.models.prompts import query_suffix
 from calibtune.tracking import read_metrics
 from calibtune.train import checkpoint as ckpt
 from calibtune.train.recipe import run_train_stage, train_lora
@@ -221,6 +232,65 @@ def test_kl_term_keeps_the_base_models_answers(compose_cfg, sharp_model_dir: Pat
         agreement[beta] = sum(a == r["response"] for a, r in zip(answers, rows, strict=True))
     assert agreement[5.0] >= 12, agreement
     assert agreement[5.0] >= agreement[0.0] + 8, agreement
+
+
+def test_alora_changes_the_query_and_never_the_answers(compose_cfg, sharp_model_dir, tmp_path):
+    model_override = f"model.name_or_path={sharp_model_dir}"
+    base_cfg = compose_cfg("train", [model_override])
+    labeled = make_labeled_set(base_cfg, tmp_path / "labeled", {"train": 16, "val": 4, "test": 4})
+    rows = read_labeled_split(labeled, "train")
+    cfg = stage_cfg(
+        compose_cfg,
+        labeled,
+        model_override,
+        "method=alora",
+        "optim.lr=1e-2",
+        "optim.warmup=0",
+        "optim.scheduler=constant",
+        "train.epochs=3",
+        "train.eval_at_start=false",
+        "train.eval_every=100",
+    )
+    result = train_lora(cfg)
+    tokenizer = result.tokenizer
+    model = result.model.eval()
+    assert sum(r["train/kl"] for r in read_metrics(result.output_dir) if "train/kl" in r) == 0
+    adapter = load_file(result.output_dir / "adapter/adapter_model.safetensors")
+    assert all(t.abs().sum() > 0 for name, t in adapter.items() if "lora_B" in name)
+    invocation = json.loads((result.output_dir / "adapter/adapter_config.json").read_text())
+    suffix = query_suffix(rows[0]["prompt"], rows[0]["response"], rows[0]["query"])
+    assert invocation["alora_invocation_tokens"] == encode_text(tokenizer, suffix)
+
+    answers = greedy_answers(model, tokenizer, [r["prompt"] for r in rows])
+    assert answers == [r["response"] for r in rows]  # the adapter never acts on the answer
+
+    # Plain PEFT on the full query text (how a user serves it) gives the recipe's cached-prefix
+    # confidence, and it differs from the base model's: the adapter acts on the query.
+    reloaded = PeftModel.from_pretrained(load_model(cfg.model), result.output_dir / "adapter")
+    queries = [encode_text(tokenizer, r["query"]) for r in rows[:4]]
+    batch = pad_sequences(queries, tokenizer.pad_token_id, side="left")
+    followup = collate_followup(
+        [encode_answer(tokenizer, r["prompt"], r["response"]) for r in rows[:4]],
+        encode_text(tokenizer, suffix),
+        tokenizer.pad_token_id,
+    )
+    with torch.no_grad():
+        served = last_token_logits(reloaded.eval(), batch)
+        with reloaded.disable_adapter():
+            base = last_token_logits(reloaded, batch)
+            _, cache = followup_prefix_pass(reloaded, followup)
+        cached = followup_suffix_logits(reloaded, followup, cache)
+    torch.testing.assert_close(served, cached, atol=1e-4, rtol=1e-4)
+    assert (served - base).abs().max() > 1e-2
+
+
+def test_alora_needs_followup_queries(compose_cfg, tmp_path):
+    restate = compose_cfg("train", ["prompt.query_style=restate"])
+    labeled = make_labeled_set(restate, tmp_path / "labeled", with_model=False)
+    cfg = stage_cfg(compose_cfg, labeled, "method=alora")
+    with pytest.raises(ConfigError, match="query_style=followup"):
+        run_train_stage(cfg)
+    assert not Path(cfg.train.output_dir).exists()
 
 
 def test_probe_method_saves_a_head_that_scores_val(compose_cfg, labeled_dir: Path):

@@ -9,8 +9,12 @@ from calibtune.models import load_model, load_tokenizer
 from calibtune.models.encoding import (
     answer_token_logits,
     collate_answers,
+    collate_followup,
     encode_answer,
     encode_text,
+    followup_full_pass,
+    followup_prefix_pass,
+    followup_suffix_logits,
     last_token_logits,
     pad_sequences,
 )
@@ -70,3 +74,54 @@ def test_answer_token_logits_match_full_forward(tiny_model_dir):
     assert targets.tolist() == expected_targets
     n_first = len(encoded[0].input_ids) - encoded[0].answer_start
     assert rows.tolist() == [0] * n_first + [1] * (len(expected_targets) - n_first)
+
+
+def followup_rows(tokenizer):
+    """Prompt + response rows and one shared query suffix (as a follow-up query renders)."""
+    encoded = [
+        encode_answer(tokenizer, "<|im_start|>user\nCapital of Peru?<|im_end|>\n", "Lima"),
+        encode_answer(tokenizer, "Q: 2+2?\nA:", " 4 or maybe 5"),
+        encode_answer(tokenizer, "Q: empty?\nA:", ""),
+    ]
+    suffix = encode_text(tokenizer, "<|im_end|>\n<|im_start|>user\nIs your answer correct?")
+    return encoded, suffix
+
+
+def test_followup_passes_match_unpadded_forwards(tiny_model_dir):
+    model, tokenizer = tiny(tiny_model_dir)
+    encoded, suffix = followup_rows(tokenizer)
+    batch = collate_followup(encoded, suffix, tokenizer.pad_token_id)
+    width = int(batch["prefix_width"])
+    assert batch["input_ids"][:, width:].tolist() == [suffix] * 3
+    with torch.no_grad():
+        (prefix_logits, targets, rows), cache = followup_prefix_pass(model, batch)
+        cached = followup_suffix_logits(model, batch, cache)
+        cached_again = followup_suffix_logits(model, batch, cache)  # the cache was cropped back
+        full_last, (full_answer_logits, full_targets, full_rows) = followup_full_pass(model, batch)
+        expected_last, expected_answer, expected_targets = [], [], []
+        for item in encoded:
+            logits = model(input_ids=torch.tensor([item.input_ids + suffix])).logits[0]
+            expected_last.append(logits[-1])
+            span = range(item.answer_start, len(item.input_ids))
+            expected_answer += [logits[t - 1] for t in span]
+            expected_targets += [item.input_ids[t] for t in span]
+    for last in (cached, cached_again, full_last):
+        torch.testing.assert_close(last, torch.stack(expected_last), atol=1e-5, rtol=1e-4)
+    for answer_logits in (prefix_logits, full_answer_logits):
+        torch.testing.assert_close(
+            answer_logits, torch.stack(expected_answer), atol=1e-5, rtol=1e-4
+        )
+    assert targets.tolist() == full_targets.tolist() == expected_targets
+    n_first = len(encoded[0].input_ids) - encoded[0].answer_start
+    assert rows.tolist() == full_rows.tolist()
+    assert rows.tolist() == [0] * n_first + [1] * (len(expected_targets) - n_first)
+
+
+def test_followup_prefix_pass_without_answer_logits_keeps_the_cache(tiny_model_dir):
+    model, tokenizer = tiny(tiny_model_dir)
+    encoded, suffix = followup_rows(tokenizer)
+    batch = collate_followup(encoded, suffix, tokenizer.pad_token_id)
+    with torch.no_grad():
+        (logits, targets, _), cache = followup_prefix_pass(model, batch, answer_logits=False)
+        assert logits.shape[0] == targets.numel() == 0
+        assert cache.get_seq_length() == int(batch["prefix_width"])
