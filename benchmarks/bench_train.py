@@ -1,26 +1,33 @@
 """Training throughput: calibtune's recipe vs a plain Hugging Face Trainer + PEFT, same loss.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_train.py [--steps 4 --batch 8 --micro 4]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_train.py [--method alora|lora]
+        [--data <labeled set>] [--steps 4 --batch 8 --micro 4]
 
-Both sides: the same model, LoRA config (`conf/method/lora.yaml`), examples (a synthetic labeled
-set, steps x batch examples, one epoch, so both see exactly the same tokens), loss
-(CE on the [no, yes] query logits + beta * KL(base || tuned) over the full vocabulary on the
-answer tokens, base = adapter disabled), optimizer (AdamW, same lr) and effective batch
-(micro-batch x gradient accumulation). Each side runs in its own process; the script prints
-tokens/s (non-padding query + answer tokens over the wall time of all training steps), peak
-resident memory of the process, the ratio, and achieved FLOP/s against a measured fp32 matmul
-peak. FLOPs counted per DESIGN.md §9: 4 x non-embedding params per trained token (2 for the
-no-grad base pass) + 2 x vocab x hidden per position whose logits the loss needs (x2 with grad).
+Both sides: the same model, method and LoRA config (`conf/method/<method>.yaml`; alora = PEFT's
+activated LoRA on the follow-up query's tokens), examples (steps x batch training examples of
+`--data`, drawn with seed 0, or of a synthetic labeled set; one epoch, so both see exactly the
+same tokens), loss (CE on the [no, yes] query logits; for lora + beta * KL(base || tuned) over
+the full vocabulary on the answer tokens, base = adapter disabled), optimizer (AdamW, same lr)
+and effective batch (micro-batch x gradient accumulation). Each side runs in its own process;
+the script prints tokens/s (non-padding query tokens, plus answer tokens when the KL term uses
+them, over the wall time of all training steps), peak resident memory of the process, the
+ratio, and achieved FLOP/s against a measured fp32 matmul peak. FLOPs counted per DESIGN.md
+§9: 4 x non-embedding params per trained token, 2 per token that only needs a no-grad pass
+(the base pass; alora's prompt + answer), + 2 x vocab x hidden per position whose logits the
+loss needs (x2 with grad).
 
 The plain side is what a user writes with Trainer defaults: a collator that pads each batch to
-its longest row (dynamic padding, no length grouping) and full-sequence logits from `model(...)`.
+its longest row (dynamic padding, no length grouping; left padding for alora, whose PEFT masks
+count from the end) and full-sequence logits from `model(...)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,21 +50,35 @@ def base_overrides(args) -> list[str]:
         "logger=none",
         f"train.beta={args.beta}",
         f"optim.lr={args.lr}",
+        f"method={args.method}",
     ]
 
 
 def make_data(args, out_dir: Path) -> Path:
-    """steps x batch training examples (responses right or wrong at random; no generation)."""
+    """steps x batch training examples: a seeded sample of `--data`'s train split, or synthetic
+    (responses right or wrong at random; no generation)."""
     from calibtune.config import compose
+    from calibtune.examples import MANIFEST, read_labeled_split, split_path
+    from calibtune.io import write_jsonl_atomic
     from calibtune.models import load_tokenizer
     from calibtune.train.synthetic import write_synthetic_labeled_set
 
     cfg = compose("train", base_overrides(args))
-    sizes = {"train": args.steps * args.batch, "val": 8, "test": 2}
-    return write_synthetic_labeled_set(out_dir, load_tokenizer(cfg.model), cfg.prompt, sizes)
+    n_train = args.steps * args.batch
+    if args.data is None:
+        sizes = {"train": n_train, "val": 8, "test": 2}
+        return write_synthetic_labeled_set(out_dir, load_tokenizer(cfg.model), cfg.prompt, sizes)
+    rows = read_labeled_split(args.data, "train")
+    out_dir.mkdir(parents=True)
+    picked = sorted(random.Random(0).sample(range(len(rows)), n_train))
+    write_jsonl_atomic(split_path(out_dir, "train"), [rows[i] for i in picked])
+    for split in ("val", "test"):
+        write_jsonl_atomic(split_path(out_dir, split), read_labeled_split(args.data, split)[:8])
+    shutil.copy(Path(args.data, MANIFEST), out_dir / MANIFEST)
+    return out_dir
 
 
-def useful_flops(model, examples, beta: float) -> float:
+def useful_flops(model, examples, beta: float, method: str) -> float:
     """Training FLOPs the loss needs (DESIGN.md §9), summed over `examples`."""
     cfg = model.config
     embed = cfg.vocab_size * cfg.hidden_size
@@ -67,9 +88,13 @@ def useful_flops(model, examples, beta: float) -> float:
     head = 2 * embed
     total = 0.0
     for e in examples:
+        n_ans = len(e.answer.input_ids) - e.answer.answer_start
+        if method == "alora":  # prompt + answer without grad, the query suffix with grad
+            total += 2 * non_embedding * len(e.answer.input_ids)
+            total += 4 * non_embedding * len(e.suffix_ids) + 2 * head
+            continue
         total += 4 * non_embedding * len(e.query_ids) + 2 * head  # query: LM head on 1 position
         if beta > 0:
-            n_ans = len(e.answer.input_ids) - e.answer.answer_start
             total += 4 * non_embedding * len(e.answer.input_ids) + 2 * head * n_ans  # tuned
             total += 2 * non_embedding * len(e.answer.input_ids) + head * n_ans  # base, no grad
     return total
@@ -111,7 +136,7 @@ def side_hf(args, data_dir: Path, run_dir: Path) -> dict:
     from calibtune.examples import read_labeled_split
     from calibtune.models import load_model, load_tokenizer
     from calibtune.models.prompts import find_query_tokens, query_logits
-    from calibtune.train.data import tokenize_examples
+    from calibtune.train.data import shared_suffix, tokenize_examples
     from calibtune.train.loss import calibration_loss
     from calibtune.train.methods import attach_lora
 
@@ -119,22 +144,26 @@ def side_hf(args, data_dir: Path, run_dir: Path) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
     examples = tokenize_examples(tokenizer, read_labeled_split(data_dir, "train"))
+    alora = args.method == "alora"
     torch.manual_seed(0)
-    model = attach_lora(load_model(cfg.model), cfg.lora)
+    invocation = shared_suffix(examples) if alora else None
+    model = attach_lora(load_model(cfg.model), cfg.lora, alora_invocation_tokens=invocation)
     pad = tokenizer.pad_token_id
+    with_answers = args.beta > 0 and not alora
 
-    def pad_right(seqs):
+    def pad_batch(seqs, left: bool = False):
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
+            span = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[i, span] = torch.tensor(s)
+            mask[i, span] = 1
         return ids, mask
 
     def collator(items):
-        q_ids, q_mask = pad_right([e.query_ids for e in items])
-        a_ids, a_mask = pad_right([e.answer.input_ids for e in items])
+        q_ids, q_mask = pad_batch([e.query_ids for e in items], left=alora)
+        a_ids, a_mask = pad_batch([e.answer.input_ids for e in items])
         starts = torch.tensor([e.answer.answer_start for e in items])
         return {
             "q_ids": q_ids,
@@ -149,12 +178,15 @@ def side_hf(args, data_dir: Path, run_dir: Path) -> dict:
 
     class PlainTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            counted["tokens"] += int(inputs["q_mask"].sum() + inputs["a_mask"].sum())
+            counted["tokens"] += int(inputs["q_mask"].sum())
             logits = model(input_ids=inputs["q_ids"], attention_mask=inputs["q_mask"]).logits
-            last = inputs["q_mask"].sum(dim=1) - 1
+            last = torch.full((logits.shape[0],), logits.shape[1] - 1)
+            if not alora:
+                last = inputs["q_mask"].sum(dim=1) - 1
             two_way = query_logits(logits[torch.arange(len(last)), last], tokens)
-            if args.beta <= 0:
+            if not with_answers:
                 return calibration_loss(two_way, inputs["correct"], len(last)).total
+            counted["tokens"] += int(inputs["a_mask"].sum())
             a_ids, a_mask = inputs["a_ids"], inputs["a_mask"]
             positions = torch.arange(a_ids.shape[1])
             targets = (positions[None, 1:] >= inputs["a_start"][:, None]) & (a_mask[:, 1:] > 0)
@@ -224,8 +256,9 @@ def matmul_peak_gflops(size: int = 1024, repeats: int = 10) -> float:
 
 
 def run_child(side: str, args, data_dir: Path, work: Path) -> dict:
-    cmd = [sys.executable, __file__, "--side", side, "--data", str(data_dir), "--work", str(work)]
-    cmd += [f"--{k}={v}" for k, v in vars(args).items() if k not in ("side", "data", "work")]
+    cmd = [sys.executable, __file__, "--side", side, "--subset", str(data_dir), "--work", str(work)]
+    skip = ("side", "data", "work", "subset")
+    cmd += [f"--{k}={v}" for k, v in vars(args).items() if k not in skip]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{side} side failed:\n{out.stderr[-4000:]}")
@@ -239,15 +272,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="effective batch (examples/step)")
     parser.add_argument("--micro", type=int, default=4, help="micro-batch (accumulation fills)")
     parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--method", choices=["alora", "lora"], default="alora")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--side", choices=["ours", "hf"], default=None)
-    parser.add_argument("--data", default=None)
+    parser.add_argument("--data", default=None, help="a labeled set (default: synthetic)")
     parser.add_argument("--work", default=None)
+    parser.add_argument("--subset", default=None, help=argparse.SUPPRESS)  # child: examples
     args = parser.parse_args()
 
     if args.side is not None:  # child process: one side, one JSON line on stdout
         run = {"ours": side_ours, "hf": side_hf}[args.side]
-        result = run(args, Path(args.data), Path(args.work) / args.side)
+        result = run(args, Path(args.subset), Path(args.work) / args.side)
         result["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
         return
@@ -264,10 +299,11 @@ def main() -> None:
         cfg = compose("train", base_overrides(args))
         tokenizer = load_tokenizer(cfg.model)
         examples = tokenize_examples(tokenizer, read_labeled_split(data_dir, "train"))
-        flops = useful_flops(load_model(cfg.model), examples, args.beta)
+        flops = useful_flops(load_model(cfg.model), examples, args.beta, args.method)
     peak = matmul_peak_gflops()
     print(
-        f"model {args.model}  steps {args.steps}  batch {args.batch} (micro {args.micro})  beta {args.beta}"
+        f"model {args.model}  method {args.method}  data {args.data or 'synthetic'}  "
+        f"steps {args.steps}  batch {args.batch} (micro {args.micro})  beta {args.beta}"
     )
     print(f"threads {torch.get_num_threads()}  fp32 matmul peak {peak:.1f} GFLOP/s")
     print(

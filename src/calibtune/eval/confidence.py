@@ -189,6 +189,37 @@ def followup_confidences(
     return out
 
 
+@torch.inference_mode()
+def followup_ptrue(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict],
+    suffix: str,
+    tokens: QueryTokens,
+    batch_size: int,
+) -> np.ndarray:
+    """`model`'s own ptrue (adapter on, if it has one) for follow-up queries, computed exactly
+    as `followup_confidences` computes tuned/ptrue (same batches give the same numbers)."""
+    encoded = [encode_answer(tokenizer, r["prompt"], r["response"]) for r in rows]
+    suffix_ids = encode_text(tokenizer, suffix)
+    activated = alora_invocation_tokens(model) is not None
+    confidences = np.full(len(rows), np.nan)
+    device = _device(model)
+    for batch in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size):
+        collated = _to_device(
+            collate_followup([encoded[i] for i in batch], suffix_ids, tokenizer.pad_token_id),
+            device,
+        )
+        if activated:
+            with base_mode(model):
+                _, cache = followup_prefix_pass(model, collated, answer_logits=False)
+            last = followup_suffix_logits(model, collated, cache)
+        else:
+            last, _ = followup_full_pass(model, collated)
+        confidences[batch] = query_confidence(last, tokens).double().cpu().numpy()
+    return confidences
+
+
 def _update_full_ece(
     full_ece: Sequence[tuple[float, FullECE]], logits: torch.Tensor, targets: torch.Tensor
 ) -> None:

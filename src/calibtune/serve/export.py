@@ -7,7 +7,9 @@ The directory holds the adapter merged into the base weights (safetensors, `merg
 the tokenizer, `calibtune.json` (prompt templates, query words and the fitted post-hoc
 calibrator as plain params) and a model card README.md with the eval deltas. It loads with
 plain `transformers` (`AutoModelForCausalLM.from_pretrained(dir)`), and with
-`calibtune.Scorer.from_pretrained(dir)` for calibrated confidences.
+`calibtune.Scorer.from_pretrained(dir)` for calibrated confidences. An activated LoRA
+(method=alora) cannot be merged (it acts only on the query's tokens): the directory then holds
+the base weights and the adapter in `adapter/`, loaded with PEFT on top of them.
 """
 
 from __future__ import annotations
@@ -23,10 +25,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from calibtune import __version__
 from calibtune.errors import InputError
+from calibtune.eval.confidence import alora_invocation_tokens
 from calibtune.io import write_json_atomic, write_text_atomic
 from calibtune.models.loading import load_tokenizer, model_fingerprint
 from calibtune.runtime import git_commit, is_rank_zero
-from calibtune.serve.score import SERVE_CONFIG, adapter_dir, load_tuned_model, resolve_calibrator
+from calibtune.serve.score import (
+    ADAPTER_SUBDIR,
+    SERVE_CONFIG,
+    adapter_dir,
+    load_tuned_model,
+    resolve_calibrator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +88,29 @@ def model_card(base_name: str, serve_config: dict, metrics: dict | None) -> str:
         )
     else:
         results = "No eval metrics were given at export time (run `calibtune eval` first)."
+    prompt = serve_config["prompt"]
+    followup = prompt.get("query_style") == "followup"
+    query = prompt["followup_template"] if followup else prompt["query_template"]
+    if followup:
+        query += " (a new user turn after the model's answer)"
+    subdir = serve_config.get("adapter_subdir")
+    intro = (
+        f"{base_name} with a calibtune LoRA adapter merged into its weights. Ask it whether a "
+        'proposed answer is correct and the probability of "yes" is a calibrated probability '
+        "that the answer is right. The weights answer questions as the base model does."
+    )
+    load_adapter = ""
+    if subdir:
+        intro = (
+            f"{base_name} and a calibtune activated-LoRA adapter (`{subdir}/`). The adapter acts "
+            "only on the tokens of the uncertainty query, so the model answers exactly as the "
+            "base model does; after its answer, ask whether the answer is correct and the "
+            'probability of "yes" is a calibrated probability that the answer is right.'
+        )
+        load_adapter = (
+            "from peft import PeftModel\n"
+            f'model = PeftModel.from_pretrained(model, "<this dir>/{subdir}")\n'
+        )
     return f"""---
 library_name: transformers
 base_model: {base_name}
@@ -87,9 +119,7 @@ tags: [calibtune, calibration, uncertainty]
 
 # Calibration-tuned {base_name}
 
-{base_name} with a calibtune LoRA adapter merged into its weights. Ask it whether a proposed
-answer is correct and the probability of "yes" is a calibrated probability that the answer is
-right. The weights answer questions as the base model does.
+{intro}
 
 ## Use
 
@@ -97,7 +127,7 @@ right. The weights answer questions as the base model does.
 from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained("<this dir>")
 tokenizer = AutoTokenizer.from_pretrained("<this dir>")
-```
+{load_adapter}```
 
 Calibrated confidences (the query prompt and calibrator in `{SERVE_CONFIG}` applied for you):
 
@@ -107,7 +137,7 @@ scorer = calibtune.Scorer.from_pretrained("<this dir>")
 scorer.score(["What is the capital of France?"], ["Paris"])
 ```
 
-Uncertainty query: `{serve_config["prompt"]["query_template"]}` (answer words
+Uncertainty query: `{query}` (answer words
 `{serve_config["prompt"]["query_yes"]}` / `{serve_config["prompt"]["query_no"]}`).
 Post-hoc calibrator: {f"`{calibrator['name']}` (fitted on the val split)" if calibrator else "none"}.
 
@@ -125,7 +155,10 @@ def run_export(cfg: DictConfig) -> Path:
     adapter = adapter_dir(cfg.serve.adapter)
     calibrator = resolve_calibrator(cfg)
     metrics = read_eval_metrics(cfg.serve.export.metrics)
-    model = load_tuned_model(cfg.model, adapter).merge_and_unload()
+    model = load_tuned_model(cfg.model, adapter)
+    activated = alora_invocation_tokens(model) is not None
+    if not activated:
+        model = model.merge_and_unload()
     tokenizer = load_tokenizer(cfg.model)
     serve_config = {
         "calibtune_version": __version__,
@@ -137,13 +170,18 @@ def run_export(cfg: DictConfig) -> Path:
         "calibrator": {"name": cfg.serve.calibrator_name, "params": calibrator[0]}
         if calibrator
         else None,
+        "adapter_subdir": ADAPTER_SUBDIR if activated else None,
     }
     if not is_rank_zero():
         return output_dir
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        model.save_pretrained(tmp_dir, safe_serialization=True)
+        if activated:
+            model.get_base_model().save_pretrained(tmp_dir, safe_serialization=True)
+            model.save_pretrained(tmp_dir / ADAPTER_SUBDIR, safe_serialization=True)
+        else:
+            model.save_pretrained(tmp_dir, safe_serialization=True)
         tokenizer.save_pretrained(tmp_dir)
         write_json_atomic(tmp_dir / SERVE_CONFIG, serve_config)
         card = model_card(str(cfg.model.name_or_path), serve_config, metrics)
@@ -152,5 +190,7 @@ def run_export(cfg: DictConfig) -> Path:
         os.replace(tmp_dir, output_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    print(f"exported merged model to {output_dir}")
+    print(
+        f"exported {'base model + aLoRA adapter' if activated else 'merged model'} to {output_dir}"
+    )
     return output_dir

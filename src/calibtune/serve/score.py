@@ -42,6 +42,7 @@ from calibtune.runtime import is_rank_zero
 log = logging.getLogger(__name__)
 
 SERVE_CONFIG = "calibtune.json"  # written by `calibtune export` beside the merged weights
+ADAPTER_SUBDIR = "adapter"  # an export's unmerged (activated LoRA) adapter
 Calibrator = Callable[[np.ndarray], np.ndarray]
 
 
@@ -149,8 +150,13 @@ class Scorer:
             }
         )
         calibrator = serve.get("calibrator")
+        model = load_model(model_cfg)
+        if serve.get("adapter_subdir"):
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, path / serve["adapter_subdir"])
         return cls(
-            load_model(model_cfg),
+            model,
             load_tokenizer(model_cfg),
             OmegaConf.create(serve["prompt"]),
             calibrator_from_params(calibrator["params"]) if calibrator else None,
@@ -210,7 +216,28 @@ class Scorer:
         choices: Sequence[Sequence[str] | None] | None = None,
     ) -> np.ndarray:
         """The tuned model's uncalibrated confidence that each answer is correct."""
-        return self.raw_confidences_of_prompts(self.query_prompts(questions, answers, choices))
+        queries = self.query_prompts(questions, answers, choices)
+        if self.prompt_cfg.get("query_style") != "followup":
+            return self.raw_confidences_of_prompts(queries)
+        from calibtune.eval.confidence import followup_ptrue, followup_suffix_text
+
+        choices = choices or [None] * len(questions)
+        rows = [
+            {
+                "prompt": render_answer_prompt(self.tokenizer, self.prompt_cfg, question, choice),
+                "response": answer,
+                "query": query,
+            }
+            for question, answer, choice, query in zip(
+                questions, answers, choices, queries, strict=True
+            )
+        ]
+        suffix = followup_suffix_text(rows)
+        if suffix is None:  # e.g. an empty answer list
+            return self.raw_confidences_of_prompts(queries)
+        return followup_ptrue(
+            self.model, self.tokenizer, rows, suffix, self.query_tokens, self.batch_size
+        )
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Apply the post-hoc calibrator (identity when there is none)."""
