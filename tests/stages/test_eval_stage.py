@@ -17,8 +17,9 @@ from calibtune.errors import ConfigError, InputError
 from calibtune.eval.recalibrate import calibrator_from_params
 from calibtune.eval.stage import resolve_adapter, run_eval_stage, split_by_question
 from calibtune.io import write_json_atomic, write_jsonl_atomic
+from calibtune.models.encoding import encode_text
 from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import render_answer_prompt, render_query_prompt
+from calibtune.models.prompts import query_suffix, render_answer_prompt, render_query_prompt
 
 QUESTIONS = [
     ("capitals", "What is the capital of France?", "Paris", ["Paris", "Lima", "Berlin"]),
@@ -64,14 +65,20 @@ def write_labeled_set(path: Path, cfg, tokenizer, n_val: int = 30, n_test: int =
     return path
 
 
-def write_adapter(path: Path, cfg) -> Path:
-    """A LoRA adapter on the tiny model with perturbed (non-zero) weights."""
+def write_adapter(path: Path, cfg, alora_invocation_tokens: list[int] | None = None) -> Path:
+    """A LoRA adapter (an activated LoRA with invocation tokens) on the tiny model with perturbed
+    (non-zero) weights."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    model = get_peft_model(
-        load_model(cfg.model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj"],
+        alora_invocation_tokens=alora_invocation_tokens,
     )
+    model = get_peft_model(load_model(cfg.model), lora)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_" in name:
@@ -358,3 +365,45 @@ def test_answer_agreement_measures_the_adapter_alone(compose_cfg, tmp_path):
     perturbed = tuning_cost(cfg, model, tokenizer, rows)
     assert perturbed["answer_agreement"] < 1.0
     assert all(e["base"] != e["tuned"] for e in perturbed["examples"])
+
+
+def test_activated_lora_keeps_answers_and_token_calibration(compose_cfg, eval_inputs, tmp_path):
+    """An aLoRA adapter acts on the query only: tuned ptrue moves, while the answers (agreement)
+    and the answer-token distributions (Full-ECE at every temperature) are the base model's."""
+    overrides, data, _ = eval_inputs
+    cfg = compose_cfg("eval", overrides)
+    tokenizer = load_tokenizer(cfg.model)
+    row = json.loads((data / "test.jsonl").read_text().splitlines()[0])
+    suffix = query_suffix(row["prompt"], row["response"], row["query"])
+    train = write_adapter(
+        tmp_path / "alora", cfg, alora_invocation_tokens=encode_text(tokenizer, suffix)
+    )
+    out = tmp_path / "eval-alora"
+    run_eval_stage(
+        compose_cfg("eval", [*overrides, f"eval.adapter={train}", f"eval.output_dir={out}"])
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    full = metrics["full_ece"]
+    assert full["tuned_curve"] == full["base_curve"]
+    assert metrics["answer_agreement"] == 1.0
+    predictions = [
+        json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert max(abs(p["tuned/ptrue"] - p["base/ptrue"]) for p in predictions) > 1e-3
+
+    restate = tmp_path / "restate"
+    restate_cfg = compose_cfg("eval", ["prompt.query_style=restate"])
+    write_labeled_set(restate, restate_cfg, tokenizer)
+    with pytest.raises(ConfigError, match="activated LoRA"):
+        run_eval_stage(
+            compose_cfg(
+                "eval",
+                [
+                    *overrides,
+                    f"eval.adapter={train}",
+                    f"eval.data_dir={restate}",
+                    f"eval.output_dir={tmp_path}/never",
+                ],
+            )
+        )
+    assert not (tmp_path / "never").exists()

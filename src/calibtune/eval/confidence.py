@@ -235,6 +235,11 @@ def check_activated_queries(model, tokenizer, suffix: str | None) -> None:
     invocation = alora_invocation_tokens(model)
     if invocation is None:
         return
+    if model.peft_config["default"].task_type != "CAUSAL_LM":
+        raise ConfigError(
+            "the adapter is an activated LoRA without task_type CAUSAL_LM in its "
+            "adapter_config.json, so PEFT would never activate it: set task_type to CAUSAL_LM"
+        )
     if suffix is None or encode_text(tokenizer, suffix) != invocation:
         raise ConfigError(
             "the adapter is an activated LoRA (method=alora) whose invocation tokens are not the "

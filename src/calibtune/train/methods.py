@@ -61,6 +61,7 @@ def attach_lora(
     lora_cfg = instantiate(lora_node, _convert_="all")
     if alora_invocation_tokens is not None:
         lora_cfg.alora_invocation_tokens = list(alora_invocation_tokens)
+        lora_cfg.task_type = "CAUSAL_LM"  # PEFT activates an aLoRA only in its causal-LM model
     check_lora_targets(model, lora_cfg)
     return get_peft_model(model, lora_cfg)
 
