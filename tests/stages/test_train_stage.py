@@ -67,7 +67,13 @@ def stage_cfg(compose_cfg, labeled_dir: Path, *overrides: str):
 
 
 def test_outputs_weights_and_reload(compose_cfg, labeled_dir: Path):
-    cfg = stage_cfg(compose_cfg, labeled_dir, "train.eval_at_start=false", "train.eval_every=100")
+    cfg = stage_cfg(
+        compose_cfg,
+        labeled_dir,
+        "method=lora",
+        "train.eval_at_start=false",
+        "train.eval_every=100",
+    )
     result = train_lora(cfg)
     out = result.output_dir
     assert out == Path(cfg.train.output_dir).resolve()
@@ -217,6 +223,7 @@ def test_kl_term_keeps_the_base_models_answers(compose_cfg, sharp_model_dir: Pat
             compose_cfg,
             labeled,
             model_override,
+            "method=lora",
             f"train.beta={beta}",
             f"run_dir={tmp_path}/beta{beta}",
             "optim.lr=1e-2",
@@ -261,12 +268,13 @@ def test_alora_changes_the_query_and_never_the_answers(compose_cfg, sharp_model_
     suffix = query_suffix(rows[0]["prompt"], rows[0]["response"], rows[0]["query"])
     assert invocation["alora_invocation_tokens"] == encode_text(tokenizer, suffix)
 
-    answers = greedy_answers(model, tokenizer, [r["prompt"] for r in rows])
-    assert answers == [r["response"] for r in rows]  # the adapter never acts on the answer
-
-    # Plain PEFT on the full query text (how a user serves it) gives the recipe's cached-prefix
-    # confidence, and it differs from the base model's: the adapter acts on the query.
+    # The recipe trains a plain LoRA on the suffix over the base model's prefix cache; plain PEFT
+    # on the full query text with the saved activated LoRA (how a user serves it) gives the
+    # same confidence, different from the base model's, and the base model's answers.
     reloaded = PeftModel.from_pretrained(load_model(cfg.model), result.output_dir / "adapter")
+    reloaded.eval()
+    answers = greedy_answers(reloaded, tokenizer, [r["prompt"] for r in rows])
+    assert answers == [r["response"] for r in rows]  # the adapter never acts on the answer
     queries = [encode_text(tokenizer, r["query"]) for r in rows[:4]]
     batch = pad_sequences(queries, tokenizer.pad_token_id, side="left")
     followup = collate_followup(
@@ -275,12 +283,13 @@ def test_alora_changes_the_query_and_never_the_answers(compose_cfg, sharp_model_
         tokenizer.pad_token_id,
     )
     with torch.no_grad():
-        served = last_token_logits(reloaded.eval(), batch)
+        served = last_token_logits(reloaded, batch)
         with reloaded.disable_adapter():
             base = last_token_logits(reloaded, batch)
-            _, cache = followup_prefix_pass(reloaded, followup)
-        cached = followup_suffix_logits(reloaded, followup, cache)
-    torch.testing.assert_close(served, cached, atol=1e-4, rtol=1e-4)
+        with model.disable_adapter():
+            _, cache = followup_prefix_pass(model, followup)
+        trained = followup_suffix_logits(model, followup, cache)
+    torch.testing.assert_close(served, trained, atol=1e-4, rtol=1e-4)
     assert (served - base).abs().max() > 1e-2
 
 

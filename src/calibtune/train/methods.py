@@ -66,15 +66,24 @@ def attach_lora(
     return get_peft_model(model, lora_cfg)
 
 
-def save_adapter(peft_model: PeftModel, out_dir: Path) -> Path:
-    """PEFT `save_pretrained` into a temp dir, check the tensors, then move it to `out_dir`."""
+def save_adapter(
+    peft_model: PeftModel, out_dir: Path, alora_invocation_tokens: Sequence[int] | None = None
+) -> Path:
+    """PEFT `save_pretrained` into a temp dir, check the tensors, then move it to `out_dir`.
+    With `alora_invocation_tokens` the saved config is an activated LoRA's (same weights)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    config = peft_model.peft_config["default"]
+    saved = (config.alora_invocation_tokens, config.task_type)
     try:
+        if alora_invocation_tokens is not None:
+            config.alora_invocation_tokens = list(alora_invocation_tokens)
+            config.task_type = "CAUSAL_LM"
         peft_model.save_pretrained(tmp, safe_serialization=True)
         verify_saved_tensors(tmp / ADAPTER_WEIGHTS, trainable_state(peft_model))
         replace_dir(tmp, out_dir)
     finally:
+        config.alora_invocation_tokens, config.task_type = saved
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

@@ -57,7 +57,8 @@ BEST_METRICS = ("ece", "brier", "auroc", "val_loss")
 
 @dataclass
 class TrainResult:
-    """What a training run leaves behind (the model is the final one, not necessarily the best)."""
+    """What a training run leaves behind (the model is the final one, not necessarily the best;
+    for method=alora its adapter acts on every token: the saved adapter/ is the activated LoRA)."""
 
     output_dir: Path
     model: torch.nn.Module
@@ -196,10 +197,12 @@ def is_better(metric: str, value: float | None, best: float | None) -> bool:
 def validate(
     accelerator: Accelerator,
     model: torch.nn.Module,
+    peft_model: torch.nn.Module,
     val_examples: list[TrainExample],
     tokens: QueryTokens,
     pad_id: int,
     batch_size: int,
+    activated: bool,
 ) -> dict[str, float]:
     """Tuned-confidence metrics on val, each process scoring every world_size-th example."""
     was_training = model.training
@@ -209,11 +212,13 @@ def validate(
     with accelerator.autocast():
         logits, _ = query_confidences(
             model,
-            [val_examples[i].query_ids for i in mine],
+            peft_model,
+            [val_examples[i] for i in mine],
             tokens,
             pad_id,
             batch_size,
             accelerator.device,
+            activated,
         )
     rows = [(i, logits[k].tolist()) for k, i in enumerate(mine)]
     if world > 1:
@@ -299,7 +304,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
 
     set_seed(int(cfg.seed))
     model = load_model(cfg.model, device=accelerator.device)
-    peft_model = attach_lora(model, cfg.lora, alora_invocation_tokens=invocation)
+    peft_model = attach_lora(model, cfg.lora)  # alora: plain LoRA in training, see steps.py
     peft_model.train()
     optimizer, scheduler = make_optimizer(cfg, peft_model, steps)
     model, optimizer = accelerator.prepare(peft_model, optimizer)
@@ -328,13 +333,22 @@ def train_lora(cfg: DictConfig) -> TrainResult:
     )
 
     def run_validation() -> None:
-        scores = validate(accelerator, model, val_examples, tokens, pad_id, int(tc.eval_batch_size))
+        scores = validate(
+            accelerator,
+            model,
+            peft_model,
+            val_examples,
+            tokens,
+            pad_id,
+            int(tc.eval_batch_size),
+            run.activated,
+        )
         tracker.log({f"val/{k}": v for k, v in scores.items()}, step=state.step)
         if is_better(tc.best_metric, scores[tc.best_metric], state.best_value):
             state.best_step, state.best_value = state.step, scores[tc.best_metric]
             state.best_metrics = scores
             if rank0:
-                save_adapter(peft_model, output_dir / "adapter")
+                save_adapter(peft_model, output_dir / "adapter", invocation)
         accelerator.wait_for_everyone()
 
     if state.step == 0 and tc.eval_at_start:

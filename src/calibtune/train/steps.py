@@ -7,6 +7,7 @@ from peft import PeftModel
 
 from calibtune.models.encoding import (
     answer_token_logits,
+    collate_followup,
     followup_full_pass,
     followup_prefix_pass,
     followup_suffix_logits,
@@ -14,6 +15,7 @@ from calibtune.models.encoding import (
     pad_sequences,
 )
 from calibtune.models.prompts import QueryTokens, query_logits
+from calibtune.train.data import TrainExample
 from calibtune.train.loss import LossTerms, calibration_loss, soft_binary_cross_entropy
 
 
@@ -29,7 +31,9 @@ def micro_step_loss(
     """Loss of one micro-batch, the LM head only at the positions the loss needs.
 
     `activated` (method=alora): the prompt + response run once through the base model without
-    gradients and the query suffix through the adapter on top of that KV cache; answers cannot
+    gradients and the query suffix through the adapter on top of that KV cache, which is what
+    PEFT's activated LoRA computes, without its per-layer token masks (the adapter is a plain
+    LoRA during training; its invocation tokens are written when it is saved). Answers cannot
     change, so there is no KL term. Otherwise the adapter runs over the whole query and, when
     beta > 0, the answer tokens are also scored with the adapter disabled (same weights): for a
     follow-up query both come from one pass over prompt + response + suffix."""
@@ -66,21 +70,33 @@ def micro_step_loss(
 @torch.no_grad()
 def query_confidences(
     model: torch.nn.Module,
-    query_ids: list[list[int]],
+    peft_model: PeftModel,
+    examples: list[TrainExample],
     tokens: QueryTokens,
     pad_id: int,
     batch_size: int,
     device: torch.device,
+    activated: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two-way [no, yes] logits [N, 2] and confidences P(yes|yes or no) [N] for each query,
-    in batches sorted by length (returned in the input order)."""
-    order = sorted(range(len(query_ids)), key=lambda i: -len(query_ids[i]))
-    logits = torch.empty(len(query_ids), 2)
+    """Two-way [no, yes] logits [N, 2] and confidences P(yes|yes or no) [N] for each example's
+    query, in batches sorted by length (returned in the input order). `activated`: the adapter
+    acts on the query suffix only, over the base model's KV cache of prompt + response."""
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].query_ids))
+    logits = torch.empty(len(examples), 2)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        batch = pad_sequences([query_ids[i] for i in chunk], pad_id, side="left")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits[chunk] = query_logits(last_token_logits(model, batch), tokens).float().cpu()
+        if activated:
+            batch = collate_followup(
+                [examples[i].answer for i in chunk], examples[chunk[0]].suffix_ids, pad_id
+            )
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with peft_model.disable_adapter():
+                _, cache = followup_prefix_pass(peft_model, batch, answer_logits=False)
+            last = followup_suffix_logits(model, batch, cache)
+        else:
+            batch = pad_sequences([examples[i].query_ids for i in chunk], pad_id, side="left")
+            last = last_token_logits(model, {k: v.to(device) for k, v in batch.items()})
+        logits[chunk] = query_logits(last, tokens).float().cpu()
     return logits, torch.softmax(logits, dim=-1)[:, 1]
 
 
