@@ -39,7 +39,8 @@ def test_builds_labeled_set_with_manifest(compose_cfg, capsys):
             assert set(LABELED_FIELDS) <= set(row) and row["split"] == split
             assert row["correct"] in (0, 1)
             assert row["prompt"].endswith("<|im_start|>assistant\n")
-            assert "Proposed answer:" in row["query"]
+            assert row["query"].startswith(row["prompt"] + row["response"])  # a follow-up
+            assert "Is your answer correct?" in row["query"]
     qids = {s: {r["qid"] for r in split_rows} for s, split_rows in rows.items()}
     assert not qids["train"] & (qids["val"] | qids["test"])  # split by question
     manifest = json.loads((out_dir / MANIFEST).read_text())
