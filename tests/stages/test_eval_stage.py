@@ -407,3 +407,25 @@ def test_activated_lora_keeps_answers_and_token_calibration(compose_cfg, eval_in
             )
         )
     assert not (tmp_path / "never").exists()
+
+
+def test_test_domains_restricts_the_scored_test_rows(compose_cfg, eval_inputs, tmp_path):
+    overrides, data, _ = eval_inputs
+    out = tmp_path / "eval-capitals"
+    cfg = compose_cfg(
+        "eval",
+        [
+            *overrides,
+            "eval.adapter=null",
+            "eval.verbalized.enabled=false",
+            "eval.test_domains=[capitals]",
+            f"eval.output_dir={out}",
+        ],
+    )
+    run_eval_stage(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    test_rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    assert metrics["n_test"] == sum(r["domain"] == "capitals" for r in test_rows) > 0
+    assert set(metrics["per_domain"]) <= {"capitals", "all"}
+    with pytest.raises(InputError, match="test split is empty"):
+        run_eval_stage(compose_cfg("eval", [*overrides, "eval.test_domains=[no_such_domain]"]))

@@ -87,6 +87,9 @@ def load_examples(cfg: DictConfig, model, tokenizer) -> dict[str, list[dict]]:
         log.info("answering and grading %s with the base model", data_path)
         rows = label_qa_rows(model, tokenizer, read_qa_jsonl(data_path), cfg)
         splits = split_by_question(rows, cfg.seed, cfg.eval.val_fraction)
+    test_domains = set(cfg.eval.test_domains or [])
+    if test_domains:
+        splits["test"] = [r for r in splits["test"] if r.get("domain") in test_domains]
     limit = cfg.eval.max_examples
     splits = {name: rows[:limit] if limit else rows for name, rows in splits.items()}
     for name, rows in splits.items():
