@@ -94,14 +94,30 @@ def interleave(groups: list[list[dict]], key: str, rng: random.Random) -> list[l
     return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
 
 
-def interleave_by_domain(rows: list[dict], rng: random.Random) -> list[list[dict]]:
-    """Question groups (rows sharing a qid) balanced over domains, and within a domain over
-    difficulty levels where rows have one (the built-in arithmetic)."""
+def question_groups(rows: list[dict]) -> list[list[dict]]:
+    """Rows that must share a split: the same qid, or the same question text (case and
+    whitespace folded, as `check_leakage` compares them), transitively; in first-seen order."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for row in rows:
+        parent[find("text:" + question_key(row["question"]))] = find("qid:" + str(row["qid"]))
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        groups.setdefault(row["qid"], []).append(row)
+        groups.setdefault(find("qid:" + str(row["qid"])), []).append(row)
+    return list(groups.values())
+
+
+def interleave_by_domain(rows: list[dict], rng: random.Random) -> list[list[dict]]:
+    """Question groups (see `question_groups`) balanced over domains, and within a domain over
+    difficulty levels where rows have one (the built-in arithmetic)."""
     by_domain: dict[str, list[list[dict]]] = defaultdict(list)
-    for group in groups.values():
+    for group in question_groups(rows):
         by_domain[group[0]["domain"]].append(group)
     queues = [interleave(by_domain[d], "difficulty", rng) for d in sorted(by_domain)]
     return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
@@ -122,7 +138,7 @@ def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
     chosen = []
     rng = random.Random(seed)
     for group in interleave_by_domain(rows, rng):
-        allowed = ["test"] if group[0]["domain"] in holdout else list(SPLITS)
+        allowed = ["test"] if any(r["domain"] in holdout for r in group) else list(SPLITS)
         open_splits = [s for s in allowed if remaining[s] > 0]
         if not open_splits:
             if not any(remaining.values()):
