@@ -289,6 +289,10 @@ def test_alora_changes_the_query_and_never_the_answers(compose_cfg, sharp_model_
         with model.disable_adapter():
             _, cache = followup_prefix_pass(model, followup)
         trained = followup_suffix_logits(model, followup, cache)
+        with reloaded.disable_adapter():
+            _, cache = followup_prefix_pass(reloaded, followup)
+        reloaded_cached = followup_suffix_logits(reloaded, followup, cache)
+    assert torch.equal(reloaded_cached, trained)  # the saved adapter reloads to identical logits
     torch.testing.assert_close(served, trained, atol=1e-4, rtol=1e-4)
     assert (served - base).abs().max() > 1e-2
 
