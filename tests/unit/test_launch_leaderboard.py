@@ -124,3 +124,13 @@ def test_leaderboard_without_trials_says_so(tmp_path):
         leaderboard.main([str(tmp_path)])
     with pytest.raises(CalibtuneError, match="no such sweep directory"):
         leaderboard.main([str(tmp_path / "missing")])
+
+
+def test_leaderboard_ranks_by_the_sweeps_own_metric(sweep_dir, capsys):
+    (sweep_dir / "multirun.yaml").write_text(
+        "sweep:\n  metric: val/auroc\n  direction: maximize\nhydra:\n  sweep:\n    dir: x\n"
+    )
+    leaderboard.main([str(sweep_dir)])
+    assert "ranked by val/auroc (maximize)" in capsys.readouterr().out
+    leaderboard.main([str(sweep_dir), "--metric", "val/brier"])
+    assert "ranked by val/brier (minimize)" in capsys.readouterr().out

@@ -201,14 +201,26 @@ def write_plot(path: Path, trials: list[Trial]) -> list[str]:
     return [shown[i].name for i in front]
 
 
+def sweep_objective(sweep_dir: Path) -> tuple[str, str]:
+    """The `sweep.metric` and `sweep.direction` a sweep ran with (its multirun.yaml), else
+    val/ece, minimize."""
+    path = sweep_dir / "multirun.yaml"
+    sweep = OmegaConf.load(path).get("sweep") if path.is_file() else None
+    if not sweep or not sweep.get("metric"):
+        return "val/ece", "minimize"
+    return str(sweep.metric), str(sweep.get("direction") or "minimize")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Rank a sweep's trials: print the table, write leaderboard.csv and leaderboard.png."""
     parser = argparse.ArgumentParser(
         prog="calibtune leaderboard", description=__doc__.split("\n")[0]
     )
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--metric", default="val/ece", help="rank by this number (default val/ece)")
-    parser.add_argument("--direction", choices=("minimize", "maximize"), default="minimize")
+    parser.add_argument(
+        "--metric", help="rank by this number (default: the sweep's sweep.metric, else val/ece)"
+    )
+    parser.add_argument("--direction", choices=("minimize", "maximize"))
     parser.add_argument(
         "--out", type=Path, help="where to write the CSV and plot (default: the sweep dir)"
     )
@@ -221,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{args.sweep_dir}: no finished trials (no train manifest.json below it); "
             "is this the sweep dir that `calibtune train -m` printed?"
         )
+    sweep_metric, sweep_direction = sweep_objective(args.sweep_dir)
+    args.metric = args.metric or sweep_metric
+    args.direction = args.direction or (sweep_direction if args.metric == sweep_metric else None)
+    args.direction = args.direction or "minimize"
     ranked = rank(trials, args.metric, args.direction)
     columns = columns_present(ranked, args.metric)
     out = args.out or args.sweep_dir
