@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -134,6 +134,24 @@ def answer_confidences(
     return result
 
 
+def _followup_batches(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict],
+    suffix: str,
+    batch_size: int,
+    progress: str | None = None,
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """(row indices, collated follow-up batch on the model's device) in length-sorted batches."""
+    encoded = [encode_answer(tokenizer, r["prompt"], r["response"]) for r in rows]
+    suffix_ids = encode_text(tokenizer, suffix)
+    device = _device(model)
+    batches = length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
+    for batch in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
+        collated = collate_followup([encoded[i] for i in batch], suffix_ids, tokenizer.pad_token_id)
+        yield batch, _to_device(collated, device)
+
+
 @torch.inference_mode()
 def followup_confidences(
     model: PreTrainedModel,
@@ -154,18 +172,10 @@ def followup_confidences(
     from the suffix with the adapter on the same cache for an activated LoRA (its prefix is the
     base model's), else from one adapter pass over the whole query, which also gives the tuned
     answer-token logits. Keys: base/ptrue, base/pavg, base/seqlogp, base/pmin, tuned/ptrue."""
-    encoded = [encode_answer(tokenizer, r["prompt"], r["response"]) for r in rows]
-    suffix_ids = encode_text(tokenizer, suffix)
     activated = alora_invocation_tokens(model) is not None
     names = ("base/ptrue", "tuned/ptrue", "pavg", "seqlogp", "pmin")
     result = {name: np.full(len(rows), np.nan) for name in names}
-    device = _device(model)
-    batches = length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
-    for batch in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
-        collated = _to_device(
-            collate_followup([encoded[i] for i in batch], suffix_ids, tokenizer.pad_token_id),
-            device,
-        )
+    for batch, collated in _followup_batches(model, tokenizer, rows, suffix, batch_size, progress):
         with base_mode(model):
             (logits, targets, rows_), cache = followup_prefix_pass(model, collated)
             base_last = followup_suffix_logits(model, collated, cache)
@@ -200,16 +210,9 @@ def followup_ptrue(
 ) -> np.ndarray:
     """`model`'s own ptrue (adapter on, if it has one) for follow-up queries, computed exactly
     as `followup_confidences` computes tuned/ptrue (same batches give the same numbers)."""
-    encoded = [encode_answer(tokenizer, r["prompt"], r["response"]) for r in rows]
-    suffix_ids = encode_text(tokenizer, suffix)
     activated = alora_invocation_tokens(model) is not None
     confidences = np.full(len(rows), np.nan)
-    device = _device(model)
-    for batch in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size):
-        collated = _to_device(
-            collate_followup([encoded[i] for i in batch], suffix_ids, tokenizer.pad_token_id),
-            device,
-        )
+    for batch, collated in _followup_batches(model, tokenizer, rows, suffix, batch_size):
         if activated:
             with base_mode(model):
                 _, cache = followup_prefix_pass(model, collated, answer_logits=False)

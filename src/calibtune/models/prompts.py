@@ -31,13 +31,18 @@ def _uses_chat(tokenizer: PreTrainedTokenizerBase, prompt_cfg) -> bool:
     return bool(prompt_cfg.use_chat_template) and bool(getattr(tokenizer, "chat_template", None))
 
 
+def _chat_messages(prompt_cfg, user_text: str) -> list[dict[str, str]]:
+    """The configured system turn (if any) and one user turn."""
+    messages = []
+    if prompt_cfg.get("system"):
+        messages.append({"role": "system", "content": prompt_cfg.system})
+    return messages + [{"role": "user", "content": user_text}]
+
+
 def _render(tokenizer: PreTrainedTokenizerBase, prompt_cfg, user_text: str) -> str:
     """Render one user turn (plus the configured system turn) ready for the assistant's reply."""
     if _uses_chat(tokenizer, prompt_cfg):
-        messages = []
-        if prompt_cfg.get("system"):
-            messages.append({"role": "system", "content": prompt_cfg.system})
-        messages.append({"role": "user", "content": user_text})
+        messages = _chat_messages(prompt_cfg, user_text)
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prefix = prompt_cfg.get("completion_prefix") or ""
     return f"{prefix}Question: {user_text}\nAnswer:"
@@ -84,12 +89,8 @@ def _render_followup(
     followup = prompt_cfg.followup_template
     if not _uses_chat(tokenizer, prompt_cfg):
         return f"{answer_prompt}{answer}\n{followup}\nAnswer:"
-    messages = []
-    if prompt_cfg.get("system"):
-        messages.append({"role": "system", "content": prompt_cfg.system})
     user_text = prompt_cfg.answer_template.format(question=format_question(question, choices))
-    messages += [
-        {"role": "user", "content": user_text},
+    messages = _chat_messages(prompt_cfg, user_text) + [
         {"role": "assistant", "content": answer},
         {"role": "user", "content": followup},
     ]
