@@ -17,13 +17,13 @@ SECRET_KEY = re.compile(r"(api_key|token|secret|password)", re.IGNORECASE)
 
 
 def conf_dir() -> Path:
-    """The `conf/` tree: $CALIBTUNE_CONF, else the one beside the source checkout."""
+    """The `conf/` tree: $CALIBTUNE_CONF, else the one shipped inside the package."""
     env = os.environ.get("CALIBTUNE_CONF")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    path = Path(env) if env else Path(__file__).resolve().parent / "conf"
     if not (path / "common.yaml").is_file():
         raise ConfigError(
-            f"calibtune's config tree was not found at {path}; install calibtune editable from "
-            "its checkout (`pip install -e .`) or set CALIBTUNE_CONF to its conf/ directory"
+            f"calibtune's config tree was not found at {path}; reinstall calibtune "
+            "or set CALIBTUNE_CONF to a conf/ directory"
         )
     return path
 

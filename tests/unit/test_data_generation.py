@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from calibtune.config import conf_dir
 from calibtune.data.generation import cut_at_stop, generate_answers, length_sorted_batches
 from calibtune.models import load_model, load_tokenizer, render_answer_prompt
 
@@ -32,7 +33,7 @@ def tiny(tiny_model_dir):
             "revision": None,
         }
     )
-    prompt_cfg = OmegaConf.load("conf/prompt/default.yaml")
+    prompt_cfg = OmegaConf.load(conf_dir() / "prompt" / "default.yaml")
     return load_model(model_cfg), load_tokenizer(model_cfg), prompt_cfg
 
 

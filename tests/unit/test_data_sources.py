@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 from omegaconf import OmegaConf
 
+from calibtune.config import conf_dir
 from calibtune.data.builtin import builtin_suite
 from calibtune.data.grading import grade
 from calibtune.data.sources import load_qa_rows, read_qa_jsonl
@@ -142,7 +143,7 @@ EXPECTED = {
 def test_hf_mapping_on_local_file_in_real_schema(tmp_path, name):
     path = tmp_path / f"{name}.jsonl"
     path.write_text(json.dumps(HF_RECORDS[name]) + "\n")
-    dataset_cfg = OmegaConf.load(f"conf/dataset/{name}.yaml")
+    dataset_cfg = OmegaConf.load(conf_dir() / "dataset" / f"{name}.yaml")
     dataset_cfg.data_files = str(path)
     (row,) = load_qa_rows(dataset_cfg)
     if name == "sciq":
@@ -157,7 +158,7 @@ def test_hf_record_outside_schema_names_the_row(tmp_path):
     path = tmp_path / "arc.jsonl"
     good = HF_RECORDS["arc"]
     path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "answerKey": "9"}) + "\n")
-    dataset_cfg = OmegaConf.load("conf/dataset/arc.yaml")
+    dataset_cfg = OmegaConf.load(conf_dir() / "dataset" / "arc.yaml")
     dataset_cfg.data_files = str(path)
     with pytest.raises(InputError, match="arc schema") as err:
         load_qa_rows(dataset_cfg)
