@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from calibtune.config import check_config
 from calibtune.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def results_table(metrics: dict) -> str:
 
 def run_pipeline(cfg: DictConfig) -> Path:
     """Run the data, train and eval stages in order and print where the report is."""
+    check_config(cfg)
     from calibtune.data.stage import run_data_stage
     from calibtune.eval.stage import run_eval_stage
     from calibtune.train.recipe import run_train_stage

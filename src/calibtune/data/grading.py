@@ -12,10 +12,12 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from typing import get_args
 
 from calibtune.errors import ConfigError
+from calibtune.schema import Grader
 
-GRADERS = ("exact", "numeric", "choice", "substring", "judge")
+GRADERS = get_args(Grader)  # the allowed values live in calibtune.schema
 ARTICLES = {"a", "an", "the"}
 HEDGE_WORDS = {"or", "either", "maybe", "perhaps", "possibly"}
 NUMBER_WORDS = {

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 import calibtune
-from calibtune.config import resolved_container, save_config
+from calibtune.config import check_config, resolved_container, save_config
 from calibtune.data.generation import generate_answers
 from calibtune.data.grading import auto_grader, grade, judge_grades
 from calibtune.data.sources import SOURCE_KEY, load_qa_rows, question_key
@@ -378,6 +378,7 @@ def load_generator(cfg):
 
 def run_data_stage(cfg: DictConfig) -> Path:
     """Build the labeled confidence set into cfg.data.output_dir and return that path."""
+    check_config(cfg)
     out_dir = Path(cfg.data.output_dir)
     if not is_rank_zero():
         return out_dir

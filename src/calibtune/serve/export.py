@@ -24,6 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from calibtune import __version__
+from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
 from calibtune.io import write_json_atomic, write_text_atomic
 from calibtune.models.loading import load_tokenizer, model_fingerprint
@@ -150,6 +151,7 @@ Exported by calibtune {__version__} (git {serve_config.get("git_commit") or "unk
 
 def run_export(cfg: DictConfig) -> Path:
     """Merge the adapter into the base weights and write the export directory atomically."""
+    check_config(cfg)
     output_dir = Path(cfg.serve.export.output_dir)
     adapter = adapter_dir(cfg.serve.adapter)
     calibrator = resolve_calibrator(cfg)

@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
 from calibtune.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from calibtune.models.confidence import (
@@ -312,6 +313,7 @@ def score_rows(scorer: Scorer, rows: list[dict], max_new_tokens: int) -> list[di
 
 def run_score(cfg: DictConfig) -> Path:
     """`calibtune score`: write scores.jsonl (+ score_summary.json) and report pairs/s."""
+    check_config(cfg)
     rows = read_pairs(cfg.serve.score.input)
     scorer = Scorer.from_config(cfg)
     start = time.perf_counter()

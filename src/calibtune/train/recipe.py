@@ -20,6 +20,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
 import torch
 from accelerate import Accelerator
@@ -28,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
-from calibtune.config import save_config
+from calibtune.config import check_config, save_config
 from calibtune.errors import ConfigError
 from calibtune.examples import MANIFEST, read_labeled_split
 from calibtune.io import sha256_file, write_json_atomic
@@ -41,6 +42,7 @@ from calibtune.models.confidence import (
 )
 from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
 from calibtune.runtime import git_commit, set_seed
+from calibtune.schema import BestMetric
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
 from calibtune.train.data import (
@@ -57,7 +59,7 @@ from calibtune.train.steps import micro_step_loss, validation_metrics
 
 log = logging.getLogger(__name__)
 HIGHER_IS_BETTER = {"auroc"}
-BEST_METRICS = ("ece", "brier", "auroc", "val_loss")
+BEST_METRICS = get_args(BestMetric)  # the allowed values live in calibtune.schema
 
 
 @dataclass
@@ -73,6 +75,7 @@ class TrainResult:
 
 def run_train_stage(cfg: DictConfig) -> Path:
     """Train on cfg.train.data_dir and return cfg.train.output_dir (adapter/, manifest, ...)."""
+    check_config(cfg)
     if cfg.method.name == "probe":
         from calibtune.train.probe import train_probe
 
