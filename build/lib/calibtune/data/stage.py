@@ -1,0 +1,436 @@
+"""The data stage (DESIGN.md §1 steps 1-2, §4): answer questions with the base model, grade the
+answers, and write a labeled confidence set (train/val/test JSONL + manifest.json).
+
+    calibtune data [overrides]            # or: python data/build_dataset.py [overrides]
+
+Reads top to bottom: load and validate the QA rows -> pick the examples and split them by
+question -> answer and grade them in chunks (each finished chunk is cached under
+`<output_dir>/.partial/`, so a killed build resumes where it stopped) -> leakage check ->
+write the splits and the manifest atomically -> print per-domain accuracy.
+
+Scale-out: `data.shard=i data.num_shards=n` answers only shard i (a SLURM array task or one GPU
+each); whichever run finds every shard finished merges them into the final files. A run with
+`data.shard=null` answers every shard that is not finished yet, then merges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+import calibtune
+from calibtune.config import check_config, resolved_container, save_config
+from calibtune.data.generation import generate_answers
+from calibtune.data.grading import auto_grader, grade, judge_grades
+from calibtune.data.sources import SOURCE_KEY, load_qa_rows, question_key
+from calibtune.errors import ConfigError, InputError
+from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, split_path
+from calibtune.io import read_jsonl, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
+from calibtune.models import load_model, load_tokenizer, model_fingerprint
+from calibtune.models.confidence import render_query_prompt
+from calibtune.models.prompts import render_answer_prompt
+from calibtune.runtime import git_commit, is_rank_zero, set_seed
+
+log = logging.getLogger(__name__)
+PARTIAL = ".partial"
+
+# Test hook: called with the number of chunks finished in this process (tests raise from it to
+# simulate a kill midway).
+after_chunk: Callable[[int], None] | None = None
+
+
+# --- choosing and splitting the examples -------------------------------------------------------
+
+
+def split_sizes(data_cfg, available: int) -> dict[str, int]:
+    """Examples per split: val_size and test_size, the rest of n_examples for train; scaled down
+    proportionally when the source has fewer rows than n_examples."""
+    n = int(data_cfg.n_examples)
+    val, test = int(data_cfg.val_size), int(data_cfg.test_size)
+    if n < 1 or val < 0 or test < 0 or val + test >= n:
+        raise ConfigError(
+            f"data.n_examples={n} must exceed data.val_size + data.test_size = {val + test}"
+        )
+    if available < n:
+        log.warning(
+            "the source has %d rows, fewer than data.n_examples=%d: using all", available, n
+        )
+        val, test = round(val * available / n), round(test * available / n)
+        n = available
+    return {"train": n - val - test, "val": val, "test": test}
+
+
+def filter_domains(rows: list[dict], data_cfg) -> list[dict]:
+    """Keep data.include_domains (all when empty), drop data.exclude_domains."""
+    include = set(data_cfg.include_domains or [])
+    exclude = set(data_cfg.exclude_domains or [])
+    kept = [
+        r for r in rows if (not include or r["domain"] in include) and r["domain"] not in exclude
+    ]
+    if not kept:
+        raise ConfigError("no QA rows left after data.include_domains / data.exclude_domains")
+    return kept
+
+
+def interleave(groups: list[list[dict]], key: str, rng: random.Random) -> list[list[dict]]:
+    """Question groups shuffled within each value of `key`, then taken round-robin across the
+    values, so every prefix is balanced over them (groups without the key share one value)."""
+    by_value: dict[str, list[list[dict]]] = defaultdict(list)
+    for group in groups:
+        by_value[str(group[0].get(key, ""))].append(group)
+    queues = []
+    for value in sorted(by_value):
+        queue = sorted(by_value[value], key=lambda g: g[0]["qid"])
+        rng.shuffle(queue)
+        queues.append(queue)
+    return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+
+
+def question_groups(rows: list[dict]) -> list[list[dict]]:
+    """Rows that must share a split: the same qid, or the same question text (case and
+    whitespace folded, as `check_leakage` compares them), transitively; in first-seen order."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for row in rows:
+        parent[find("text:" + question_key(row["question"]))] = find("qid:" + str(row["qid"]))
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(find("qid:" + str(row["qid"])), []).append(row)
+    return list(groups.values())
+
+
+def interleave_by_domain(rows: list[dict], rng: random.Random) -> list[list[dict]]:
+    """Question groups (see `question_groups`) balanced over domains, and within a domain over
+    difficulty levels where rows have one (the built-in arithmetic)."""
+    by_domain: dict[str, list[list[dict]]] = defaultdict(list)
+    for group in question_groups(rows):
+        by_domain[group[0]["domain"]].append(group)
+    queues = [interleave(by_domain[d], "difficulty", rng) for d in sorted(by_domain)]
+    return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+
+
+def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
+    """Pick the examples and split them by question (qid), deterministic from the seed.
+
+    Rows that already carry a split (a user's own split) keep it. Otherwise each question group
+    goes whole to a split drawn with probability proportional to the room left in it
+    (data.holdout_domains only to test), so every split gets the same mix of domains; groups are
+    trimmed to fit, so the split sizes come out exact."""
+    if all(row.get("split") in SPLITS for row in rows):
+        return [dict(row) for row in rows]
+    holdout = set(data_cfg.holdout_domains or [])
+    sizes = split_sizes(data_cfg, len(rows))
+    remaining = dict(sizes)
+    chosen = []
+    rng = random.Random(seed)
+    for group in interleave_by_domain(rows, rng):
+        allowed = ["test"] if any(r["domain"] in holdout for r in group) else list(SPLITS)
+        open_splits = [s for s in allowed if remaining[s] > 0]
+        if not open_splits:
+            if not any(remaining.values()):
+                break
+            continue
+        split = rng.choices(open_splits, weights=[remaining[s] for s in open_splits])[0]
+        for row in group[: remaining[split]]:
+            chosen.append({**row, "split": split})
+        remaining[split] -= min(len(group), remaining[split])
+    return chosen
+
+
+def check_leakage(rows: list[dict]) -> None:
+    """Fail when a question (by qid or by text) is in train and in an eval split."""
+    train_qids = {r["qid"] for r in rows if r["split"] == "train"}
+    train_texts = {question_key(r["question"]) for r in rows if r["split"] == "train"}
+    for row in rows:
+        if row["split"] == "train":
+            continue
+        if row["qid"] in train_qids or question_key(row["question"]) in train_texts:
+            path, _, line = str(row.get(SOURCE_KEY, "input")).rpartition(":")
+            raise InputError(
+                path or line,
+                int(line) if path and line.isdigit() else None,
+                "question",
+                f"leakage: question {row['question']!r} is in train and in {row['split']}; "
+                "remove the duplicate or give both rows the same split",
+            )
+
+
+# --- answering and grading ---------------------------------------------------------------------
+
+
+def generation_kwargs(data_cfg) -> dict:
+    """generate_answers keyword arguments from the data config."""
+    return {
+        "max_new_tokens": int(data_cfg.max_new_tokens),
+        "batch_size": int(data_cfg.batch_size),
+        "stop_strings": list(data_cfg.stop_strings or []),
+        "num_samples": int(data_cfg.num_samples),
+        "temperature": float(data_cfg.temperature),
+    }
+
+
+def sample_hits(model, tokenizer, rows: list[dict], cfg) -> list[list[bool]]:
+    """Per answered row, which of its samples are correct (judge rows: one batched model call)."""
+    judged = [{**r, "response": s} for r in rows if r["grader"] == "judge" for s in r["samples"]]
+    verdicts = iter(
+        judge_grades(model, tokenizer, cfg.prompt, judged, batch_size=int(cfg.data.batch_size))
+        if judged
+        else []
+    )
+    return [
+        [next(verdicts) for _ in r["samples"]]
+        if r["grader"] == "judge"
+        else [
+            grade(s, r["answers"], r["choices"], r["grader"], r["question"]) for s in r["samples"]
+        ]
+        for r in rows
+    ]
+
+
+def label_qa_rows(model, tokenizer, qa_rows: list[dict], cfg) -> list[dict]:
+    """Answer, grade and render prompt and query for QA rows (split is kept, or "")."""
+    prompts = [
+        render_answer_prompt(tokenizer, cfg.prompt, r["question"], r["choices"]) for r in qa_rows
+    ]
+    answers = generate_answers(
+        model, tokenizer, prompts, seed=int(cfg.seed), **generation_kwargs(cfg.data)
+    )
+    grader = str(cfg.data.grader)
+    labeled = [
+        {
+            **output_row(row),
+            "prompt": prompt,
+            "response": samples[0],
+            "samples": samples,
+            "grader": auto_grader(row) if grader == "auto" else grader,
+            "split": row.get("split", ""),
+        }
+        for row, prompt, samples in zip(qa_rows, prompts, answers, strict=True)
+    ]
+    for row, hits in zip(labeled, sample_hits(model, tokenizer, labeled, cfg), strict=True):
+        row["correct"] = int(hits[0]) if len(hits) == 1 else round(sum(hits) / len(hits), 6)
+        row["query"] = render_query_prompt(
+            tokenizer, cfg.prompt, row["question"], row["choices"], row["response"]
+        )
+        if len(hits) == 1:
+            del row["samples"]
+    return labeled
+
+
+def build_fingerprint(cfg, rows: list[dict]) -> str:
+    """Hash of everything a cached chunk depends on (model, prompts, generation, examples)."""
+    parts = {
+        "model": model_fingerprint(cfg.model),
+        "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
+        "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+        "generation": generation_kwargs(cfg.data),
+        "grader": str(cfg.data.grader),
+        "seed": int(cfg.seed),
+        "ids": [r["id"] for r in rows],
+    }
+    return sha256_text(json.dumps(parts, sort_keys=True, default=str))[:16]
+
+
+def shard_rows(rows: list[dict], shard: int, num_shards: int) -> list[dict]:
+    """The examples of one shard: assigned by a hash of the id, so each shard is a balanced
+    sample of the whole set."""
+    return [r for r in rows if int(sha256_text(r["id"])[:8], 16) % num_shards == shard]
+
+
+def answer_shard(model, tokenizer, rows: list[dict], cfg, shard_dir: Path, bar) -> list[dict]:
+    """Label one shard chunk by chunk; finished chunks are read back instead of redone."""
+    prompts_len = [len(r["question"]) + sum(len(c) for c in r["choices"] or []) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: (-prompts_len[i], i))
+    chunk = int(cfg.data.batch_size) * int(cfg.data.batches_per_chunk)
+    labeled: list[dict] = []
+    done_here = 0
+    for number, start in enumerate(range(0, len(order), chunk)):
+        path = shard_dir / f"chunk-{number:05d}.jsonl"
+        part = [rows[i] for i in order[start : start + chunk]]
+        cached = read_jsonl(path) if path.is_file() else []
+        if [r["id"] for r in cached] == [r["id"] for r in part]:
+            labeled += cached
+        else:
+            result = label_qa_rows(model, tokenizer, part, cfg)
+            write_jsonl_atomic(path, result)
+            labeled += result
+            done_here += 1
+            if after_chunk is not None:
+                after_chunk(done_here)
+        bar.update(len(part))
+    return labeled
+
+
+def shard_dir_of(partial: Path, shard: int, num_shards: int) -> Path:
+    """Cache folder of one shard."""
+    return partial / f"shard-{shard:05d}-of-{num_shards:05d}"
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def output_row(row: dict) -> dict:
+    """A labeled example as written: the contract fields first, private keys dropped."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def accuracy_table(rows: Sequence[dict]) -> dict:
+    """Count and accuracy overall, per split and per domain."""
+
+    def summary(subset: list[dict]) -> dict:
+        return {
+            "n": len(subset),
+            "accuracy": round(sum(r["correct"] for r in subset) / max(len(subset), 1), 4),
+        }
+
+    table = {"overall": summary(list(rows)), "splits": {}, "domains": {}}
+    for split in SPLITS:
+        table["splits"][split] = summary([r for r in rows if r["split"] == split])
+    for domain in sorted({r["domain"] for r in rows}):
+        table["domains"][domain] = summary([r for r in rows if r["domain"] == domain])
+    return table
+
+
+def write_labeled_set(cfg, out_dir: Path, rows: list[dict]) -> dict:
+    """Write train/val/test JSONL and then manifest.json, each atomically."""
+    files = {}
+    for split in SPLITS:
+        split_rows = sorted(
+            (output_row(r) for r in rows if r["split"] == split), key=lambda r: r["id"]
+        )
+        write_jsonl_atomic(split_path(out_dir, split), split_rows)
+        files[split_path(out_dir, split).name] = sha256_file(split_path(out_dir, split))
+    data_cfg = resolved_container(cfg)["data"]
+    manifest = {
+        "format": "calibtune.examples",
+        "fields": list(LABELED_FIELDS),
+        "model": model_fingerprint(cfg.model),
+        "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "grader": str(cfg.data.grader),
+        "graders_used": sorted({r["grader"] for r in rows}),
+        "generation": generation_kwargs(cfg.data),
+        "seed": int(cfg.seed),
+        "holdout_domains": list(data_cfg.get("holdout_domains") or []),
+        "counts": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
+        "accuracy": accuracy_table(rows),
+        "calibtune_version": calibtune.__version__,
+        "git_commit": git_commit(),
+        "files": files,
+    }
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def print_accuracy(manifest: dict, out_dir: Path) -> None:
+    """Per-domain and per-split accuracy of the base model, as a small table."""
+    table = manifest["accuracy"]
+    print(f"\nlabeled set: {out_dir}")
+    print(f"{'domain':<20}{'n':>7}{'accuracy':>10}")
+    for name, entry in [
+        *table["domains"].items(),
+        *(("[" + k + "]", v) for k, v in table["splits"].items()),
+    ]:
+        print(f"{name:<20}{entry['n']:>7}{entry['accuracy']:>10.3f}")
+    print(f"{'overall':<20}{table['overall']['n']:>7}{table['overall']['accuracy']:>10.3f}")
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+
+def load_generator(cfg):
+    """(model, tokenizer) for data.backend: hf (transformers) or vllm."""
+    tokenizer = load_tokenizer(cfg.model)
+    if cfg.data.backend == "hf":
+        return load_model(cfg.model), tokenizer
+    if cfg.data.backend == "vllm":
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ConfigError(
+                "data.backend=vllm needs vllm: pip install 'calibtune[vllm]'"
+            ) from None
+        from calibtune.models.loading import resolve_model_source
+
+        llm = LLM(
+            model=resolve_model_source(cfg.model.name_or_path),
+            seed=int(cfg.seed),
+            trust_remote_code=bool(cfg.model.trust_remote_code),
+        )
+        return llm, tokenizer
+    raise ConfigError(f"data.backend={cfg.data.backend!r}; choose hf or vllm")
+
+
+def run_data_stage(cfg: DictConfig) -> Path:
+    """Build the labeled confidence set into cfg.data.output_dir and return that path."""
+    check_config(cfg)
+    out_dir = Path(cfg.data.output_dir)
+    if not is_rank_zero():
+        return out_dir
+    set_seed(int(cfg.seed))
+    num_shards = int(cfg.data.num_shards)
+    shards = range(num_shards) if cfg.data.shard is None else [int(cfg.data.shard)]
+    if num_shards < 1 or any(not 0 <= s < num_shards for s in shards):
+        raise ConfigError(
+            f"data.shard={cfg.data.shard} must lie in [0, data.num_shards={num_shards})"
+        )
+
+    rows = assign_splits(
+        filter_domains(load_qa_rows(cfg.dataset), cfg.data), cfg.data, int(cfg.seed)
+    )
+    check_leakage(rows)
+    partial = out_dir / PARTIAL / build_fingerprint(cfg, rows)
+
+    todo = [s for s in shards if not (shard_dir_of(partial, s, num_shards) / "done.json").is_file()]
+    if todo:
+        model, tokenizer = load_generator(cfg)
+        total = sum(len(shard_rows(rows, s, num_shards)) for s in todo)
+        bar = tqdm(total=total, desc="answers", unit="ans", disable=not cfg.data.progress)
+        started = time.perf_counter()
+        for shard in todo:
+            shard_dir = shard_dir_of(partial, shard, num_shards)
+            labeled = answer_shard(
+                model, tokenizer, shard_rows(rows, shard, num_shards), cfg, shard_dir, bar
+            )
+            write_jsonl_atomic(shard_dir / "shard.jsonl", labeled)
+            write_json_atomic(shard_dir / "done.json", {"n": len(labeled)})
+        bar.close()
+        elapsed = time.perf_counter() - started
+        log.info(
+            "answered %d questions in %.1f s (%.2f answers/s)",
+            total,
+            elapsed,
+            total / max(elapsed, 1e-9),
+        )
+
+    missing = [
+        s
+        for s in range(num_shards)
+        if not (shard_dir_of(partial, s, num_shards) / "done.json").is_file()
+    ]
+    if missing:
+        print(f"shard(s) {shards} done; waiting for {len(missing)} more before merging: {missing}")
+        return out_dir
+    labeled = []
+    for shard in range(num_shards):
+        labeled += read_jsonl(shard_dir_of(partial, shard, num_shards) / "shard.jsonl")
+    manifest = write_labeled_set(cfg, out_dir, labeled)
+    save_config(cfg, out_dir / "config.yaml")
+    shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
+    print_accuracy(manifest, out_dir)
+    return out_dir

@@ -1,0 +1,128 @@
+"""Post-hoc recalibrators of a confidence (DESIGN.md §2): temperature, Platt, isotonic, histogram.
+
+Each is fitted on the validation split only and stored as plain parameters (a JSON-able dict
+with a `kind`), so `calibrator_from_params` can apply it anywhere (export, score) without
+pickles. A calibrator that cannot be fitted on the given data raises `CalibrationUnavailable`
+with the reason; the report then shows the method as n/a.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import get_args
+
+import numpy as np
+from scipy.optimize import minimize, minimize_scalar
+from sklearn.isotonic import IsotonicRegression
+
+from calibtune.errors import ConfigError
+from calibtune.metrics import as_inputs, bin_indices
+from calibtune.schema import Recalibrator
+
+KINDS = get_args(Recalibrator)  # the allowed values live in calibtune.schema
+LOGIT_EPS = 1e-6
+
+Calibrator = Callable[[np.ndarray], np.ndarray]
+
+
+class CalibrationUnavailable(Exception):
+    """The calibrator cannot be fitted on this data; the message says why."""
+
+
+def logit(c: np.ndarray) -> np.ndarray:
+    """Log-odds of confidences clipped away from 0 and 1."""
+    c = np.clip(np.asarray(c, dtype=np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return np.log(c) - np.log1p(-c)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function, stable for large |z|."""
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def _binary_nll(z: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of outcomes y under log-odds z."""
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def fit_temperature(c, y) -> dict:
+    """Temperature T in [0.05, 20] minimising val NLL of sigmoid(logit(c) / T)."""
+    z = logit(c)
+    result = minimize_scalar(
+        lambda log_t: _binary_nll(z / np.exp(log_t), y),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+        options={"xatol": 1e-8},
+    )
+    return {"kind": "temperature", "temperature": float(np.exp(result.x))}
+
+
+def fit_platt(c, y) -> dict:
+    """Platt scaling: sigmoid(a * logit(c) + b) with a, b minimising val NLL."""
+    z = logit(c)
+    result = minimize(
+        lambda ab: _binary_nll(ab[0] * z + ab[1], y),
+        x0=np.array([1.0, 0.0]),
+        method="BFGS",
+        options={"gtol": 1e-10},
+    )
+    return {"kind": "platt", "a": float(result.x[0]), "b": float(result.x[1])}
+
+
+def fit_isotonic(c, y) -> dict:
+    """Isotonic regression of outcome on confidence (a monotone step map, clipped at the ends)."""
+    model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(c, y)
+    return {
+        "kind": "isotonic",
+        "x": [float(v) for v in model.X_thresholds_],
+        "y": [float(v) for v in model.y_thresholds_],
+    }
+
+
+def fit_histogram(c, y, n_bins: int = 15) -> dict:
+    """Histogram binning: equal-count bins of val confidence, each mapped to its mean outcome."""
+    indices = bin_indices(c, n_bins, "quantile")
+    if indices is None:
+        raise CalibrationUnavailable(f"val has {len(c)} examples, fewer than {n_bins} bins")
+    upper = [float(np.max(c[indices == b])) for b in range(n_bins)]
+    values = [float(np.mean(y[indices == b])) for b in range(n_bins)]
+    return {"kind": "histogram", "upper_edges": upper, "values": values}
+
+
+def fit_calibrator(kind: str, c, y, n_bins: int = 15) -> dict:
+    """Fit one recalibrator `kind` on val confidences and outcomes; returns its plain params."""
+    c, y = as_inputs(c, y)
+    if kind not in KINDS:
+        raise ConfigError(f"unknown recalibrator {kind!r}; choose from {', '.join(KINDS)}")
+    if y.min() == y.max():
+        raise CalibrationUnavailable(f"val outcomes are all {y[0]:g}: nothing to calibrate against")
+    if kind == "temperature":
+        return fit_temperature(c, y)
+    if kind == "platt":
+        return fit_platt(c, y)
+    if kind == "isotonic":
+        return fit_isotonic(c, y)
+    return fit_histogram(c, y, n_bins)
+
+
+def apply_calibrator(params: dict, c) -> np.ndarray:
+    """Recalibrated confidences for raw confidences `c` under fitted `params`."""
+    c = np.asarray(c, dtype=np.float64)
+    kind = params.get("kind")
+    if kind == "temperature":
+        return sigmoid(logit(c) / params["temperature"])
+    if kind == "platt":
+        return sigmoid(params["a"] * logit(c) + params["b"])
+    if kind == "isotonic":
+        return np.interp(c, params["x"], params["y"])
+    if kind == "histogram":
+        upper = np.asarray(params["upper_edges"])
+        index = np.minimum(np.searchsorted(upper[:-1], c, side="left"), len(upper) - 1)
+        return np.asarray(params["values"])[index]
+    raise ConfigError(f"calibrator params have unknown kind {kind!r}; expected one of {KINDS}")
+
+
+def calibrator_from_params(params: dict) -> Calibrator:
+    """A function applying the fitted calibrator `params` (as read from calibrators.json)."""
+    apply_calibrator(params, np.array([0.5]))  # fail now on unknown kinds or missing keys
+    return lambda c: apply_calibrator(params, c)

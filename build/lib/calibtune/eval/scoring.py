@@ -1,0 +1,179 @@
+"""Scoring confidences on the test split: every metric with a reason when it is n/a, per-domain
+tables, paired deltas and selective prediction at a target risk (thresholds chosen on val)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from calibtune import metrics
+from calibtune.metrics import MetricError
+
+UNDEFINED = {
+    "auroc": "undefined: test outcomes hold a single class",
+    "auprc": "undefined: no correct answers",
+    "ece_quantile": "undefined: fewer examples than bins",
+}
+DELTA_METRICS = ("ece", "brier", "auroc", "nll", "aurc")
+POINT_DELTA_METRICS = ("smooth_ece",)
+
+
+def metric_functions(n_bins: int) -> dict[str, Callable]:
+    """The metrics reported for every method, by name."""
+    return {
+        "ece": lambda c, y: metrics.ece(c, y, n_bins=n_bins),
+        "ece_quantile": lambda c, y: metrics.ece(c, y, n_bins=n_bins, binning="quantile"),
+        "ece_l2_debiased": lambda c, y: metrics.ece(c, y, n_bins=n_bins, norm="l2", debiased=True),
+        "smooth_ece": metrics.smooth_ece,
+        "brier": metrics.brier,
+        "nll": metrics.nll,
+        "auroc": metrics.auroc,
+        "auprc": metrics.auprc,
+        "aurc": metrics.aurc,
+    }
+
+
+def score_method(c: np.ndarray, y: np.ndarray, n_bins: int) -> dict:
+    """All metrics of one method; examples without a confidence (NaN) are left out and counted.
+
+    A metric that cannot be computed is None with its reason under `n/a`.
+    """
+    c, y = np.asarray(c, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    present = ~np.isnan(c)
+    result: dict = {"n": int(present.sum()), "n_missing": int((~present).sum()), "n/a": {}}
+    c, y = c[present], y[present]
+    if c.size == 0:
+        reason = "no confidences (every example missing or unparseable)"
+        result["n/a"] = {"all": reason}
+        return {**result, **dict.fromkeys(metric_functions(n_bins)), "reliability": None}
+    for name, function in metric_functions(n_bins).items():
+        try:
+            value = function(c, y)
+        except MetricError as err:
+            value = None
+            result["n/a"][name] = str(err)
+        if value is None and name not in result["n/a"]:
+            result["n/a"][name] = UNDEFINED.get(name, "undefined")
+        result[name] = value
+    try:
+        result["mean_confidence"] = float(np.mean(c)) if c.size else None
+        result["brier_decomposition"] = metrics.brier_decomposition(c, y, n_bins)
+        result["reliability"] = metrics.reliability_bins(c, y, n_bins)
+    except MetricError as err:
+        result["brier_decomposition"] = result["reliability"] = None
+        result["n/a"].setdefault("reliability", str(err))
+    if not result["n/a"]:
+        del result["n/a"]
+    return result
+
+
+def paired_deltas(
+    base: np.ndarray, tuned: np.ndarray, y: np.ndarray, n_bins: int, n_boot: int, seed: int
+) -> dict:
+    """Tuned-minus-base delta with a 95 % paired-bootstrap interval for each delta metric."""
+    functions = metric_functions(n_bins)
+    present = ~(np.isnan(base) | np.isnan(tuned))
+    deltas = {}
+    for name in DELTA_METRICS:
+        try:
+            deltas[name] = metrics.paired_bootstrap(
+                functions[name], base[present], tuned[present], y[present], n_boot, seed
+            )
+        except MetricError as err:
+            deltas[name] = {"value": None, "ci95": None, "reason": str(err)}
+    for name in POINT_DELTA_METRICS:  # too slow to bootstrap: the point delta only
+        try:
+            a, b = (
+                functions[name](base[present], y[present]),
+                functions[name](tuned[present], y[present]),
+            )
+        except MetricError as err:
+            a = b = None
+            reason = str(err)
+        else:
+            reason = "point estimate only (not bootstrapped)"
+        value = None if a is None or b is None else float(b - a)
+        deltas[name] = {"value": value, "ci95": None, "reason": reason}
+    return deltas
+
+
+def no_deltas(reason: str) -> dict:
+    """The deltas block when there is nothing to compare (e.g. no adapter)."""
+    names = DELTA_METRICS + POINT_DELTA_METRICS
+    return {name: {"value": None, "ci95": None, "reason": reason} for name in names}
+
+
+def per_domain(
+    domains: Sequence[str], y: np.ndarray, confidences: dict[str, np.ndarray], n_bins: int
+) -> dict:
+    """Per-domain n, accuracy and, per method, ECE / Brier / AUROC (None with reason when n/a)."""
+    table = {}
+    domains = np.asarray(domains)
+    for domain in sorted(set(domains.tolist())):
+        index = domains == domain
+        entry = {"n": int(index.sum()), "accuracy": float(np.mean(y[index])), "methods": {}}
+        for method, c in confidences.items():
+            scores = score_method(c[index], y[index], n_bins)
+            entry["methods"][method] = {
+                key: scores.get(key) for key in ("ece", "brier", "auroc", "n")
+            }
+            if scores.get("n/a"):
+                entry["methods"][method]["n/a"] = scores["n/a"]
+        table[domain] = entry
+    return table
+
+
+def worst_domain(table: dict, method: str) -> dict | None:
+    """The domain with the highest ECE for `method`, or None when no domain has one."""
+    scored = [
+        (entry["methods"][method]["ece"], domain)
+        for domain, entry in table.items()
+        if method in entry["methods"] and entry["methods"][method]["ece"] is not None
+    ]
+    if not scored:
+        return None
+    ece, domain = max(scored)
+    return {"domain": domain, "ece": ece, "n": table[domain]["n"]}
+
+
+def threshold_for_risk(c: np.ndarray, y: np.ndarray, target_risk: float) -> float | None:
+    """Lowest confidence threshold whose answered set (c >= t) has risk <= target on val.
+
+    None when no threshold reaches the target (then every example is escalated)."""
+    present = ~np.isnan(c)
+    c, y = c[present], y[present]
+    if c.size == 0:
+        return None
+    order = np.argsort(-c, kind="stable")
+    sorted_c, errors = c[order], np.cumsum(1.0 - y[order])
+    risk = errors / np.arange(1, c.size + 1)
+    # only thresholds at the end of a tie group are realisable
+    group_end = np.append(sorted_c[1:] != sorted_c[:-1], True)
+    ok = np.nonzero(group_end & (risk <= target_risk + 1e-12))[0]
+    return float(sorted_c[ok[-1]]) if ok.size else None
+
+
+def selective_at_threshold(c: np.ndarray, y: np.ndarray, threshold: float | None) -> dict:
+    """Coverage, risk of the answered and escalation rate when answering where c >= threshold."""
+    answered = np.zeros(c.size, dtype=bool) if threshold is None else (c >= threshold)
+    answered &= ~np.isnan(c)
+    coverage = float(np.mean(answered))
+    risk = float(np.mean(1.0 - y[answered])) if answered.any() else None
+    return {
+        "threshold": threshold,
+        "coverage": coverage,
+        "risk": risk,
+        "escalation_rate": 1.0 - coverage,
+        "n_answered": int(answered.sum()),
+    }
+
+
+def risk_coverage(c: np.ndarray, y: np.ndarray) -> dict[str, list[float]] | None:
+    """The risk-coverage curve of a method (None when it has no confidences)."""
+    present = ~np.isnan(c)
+    try:
+        coverage, risk = metrics.risk_coverage_curve(c[present], y[present])
+    except MetricError:
+        return None
+    return {"coverage": coverage.tolist(), "risk": risk.tolist()}

@@ -1,0 +1,405 @@
+"""The eval stage: calibration of the tuned model against its base, with intervals and baselines.
+
+    calibtune eval eval.data_dir=<labeled set | QA JSONL> eval.adapter=<train dir | adapter dir | null>
+
+1. Load the base model, and the labeled val/test examples (or answer and grade a raw QA file
+   with the data stage's code, split by question from the seed).
+2. Attach the adapter; base confidences come from the same weights under `disable_adapter()`.
+3. Confidences (docs/evaluation.md) on val and test: ptrue (base, tuned), pavg / seqlogp / pmin,
+   verbalized; Full-ECE of base and tuned next-token distributions over a temperature grid.
+4. Recalibrators fitted on val only, applied to test.
+5. Metrics on test, tuned-minus-base deltas with paired-bootstrap intervals, per-domain tables,
+   selective prediction at `eval.target_risk`, what tuning cost (answer agreement, accuracy).
+6. Write metrics.json, calibrators.json, predictions.jsonl, report.md, report.html (rank 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from calibtune.config import check_config
+from calibtune.errors import ConfigError, InputError
+from calibtune.eval import confidence, report, scoring
+from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
+from calibtune.examples import MANIFEST, read_labeled_split
+from calibtune.metrics import FullECE, MetricError
+from calibtune.models.confidence import (
+    QueryModel,
+    attach_adapter,
+    common_suffix_ids,
+    encode_query,
+    query_tokens_of,
+    render_query_prompt,
+    shared_suffix,
+)
+from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
+from calibtune.runtime import is_rank_zero, set_seed
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+ANSWER_METHODS = {"base/pavg", "base/seqlogp", "base/pmin"}  # need the prompt+response pass
+
+
+# -- inputs
+
+
+def resolve_adapter(adapter: str | None) -> Path | None:
+    """The adapter directory of `eval.adapter` (a train output dir, an adapter dir), or None."""
+    if adapter in (None, "", "null", "none"):
+        return None
+    return find_adapter_dir(adapter, "eval.adapter")
+
+
+def split_by_question(rows: list[dict], seed: int, val_fraction: float) -> dict[str, list[dict]]:
+    """Deterministic val/test split by question id (a question's rows stay together)."""
+    splits: dict[str, list[dict]] = {"val": [], "test": []}
+    for row in rows:
+        qid = str(row.get("qid") or row.get("id"))
+        draw = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        splits["val" if draw < val_fraction else "test"].append(row)
+    return splits
+
+
+def check_data_path(data_dir: str) -> Path:
+    """The eval data path, failing before any model loads when it is neither input kind."""
+    data_path = Path(data_dir)
+    if not (data_path / MANIFEST).is_file() and not data_path.is_file():
+        raise InputError(
+            data_path, None, None, "not a labeled set (no manifest.json) nor a QA JSONL file"
+        )
+    return data_path
+
+
+def read_inputs(cfg: DictConfig) -> dict[str, list[dict]] | list[dict]:
+    """Before any model loads: the labeled val and test rows, or every (validated) row of a raw
+    QA JSONL file, whose errors name file, line and field."""
+    data_path = check_data_path(cfg.eval.data_dir)
+    if (data_path / MANIFEST).is_file():
+        return {split: read_labeled_split(data_path, split) for split in ("val", "test")}
+    from calibtune.data.sources import read_qa_jsonl
+
+    return read_qa_jsonl(data_path)
+
+
+def load_examples(cfg: DictConfig, model, tokenizer, inputs) -> dict[str, list[dict]]:
+    """Labeled val and test rows: `read_inputs`' splits, or its raw QA rows answered and graded
+    by the base model and split by question."""
+    data_path = Path(cfg.eval.data_dir)
+    if isinstance(inputs, dict):
+        splits = inputs
+    else:
+        from calibtune.data.stage import label_qa_rows
+
+        log.info("answering and grading %s with the base model", data_path)
+        rows = label_qa_rows(model, tokenizer, inputs, cfg)
+        splits = split_by_question(rows, cfg.seed, cfg.eval.val_fraction)
+    test_domains = set(cfg.eval.test_domains or [])
+    if test_domains:
+        splits["test"] = [r for r in splits["test"] if r.get("domain") in test_domains]
+    limit = cfg.eval.max_examples
+    splits = {name: rows[:limit] if limit else rows for name, rows in splits.items()}
+    for name, rows in splits.items():
+        if not rows:
+            raise InputError(data_path, None, None, f"the {name} split is empty")
+    return splits
+
+
+# -- confidences
+
+
+def temperature_grid(eval_cfg) -> list[float]:
+    """Token temperatures to scan for Full-ECE (always including 1.0)."""
+    grid = np.linspace(
+        eval_cfg.token_temperature.low,
+        eval_cfg.token_temperature.high,
+        eval_cfg.token_temperature.steps,
+    )
+    return sorted({round(float(t), 6) for t in grid} | {1.0})
+
+
+def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str]:
+    """Prompts asking for a 0-100 % confidence in each row's response."""
+    prompt_cfg = OmegaConf.merge(
+        cfg.prompt, {"query_template": cfg.eval.verbalized.template, "query_style": "restate"}
+    )
+    return [
+        render_query_prompt(tokenizer, prompt_cfg, r["question"], r.get("choices"), r["response"])
+        for r in rows
+    ]
+
+
+def compute_confidences(
+    cfg, qm: QueryModel, tokenizer, rows, split: str, *, tuned: bool, answers: bool, full_ece: bool
+) -> dict:
+    """Confidences of every method for `rows`: ptrue (base, and tuned when `tuned`), the
+    answer-token methods when `answers`, and Full-ECE objects when `full_ece`."""
+    eval_cfg, batch_size = cfg.eval, cfg.eval.batch_size
+    show = bool(eval_cfg.progress) and is_rank_zero()
+
+    def bar(name: str) -> str | None:
+        return f"{split} {name}" if show else None
+
+    def scans() -> list:
+        return [(t, FullECE(eval_cfg.n_bins)) for t in temperature_grid(eval_cfg)]
+
+    tokens = query_tokens_of(tokenizer, cfg.prompt)
+    qm.check_queries(tokenizer, shared_suffix(rows))
+    queries = [encode_query(tokenizer, row) for row in rows]
+    suffix_ids, pad_id = common_suffix_ids(queries), tokenizer.pad_token_id
+    base_full = scans() if full_ece else []
+    tuned_full = scans() if full_ece and tuned else []
+    out: dict = {"full_ece": {"base": base_full, **({"tuned": tuned_full} if tuned else {})}}
+    if suffix_ids is not None:  # follow-up queries: one shared pass per batch
+        out.update(
+            confidence.followup_confidences(
+                qm,
+                queries,
+                suffix_ids,
+                tokens,
+                pad_id,
+                batch_size,
+                tuned=tuned,
+                base_full_ece=base_full,
+                tuned_full_ece=tuned_full,
+                progress=bar("confidences"),
+            )
+        )
+        return out
+    prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
+    out["base/ptrue"] = confidence.ptrue(
+        qm, queries, tokens, pad_id, batch_size, base=True, progress=bar("base ptrue")
+    )
+    if answers or full_ece:
+        with qm.base_mode():
+            answer = confidence.answer_confidences(
+                qm.module, tokenizer, prompts, responses, batch_size, base_full, bar("base answers")
+            )
+        out.update({f"base/{name}": values for name, values in answer.items()})
+    if tuned:
+        out["tuned/ptrue"] = confidence.ptrue(
+            qm, queries, tokens, pad_id, batch_size, base=False, progress=bar("tuned ptrue")
+        )
+    if tuned_full:
+        confidence.answer_confidences(
+            qm.module, tokenizer, prompts, responses, batch_size, tuned_full, bar("tuned answers")
+        )
+    return out
+
+
+def add_verbalized(cfg, qm: QueryModel, tokenizer, rows, confidences: dict) -> dict:
+    """Base model's verbalized confidence on the first `verbalized.max_examples` rows."""
+    settings = cfg.eval.verbalized
+    if not settings.enabled:
+        return {"enabled": False}
+    limit = min(len(rows), settings.max_examples or len(rows))
+    with qm.base_mode():
+        values, unparseable = confidence.verbalized_confidences(
+            qm.module,
+            tokenizer,
+            verbalized_prompts(cfg, tokenizer, rows[:limit]),
+            cfg.eval.batch_size,
+            settings.max_new_tokens,
+        )
+    confidences["base/verbalized"] = np.concatenate([values, np.full(len(rows) - limit, np.nan)])
+    return {"enabled": True, "n_asked": limit, "n_unparseable": unparseable}
+
+
+def summarize_full_ece(full: dict) -> dict:
+    """Full-ECE at temperature 1 and the temperature in the grid that minimises it, per model."""
+    summary: dict = {}
+    for name, scans in full.items():
+        curve = [[t, metric.compute()] for t, metric in scans]
+        summary[name] = next(v for t, v in curve if t == 1.0)
+        best_t, best_v = min(curve, key=lambda point: (point[1], abs(point[0] - 1.0)))
+        summary[f"{name}_best_temperature"] = best_t
+        summary[f"{name}_at_best_temperature"] = best_v
+        summary[f"{name}_curve"] = curve
+        summary["n_positions"] = scans[0][1].positions
+    return summary
+
+
+# -- recalibration
+
+
+def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
+    """Fit each recalibrator on val for each configured method; apply to test.
+
+    Returns recalibrated test confidences, fitted params, and reasons for those not fitted."""
+    recalibrated, fitted, unavailable = {}, {}, {}
+    for method in cfg.eval.recalibrate_methods:
+        if method not in val:
+            continue
+        present = ~np.isnan(val[method])
+        for kind in cfg.eval.recalibrators:
+            name = f"{method}+{kind}"
+            try:
+                params = fit_calibrator(kind, val[method][present], y_val[present], cfg.eval.n_bins)
+            except (CalibrationUnavailable, MetricError) as err:
+                unavailable[name] = str(err)
+                continue
+            fitted[name] = params
+            raw = test[method]
+            recalibrated[name] = np.where(
+                np.isnan(raw), np.nan, apply_calibrator(params, np.nan_to_num(raw))
+            )
+    return recalibrated, fitted, unavailable
+
+
+# -- cost of tuning
+
+
+def tuning_cost(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> dict:
+    """Tuned vs base greedy answers on a seeded sample of test: agreement, and tuned accuracy.
+
+    Both sides are generated here with the same batches and settings (the data stage's
+    max_new_tokens and stop strings, greedy), the base side under `disable_adapter()`, so the
+    agreement measures the adapter alone; agreement with the data stage's stored responses
+    (other batch composition) is reported beside it."""
+    from calibtune.data.generation import generate_answers
+    from calibtune.data.grading import grade
+    from calibtune.data.stage import generation_kwargs
+
+    limit = min(len(rows), cfg.eval.agreement_max_examples or len(rows))
+    picked = np.sort(np.random.default_rng(int(cfg.seed)).permutation(len(rows))[:limit])
+    rows = [rows[i] for i in picked]
+    settings = {**generation_kwargs(cfg.data), "num_samples": 1, "temperature": 0.0}
+    settings["batch_size"] = cfg.eval.batch_size
+    prompts = [r["prompt"] for r in rows]
+    model = qm.module
+    tuned = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
+    with qm.base_mode():
+        base = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
+    same = [normalize(t) == normalize(b) for t, b in zip(tuned, base, strict=True)]
+    stored = [normalize(t) == normalize(r["response"]) for t, r in zip(tuned, rows, strict=True)]
+    base_stored = [
+        normalize(b) == normalize(r["response"]) for b, r in zip(base, rows, strict=True)
+    ]
+    graded = []
+    for answer, row in zip(tuned, rows, strict=True):
+        try:
+            graded.append(
+                float(
+                    grade(
+                        answer, row["answers"], row.get("choices"), row["grader"], row["question"]
+                    )
+                )
+            )
+        except (ConfigError, KeyError):
+            continue
+    base_accuracy = float(np.mean([float(r["correct"]) for r in rows]))
+    changed = [i for i, agree in enumerate(same) if not agree]
+    return {
+        "n": limit,
+        "answer_agreement": float(np.mean(same)),
+        "agreement_with_stored_responses": float(np.mean(stored)),
+        "base_regenerated_vs_stored": float(np.mean(base_stored)),
+        "tuned_accuracy": float(np.mean(graded)) if len(graded) == limit else None,
+        "base_accuracy": base_accuracy,
+        "examples": [
+            {"id": rows[i]["id"], "base": base[i], "tuned": tuned[i]} for i in changed[:5]
+        ],
+    }
+
+
+def normalize(text: str) -> str:
+    """Whitespace- and case-insensitive form of an answer, for agreement."""
+    return " ".join(text.split()).casefold()
+
+
+# -- the stage
+
+
+def run_eval_stage(cfg: DictConfig) -> Path:
+    """Evaluate base vs tuned on cfg.eval.data_dir; write the report to cfg.eval.output_dir."""
+    eval_cfg = cfg.eval
+    output_dir = Path(eval_cfg.output_dir)
+    set_seed(cfg.seed)
+    check_config(cfg)
+    adapter_path = resolve_adapter(eval_cfg.adapter)
+    inputs = read_inputs(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model)
+    splits = load_examples(cfg, model, tokenizer, inputs)
+    log.info("adapter %s", adapter_path)
+    qm = attach_adapter(model, adapter_path)
+    tuned = adapter_path is not None
+    y_val = np.array([float(r["correct"]) for r in splits["val"]])
+    y_test = np.array([float(r["correct"]) for r in splits["test"]])
+
+    log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
+    val_answers = bool(ANSWER_METHODS & set(eval_cfg.recalibrate_methods))
+    val = compute_confidences(
+        cfg,
+        qm,
+        tokenizer,
+        splits["val"],
+        "val",
+        tuned=tuned,
+        answers=val_answers,
+        full_ece=False,
+    )
+    test = compute_confidences(
+        cfg, qm, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
+    )
+    full_ece = summarize_full_ece(test.pop("full_ece"))
+    val.pop("full_ece")
+    verbalized = add_verbalized(cfg, qm, tokenizer, splits["test"], test)
+
+    recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
+    test.update(recalibrated)
+
+    log.info("scoring %d methods", len(test))
+    methods = {name: scoring.score_method(c, y_test, eval_cfg.n_bins) for name, c in test.items()}
+    for name, reason in not_fitted.items():
+        methods[name] = {"n": 0, "n/a": {"all": reason}}
+    if tuned:
+        deltas = scoring.paired_deltas(
+            test["base/ptrue"],
+            test["tuned/ptrue"],
+            y_test,
+            eval_cfg.n_bins,
+            eval_cfg.n_boot,
+            cfg.seed,
+        )
+    else:
+        deltas = scoring.no_deltas("no adapter (eval.adapter=null): base model only")
+    domains = [str(r.get("domain") or "all") for r in splits["test"]]
+    domain_methods = {m: test[m] for m in ("base/ptrue", "tuned/ptrue") if m in test}
+    per_domain = scoring.per_domain(domains, y_test, domain_methods, eval_cfg.n_bins)
+    selective = {}
+    for method in domain_methods:
+        threshold = scoring.threshold_for_risk(val[method], y_val, eval_cfg.target_risk)
+        selective[method] = scoring.selective_at_threshold(test[method], y_test, threshold)
+    cost = tuning_cost(cfg, qm, tokenizer, splits["test"]) if tuned else None
+
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "n_test": int(len(y_test)),
+        "n_val": int(len(y_val)),
+        "accuracy": float(np.mean(y_test)),
+        "model": str(cfg.model.name_or_path),
+        "adapter": str(adapter_path) if adapter_path else None,
+        "seed": int(cfg.seed),
+        "n_bins": int(eval_cfg.n_bins),
+        "n_boot": int(eval_cfg.n_boot),
+        "methods": methods,
+        "deltas": deltas,
+        "full_ece": full_ece,
+        "answer_agreement": cost["answer_agreement"] if cost else None,
+        "tuning_cost": cost,
+        "verbalized": verbalized,
+        "per_domain": per_domain,
+        "worst_domain_ece": {m: scoring.worst_domain(per_domain, m) for m in domain_methods},
+        "selective": {"target_risk": float(eval_cfg.target_risk), **selective},
+        "risk_coverage": {m: scoring.risk_coverage(test[m], y_test) for m in domain_methods},
+        "calibrators_not_fitted": not_fitted,
+    }
+    if is_rank_zero():
+        report.write_outputs(cfg, output_dir, result, calibrators, splits["test"], test)
+    log.info("eval report: %s", output_dir / "report.html")
+    return output_dir

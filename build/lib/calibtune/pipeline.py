@@ -1,0 +1,65 @@
+"""`calibtune run`: data -> train -> eval in one process, then a short results table.
+
+Each stage reads the previous stage's output files (cfg.train.data_dir = cfg.data.output_dir,
+cfg.eval.adapter = cfg.train.output_dir), exactly as when the stages are run one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from calibtune.config import check_config
+from calibtune.runtime import is_rank_zero
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(value: object) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _fmt_delta(delta: dict | None) -> str:
+    if not delta or delta.get("value") is None:
+        return "n/a"
+    lo, hi = delta.get("ci95") or (None, None)
+    interval = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
+    return f"{delta['value']:+.3f}{interval}"
+
+
+def results_table(metrics: dict) -> str:
+    """Base vs tuned ptrue: ECE, Brier, AUROC with the delta and its 95 % interval."""
+    base = metrics["methods"].get("base/ptrue", {})
+    tuned = metrics["methods"].get("tuned/ptrue", {})
+    deltas = metrics.get("deltas", {})
+    lines = [f"{'metric':<8} {'base':>8} {'tuned':>8}   delta (tuned - base) [95% CI]"]
+    for name in ("ece", "brier", "auroc"):
+        lines.append(
+            f"{name:<8} {_fmt(base.get(name)):>8} {_fmt(tuned.get(name)):>8}   "
+            f"{_fmt_delta(deltas.get(name))}"
+        )
+    lines.append(f"accuracy {_fmt(metrics.get('accuracy'))}   n_test {metrics.get('n_test')}")
+    lines.append(f"answer agreement tuned vs base {_fmt(metrics.get('answer_agreement'))}")
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: DictConfig) -> Path:
+    """Run the data, train and eval stages in order and print where the report is."""
+    check_config(cfg)
+    from calibtune.data.stage import run_data_stage
+    from calibtune.eval.stage import run_eval_stage
+    from calibtune.train.recipe import run_train_stage
+
+    data_dir = run_data_stage(cfg)
+    log.info("data stage done: %s", data_dir)
+    train_dir = run_train_stage(cfg)
+    log.info("train stage done: %s", train_dir)
+    eval_dir = Path(run_eval_stage(cfg))
+    if is_rank_zero():
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+        print("\n" + results_table(metrics))
+        print(f"\nreport: {eval_dir / 'report.html'}")
+    return eval_dir

@@ -1,0 +1,70 @@
+"""Process-level helpers: seeding, rank checks, device and dtype choice, git/version info."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calibtune.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) once per process."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rank() -> int:
+    """Global rank of this process (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_rank_zero() -> bool:
+    """True on the process that writes files and logs."""
+    return rank() == 0
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Map a config dtype name to torch; `auto` is bf16 on a GPU that supports it, else fp32."""
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype={name!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def git_commit(repo_dir: Path | None = None) -> str | None:
+    """Current git commit of the calibtune checkout, or None outside a checkout."""
+    repo_dir = repo_dir or Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo_dir), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,202 @@
+"""`calibtune export`: ship a tuned checkpoint as one plain Hugging Face model directory.
+
+    calibtune export run_dir=<pipeline run dir>            # adapter from <run_dir>/train
+    calibtune export serve.adapter=<train dir> serve.export.output_dir=<dir>
+
+The directory holds the adapter merged into the base weights (safetensors, `merge_and_unload`),
+the tokenizer, `calibtune.json` (prompt templates, query words and the fitted post-hoc
+calibrator as plain params) and a model card README.md with the eval deltas. It loads with
+plain `transformers` (`AutoModelForCausalLM.from_pretrained(dir)`), and with
+`calibtune.Scorer.from_pretrained(dir)` for calibrated confidences. An activated LoRA
+(method=alora) cannot be merged (it acts only on the query's tokens): the directory then holds
+the base weights and the adapter in `adapter/`, loaded with PEFT on top of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from calibtune import __version__
+from calibtune.config import check_config
+from calibtune.errors import ConfigError, InputError
+from calibtune.io import write_json_atomic, write_text_atomic
+from calibtune.models.loading import load_tokenizer, model_fingerprint
+from calibtune.runtime import git_commit, is_rank_zero
+from calibtune.serve.score import (
+    ADAPTER_SUBDIR,
+    SERVE_CONFIG,
+    adapter_dir,
+    load_tuned_model,
+    resolve_calibrator,
+)
+
+log = logging.getLogger(__name__)
+
+CARD_METRICS = ("ece", "smooth_ece", "brier", "nll", "auroc", "aurc")
+
+
+def read_eval_metrics(path: str | os.PathLike | None) -> dict | None:
+    """The eval stage's metrics.json, or None when there is none (the card then says so)."""
+    if path is None or not Path(path).is_file():
+        log.warning("no eval metrics at %s: the model card will have no deltas", path)
+        return None
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise InputError(path, None, None, f"invalid JSON ({err})") from None
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
+
+
+def delta_table(metrics: dict) -> str:
+    """Markdown table: base and tuned `ptrue` metrics and the tuned-minus-base delta with its CI."""
+    methods = metrics.get("methods", {})
+    base, tuned = methods.get("base/ptrue", {}), methods.get("tuned/ptrue", {})
+    deltas = metrics.get("deltas", {})
+    lines = ["| metric | base | tuned | delta (tuned - base) | 95 % CI |", "|---|---|---|---|---|"]
+    for name in CARD_METRICS:
+        if name not in base and name not in tuned and name not in deltas:
+            continue
+        delta = deltas.get(name, {})
+        ci = delta.get("ci95")
+        ci_text = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a"
+        lines.append(
+            f"| {name} | {_fmt(base.get(name))} | {_fmt(tuned.get(name))} "
+            f"| {_fmt(delta.get('value'))} | {ci_text} |"
+        )
+    return "\n".join(lines)
+
+
+def model_card(base_name: str, serve_config: dict, metrics: dict | None) -> str:
+    """The README.md of an export: what it is, how to load it, how to score, the eval deltas."""
+    calibrator = serve_config.get("calibrator")
+    if metrics:
+        n_test, accuracy = metrics.get("n_test"), metrics.get("accuracy")
+        results = (
+            f"On the held-out test split (n = {n_test}, answer accuracy {_fmt(accuracy)}), "
+            "the confidence `P(yes)/(P(yes)+P(no))` of the uncertainty query, base model vs this "
+            "tuned model (paired bootstrap 95 % intervals):\n\n" + delta_table(metrics)
+        )
+    else:
+        results = "No eval metrics were given at export time (run `calibtune eval` first)."
+    prompt = serve_config["prompt"]
+    followup = prompt.get("query_style") == "followup"
+    query = prompt["followup_template"] if followup else prompt["query_template"]
+    if followup:
+        query += " (a new user turn after the model's answer)"
+    subdir = serve_config.get("adapter_subdir")
+    intro = (
+        f"{base_name} with a calibtune LoRA adapter merged into its weights. Ask it whether a "
+        'proposed answer is correct and the probability of "yes" is a calibrated probability '
+        "that the answer is right. The weights answer questions as the base model does."
+    )
+    load_adapter = ""
+    if subdir:
+        intro = (
+            f"{base_name} and a calibtune activated-LoRA adapter (`{subdir}/`). The adapter acts "
+            "only on the tokens of the uncertainty query, so the model answers exactly as the "
+            "base model does; after its answer, ask whether the answer is correct and the "
+            'probability of "yes" is a calibrated probability that the answer is right.'
+        )
+        load_adapter = (
+            "from peft import PeftModel\n"
+            f'model = PeftModel.from_pretrained(model, "<this dir>/{subdir}")\n'
+        )
+    return f"""---
+library_name: transformers
+base_model: {base_name}
+tags: [calibtune, calibration, uncertainty]
+---
+
+# Calibration-tuned {base_name}
+
+{intro}
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("<this dir>")
+tokenizer = AutoTokenizer.from_pretrained("<this dir>")
+{load_adapter}```
+
+Calibrated confidences (the query prompt and calibrator in `{SERVE_CONFIG}` applied for you):
+
+```python
+import calibtune
+scorer = calibtune.Scorer.from_pretrained("<this dir>")
+scorer.score(["What is the capital of France?"], ["Paris"])
+```
+
+Uncertainty query: `{query}` (answer words
+`{serve_config["prompt"]["query_yes"]}` / `{serve_config["prompt"]["query_no"]}`).
+Post-hoc calibrator: {f"`{calibrator['name']}` (fitted on the val split)" if calibrator else "none"}.
+
+## Results
+
+{results}
+
+Exported by calibtune {__version__} (git {serve_config.get("git_commit") or "unknown"}).
+"""
+
+
+def run_export(cfg: DictConfig) -> Path:
+    """Merge the adapter into the base weights and write the export directory atomically."""
+    check_config(cfg)
+    output_dir = Path(cfg.serve.export.output_dir)
+    adapter = adapter_dir(cfg.serve.adapter)
+    calibrator = resolve_calibrator(cfg)
+    metrics = read_eval_metrics(cfg.serve.export.metrics)
+    query_model = load_tuned_model(cfg.model, adapter)
+    if query_model.kind not in ("lora", "alora"):
+        raise ConfigError(
+            f"serve.adapter={str(adapter)!r} is a {query_model.kind} adapter: export ships a "
+            "LoRA or activated LoRA; score a probe with `calibtune score serve.adapter=...`"
+        )
+    model, activated = query_model.module, query_model.kind == "alora"
+    if not activated:
+        model = model.merge_and_unload()
+    tokenizer = load_tokenizer(cfg.model)
+    serve_config = {
+        "calibtune_version": __version__,
+        "git_commit": git_commit(),
+        "base_model": model_fingerprint(cfg.model),
+        "adapter": str(adapter.resolve()),
+        "attn_implementation": cfg.model.get("attn_implementation") or "sdpa",
+        "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+        "calibrator": {"name": cfg.serve.calibrator_name, "params": calibrator[0]}
+        if calibrator
+        else None,
+        "adapter_subdir": ADAPTER_SUBDIR if activated else None,
+    }
+    if not is_rank_zero():
+        return output_dir
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        if activated:
+            model.get_base_model().save_pretrained(tmp_dir, safe_serialization=True)
+            model.save_pretrained(tmp_dir / ADAPTER_SUBDIR, safe_serialization=True)
+        else:
+            model.save_pretrained(tmp_dir, safe_serialization=True)
+        tokenizer.save_pretrained(tmp_dir)
+        write_json_atomic(tmp_dir / SERVE_CONFIG, serve_config)
+        card = model_card(str(cfg.model.name_or_path), serve_config, metrics)
+        write_text_atomic(tmp_dir / "README.md", card)
+        shutil.rmtree(output_dir, ignore_errors=True)
+        os.replace(tmp_dir, output_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    print(
+        f"exported {'base model + aLoRA adapter' if activated else 'merged model'} to {output_dir}"
+    )
+    return output_dir

@@ -1,0 +1,485 @@
+"""The train stage recipe: setup, train loop, validation, checkpoints, cleanup.
+
+    calibtune train [overrides]
+    accelerate launch --config_file launch/accelerate/<x>.yaml train/calibrate.py [overrides]
+    torchrun --nproc_per_node 2 train/calibrate.py model.device=cpu [overrides]
+
+Reads a labeled set (cfg.train.data_dir), trains a LoRA adapter (cfg.lora) or a probe head with
+CE on the uncertainty query + beta * KL(base || tuned) on the answer tokens, validates every
+`eval_every` steps and keeps the best adapter by `best_metric`. Only rank 0 writes.
+method=alora trains an activated LoRA: the adapter acts only on the follow-up query's tokens,
+so the answers are the base model's by construction (no KL term needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import get_args
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_scheduler
+
+from calibtune.config import check_config, save_config
+from calibtune.errors import ConfigError
+from calibtune.examples import MANIFEST, read_labeled_split
+from calibtune.io import sha256_file, write_json_atomic
+from calibtune.models.confidence import (
+    QueryModel,
+    QueryTokens,
+    common_suffix_ids,
+    query_tokens_of,
+    query_two_way_logits,
+)
+from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
+from calibtune.runtime import git_commit, set_seed
+from calibtune.schema import BestMetric
+from calibtune.tracking import Tracker
+from calibtune.train import checkpoint as ckpt
+from calibtune.train.data import (
+    TrainExample,
+    collate,
+    count_tokens,
+    plan_batches,
+    shard_and_split,
+    to_device,
+    tokenize_examples,
+)
+from calibtune.train.methods import attach_lora, save_adapter
+from calibtune.train.steps import micro_step_loss, validation_metrics
+
+log = logging.getLogger(__name__)
+HIGHER_IS_BETTER = {"auroc"}
+BEST_METRICS = get_args(BestMetric)  # the allowed values live in calibtune.schema
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves behind (the model is the final one, not necessarily the best;
+    for method=alora its adapter acts on every token: the saved adapter/ is the activated LoRA)."""
+
+    output_dir: Path
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    state: ckpt.TrainState
+
+
+def run_train_stage(cfg: DictConfig) -> Path:
+    """Train on cfg.train.data_dir and return cfg.train.output_dir (adapter/, manifest, ...)."""
+    check_config(cfg)
+    if cfg.method.name == "probe":
+        from calibtune.train.probe import train_probe
+
+        return train_probe(cfg)
+    return train_lora(cfg).output_dir
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def make_accelerator(cfg: DictConfig) -> Accelerator:
+    """Accelerator on the configured device with the configured mixed precision."""
+    on_cpu = str(cfg.model.device) == "cpu" or not (
+        torch.cuda.is_available() or torch.backends.mps.is_available()
+    )
+    precision = str(cfg.train.mixed_precision)
+    if precision == "auto":
+        cuda_bf16 = not on_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        precision = "bf16" if cuda_bf16 else "no"
+    return Accelerator(cpu=on_cpu, mixed_precision=precision)
+
+
+def shared_output_dir(accelerator: Accelerator, output_dir: str) -> Path:
+    """The output dir as rank 0 resolves it (`${now:...}` may differ per rank), on every rank."""
+    holder = [str(Path(output_dir).resolve())]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(holder, from_process=0)
+    return Path(holder[0])
+
+
+def check_train_config(cfg: DictConfig, num_train: int, world_size: int) -> None:
+    """Fail before any work on settings that cannot train, saying what to change."""
+    tc = cfg.train
+    if tc.batch_size < 1 or tc.micro_batch_size < 1:
+        raise ConfigError("train.batch_size and train.micro_batch_size must be >= 1")
+    if tc.batch_size > num_train:
+        raise ConfigError(
+            f"train.batch_size={tc.batch_size} is larger than the {num_train} training examples; "
+            f"set train.batch_size to at most {num_train}"
+        )
+    if tc.batch_size % world_size:
+        raise ConfigError(
+            f"train.batch_size={tc.batch_size} does not split over {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
+    if tc.best_metric not in BEST_METRICS:
+        raise ConfigError(f"train.best_metric={tc.best_metric!r}: choose one of {BEST_METRICS}")
+    if tc.beta < 0:
+        raise ConfigError(f"train.beta={tc.beta} must be >= 0")
+    if tc.epochs < 1 and not tc.max_steps:
+        raise ConfigError("train.epochs must be >= 1 (or set train.max_steps)")
+
+
+def alora_invocation(cfg: DictConfig, examples: list[TrainExample]) -> tuple[int, ...] | None:
+    """method=alora: the query suffix all examples share (the adapter's invocation tokens)."""
+    if cfg.method.name != "alora":
+        return None
+    suffix = common_suffix_ids(examples)
+    if suffix is None:
+        raise ConfigError(
+            f"method=alora needs follow-up queries that all end in the same suffix, and the "
+            f"labeled set in {cfg.train.data_dir} has other queries: rebuild it with "
+            "prompt.query_style=followup, or train with method=lora"
+        )
+    return suffix
+
+
+def read_training_data(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
+    """Train and val rows of the labeled set (validated). `train.max_examples` keeps a random
+    subset drawn with the seed (files are ordered by domain, so the first N would be one domain)."""
+    train_rows = read_labeled_split(cfg.train.data_dir, "train")
+    val_rows = read_labeled_split(cfg.train.data_dir, "val")
+    limit = int(cfg.train.max_examples or 0)
+    if 0 < limit < len(train_rows):
+        keep = sorted(random.Random(int(cfg.seed)).sample(range(len(train_rows)), limit))
+        train_rows = [train_rows[i] for i in keep]
+    return train_rows, val_rows
+
+
+def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of the whole run: epochs x steps per epoch, capped by max_steps."""
+    steps = int(cfg.train.epochs) * steps_per_epoch
+    return min(steps, int(cfg.train.max_steps)) if cfg.train.max_steps else steps
+
+
+def warmup_steps(warmup: float, steps: int) -> int:
+    """`optim.warmup` < 1 is a fraction of the steps, >= 1 a number of steps."""
+    return int(math.ceil(warmup * steps)) if warmup < 1 else int(warmup)
+
+
+def make_optimizer(cfg: DictConfig, model: torch.nn.Module, steps: int):
+    """AdamW over the trainable parameters and a warmup + decay schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=float(cfg.optim.lr),
+        betas=tuple(cfg.optim.betas),
+        eps=float(cfg.optim.eps),
+        weight_decay=float(cfg.optim.weight_decay),
+    )
+    scheduler = get_scheduler(
+        str(cfg.optim.scheduler),
+        optimizer,
+        num_warmup_steps=warmup_steps(float(cfg.optim.warmup), steps),
+        num_training_steps=steps,
+    )
+    return optimizer, scheduler
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The batch-order seed of one epoch."""
+    return seed * 100_003 + epoch
+
+
+def is_better(metric: str, value: float | None, best: float | None) -> bool:
+    """True when `value` beats `best` for this metric (None never wins, anything beats None)."""
+    if value is None:
+        return False
+    if best is None:
+        return True
+    return value > best if metric in HIGHER_IS_BETTER else value < best
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def validation_logits(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    peft_model: torch.nn.Module,
+    val_examples: list[TrainExample],
+    tokens: QueryTokens,
+    pad_id: int,
+    batch_size: int,
+    activated: bool,
+) -> torch.Tensor:
+    """Two-way query logits [N, 2] of the tuned model on val (the shared confidence passes),
+    each process scoring every world_size-th example, gathered in example order."""
+    was_training = model.training
+    model.eval()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(rank, len(val_examples), world))
+    qm = QueryModel.training(model, peft_model, activated)
+    with accelerator.autocast():
+        logits = query_two_way_logits(
+            qm,
+            [val_examples[i] for i in mine],
+            tokens,
+            pad_id,
+            batch_size,
+            device=accelerator.device,
+        )
+    rows = [(i, logits[k].tolist()) for k, i in enumerate(mine)]
+    if world > 1:
+        rows = gather_object(rows)
+    rows.sort()
+    model.train(was_training)
+    return torch.tensor([r[1] for r in rows])
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every optimizer step needs besides the model and optimizer."""
+
+    examples: list[TrainExample]
+    tokens: QueryTokens
+    pad_id: int
+    with_answers: bool
+    activated: bool
+    beta: float
+    local_batch: int
+    max_grad_norm: float | None
+
+
+def train_one_batch(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    peft_model: torch.nn.Module,
+    optimizer,
+    scheduler,
+    micro_batches: list[list[int]],
+    run: StepContext,
+) -> tuple[torch.Tensor, float | None, int]:
+    """One optimizer step over this process's micro-batches (gradients synced on the last).
+    Returns the summed [loss, ce, kl] terms, the gradient norm and the tokens processed."""
+    loss_sum = torch.zeros(3, device=accelerator.device)
+    num_tokens = 0
+    for k, indices in enumerate(micro_batches):
+        batch = collate([run.examples[i] for i in indices], run.pad_id, run.with_answers)
+        num_tokens += count_tokens(batch)
+        batch = to_device(batch, accelerator.device)
+        last = k == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            terms = micro_step_loss(
+                model, peft_model, batch, run.tokens, run.beta, run.local_batch, run.activated
+            )
+            accelerator.backward(terms.total)
+        loss_sum += torch.stack([terms.total, terms.ce, terms.kl]).detach()
+    grad_norm = None
+    if run.max_grad_norm:
+        trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        grad_norm = float(accelerator.clip_grad_norm_(trainable, run.max_grad_norm))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm, num_tokens
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def train_lora(cfg: DictConfig) -> TrainResult:
+    """Setup, train loop with validation and checkpoints, final outputs. Returns the result."""
+    tc = cfg.train
+    accelerator = make_accelerator(cfg)
+    rank0 = accelerator.is_main_process
+    output_dir = shared_output_dir(accelerator, tc.output_dir)
+
+    # --- setup: everything that can fail on bad input fails here, before any output is written
+    train_rows, val_rows = read_training_data(cfg)
+    check_train_config(cfg, len(train_rows), accelerator.num_processes)
+    tokenizer = load_tokenizer(cfg.model)
+    tokens = query_tokens_of(tokenizer, cfg.prompt)
+    train_examples = tokenize_examples(tokenizer, train_rows, with_answers=float(tc.beta) > 0)
+    val_examples = tokenize_examples(tokenizer, val_rows, with_answers=False)
+    invocation = alora_invocation(cfg, train_examples + val_examples)
+    with_answers = float(tc.beta) > 0 and invocation is None
+    lengths = [e.num_tokens for e in train_examples]
+    steps_per_epoch = len(train_rows) // int(tc.batch_size)
+    steps = total_steps(cfg, steps_per_epoch)
+
+    set_seed(int(cfg.seed))
+    model = load_model(cfg.model, device=accelerator.device)
+    peft_model = attach_lora(model, cfg.lora)  # alora: plain LoRA in training, see steps.py
+    peft_model.train()
+    optimizer, scheduler = make_optimizer(cfg, peft_model, steps)
+    model, optimizer = accelerator.prepare(peft_model, optimizer)
+
+    state = ckpt.TrainState()
+    resume_from = ckpt.find_resume_checkpoint(tc.resume, output_dir)
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from, peft_model, optimizer, scheduler)
+        log.info("resumed from %s (step %d)", resume_from, state.step)
+
+    tracker = Tracker(output_dir if rank0 else None, cfg.logger if rank0 else None, cfg)
+    if rank0:
+        save_config(cfg, output_dir / "config.yaml")
+        if resume_from is not None:
+            tracker.drop_after(state.step)
+    pad_id = tokenizer.pad_token_id
+    run = StepContext(
+        examples=train_examples,
+        tokens=tokens,
+        pad_id=pad_id,
+        with_answers=with_answers,
+        activated=invocation is not None,
+        beta=float(tc.beta),
+        local_batch=int(tc.batch_size) // accelerator.num_processes,
+        max_grad_norm=float(tc.max_grad_norm) if tc.max_grad_norm else None,
+    )
+
+    val_correct = torch.tensor([example.correct for example in val_examples])
+
+    def run_validation() -> None:
+        two_way = validation_logits(
+            accelerator,
+            model,
+            peft_model,
+            val_examples,
+            tokens,
+            pad_id,
+            int(tc.eval_batch_size),
+            run.activated,
+        )
+        scores = validation_metrics(two_way, val_correct)
+        tracker.log({f"val/{k}": v for k, v in scores.items()}, step=state.step)
+        if is_better(tc.best_metric, scores[tc.best_metric], state.best_value):
+            state.best_step, state.best_value = state.step, scores[tc.best_metric]
+            state.best_metrics = scores
+            if rank0:
+                save_adapter(peft_model, output_dir / "adapter", invocation)
+        accelerator.wait_for_everyone()
+
+    if state.step == 0 and tc.eval_at_start:
+        run_validation()
+
+    progress = tqdm(
+        total=steps, initial=state.step, disable=not (rank0 and tc.progress), desc="train"
+    )
+    window_tokens, window_start = 0, time.perf_counter()
+    while state.step < steps:
+        batches = plan_batches(
+            lengths, int(tc.batch_size), epoch_seed(int(cfg.seed), state.epoch), tc.group_by_length
+        )
+        for batch_index in range(state.batch_in_epoch, len(batches)):
+            micro_batches = shard_and_split(
+                batches[batch_index],
+                lengths,
+                accelerator.process_index,
+                accelerator.num_processes,
+                int(tc.micro_batch_size),
+            )
+            loss_sum, grad_norm, batch_tokens = train_one_batch(
+                accelerator, model, peft_model, optimizer, scheduler, micro_batches, run
+            )
+            window_tokens += batch_tokens
+            state.step += 1
+            state.batch_in_epoch = batch_index + 1
+
+            if state.step % int(tc.log_every) == 0 or state.step == steps:
+                loss, ce, kl = accelerator.reduce(loss_sum, reduction="mean").tolist()
+                seen = accelerator.reduce(
+                    torch.tensor(float(window_tokens), device=accelerator.device), "sum"
+                )
+                tokens_per_s = float(seen) / max(time.perf_counter() - window_start, 1e-9)
+                record = {
+                    "train/loss": loss,
+                    "train/ce": ce,
+                    "train/kl": kl,
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/tokens_per_s": tokens_per_s,
+                    "train/tokens": int(seen),
+                    "train/epoch": state.epoch,
+                }
+                if grad_norm is not None:
+                    record["train/grad_norm"] = float(grad_norm)
+                tracker.log(record, step=state.step)
+                progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}")
+                window_tokens, window_start = 0, time.perf_counter()
+            progress.update(1)
+
+            if state.step == steps or (tc.eval_every and state.step % int(tc.eval_every) == 0):
+                run_validation()
+            if tc.checkpoint_every and (
+                state.step % int(tc.checkpoint_every) == 0 and state.step < steps
+            ):
+                if rank0:
+                    ckpt.save_checkpoint(
+                        output_dir, peft_model, optimizer, scheduler, state, int(tc.keep_last)
+                    )
+                accelerator.wait_for_everyone()
+            if state.step >= steps:
+                break
+        else:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    progress.close()
+
+    if rank0:
+        write_train_manifest(
+            cfg, output_dir, state, tokens, len(train_rows), len(val_rows), steps, accelerator
+        )
+        tracker.finish()
+    accelerator.wait_for_everyone()
+    return TrainResult(output_dir=output_dir, model=peft_model, tokenizer=tokenizer, state=state)
+
+
+def write_train_manifest(
+    cfg: DictConfig,
+    output_dir: Path,
+    state: ckpt.TrainState,
+    tokens: QueryTokens,
+    num_train: int,
+    num_val: int,
+    steps: int,
+    accelerator: Accelerator,
+) -> None:
+    """manifest.json: dataset link (path + sha256), model, seed, versions, commit, best step."""
+    import accelerate
+    import peft
+    import transformers
+
+    import calibtune
+
+    dataset_manifest = Path(cfg.train.data_dir, MANIFEST).resolve()
+    write_json_atomic(
+        output_dir / "manifest.json",
+        {
+            "stage": "train",
+            "method": cfg.method.name,
+            "dataset": {"manifest": str(dataset_manifest), "sha256": sha256_file(dataset_manifest)},
+            "model": model_fingerprint(cfg.model),
+            "seed": int(cfg.seed),
+            "examples": {"train": num_train, "val": num_val},
+            "steps": steps,
+            "world_size": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type),
+            "best": {
+                "metric": cfg.train.best_metric,
+                "step": state.best_step,
+                "value": state.best_value,
+                "val_metrics": state.best_metrics,
+            },
+            "final": asdict(state),
+            "query_tokens": {"yes": list(tokens.yes_ids), "no": list(tokens.no_ids)},
+            "adapter": "adapter",
+            "versions": {
+                "calibtune": calibtune.__version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "peft": peft.__version__,
+                "accelerate": accelerate.__version__,
+            },
+            "git_commit": git_commit(),
+            "config": OmegaConf.to_container(cfg.train, resolve=True),
+        },
+    )
