@@ -1,4 +1,4 @@
-"""Calibration and discrimination metrics (DESIGN.md §3): one definition each, pure functions.
+"""Calibration and discrimination metrics (docs/evaluation.md): one definition each, pure functions.
 
 Inputs are confidences `c` in [0, 1] and outcomes `y` in {0, 1} or soft labels in [0, 1].
 Invalid inputs (NaN, values outside [0, 1], mismatched or empty arrays) raise `MetricError`

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,9 +35,12 @@ def run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedP
 def wheel_venv(tmp_path_factory) -> Path:
     """A fresh venv outside the checkout with calibtune installed from a freshly built wheel."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy: setuptools writes build/ and *.egg-info beside the source
+    skip = (".git", ".venv", "build", "dist", "outputs", "multirun", "wandb", "*.egg-info")
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*skip, "__pycache__", ".*_cache"))
     run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(root / "dist"), str(REPO)],
+        + ["-w", str(root / "dist"), str(source)],
         cwd=root,
     )
     (wheel,) = (root / "dist").glob("calibtune-*.whl")

@@ -1,4 +1,4 @@
-"""Graders (DESIGN.md §1 step 2): does a free-text answer match the gold answers?
+"""Graders (docs/data.md): does a free-text answer match the gold answers?
 
 The default model answers in sentences ("The capital of France is Paris."), so the text graders
 look for the gold answer inside the response, and reject a response that hedges between several

@@ -1,4 +1,4 @@
-"""The data stage (DESIGN.md §1 steps 1-2, §4): answer questions with the base model, grade the
+"""The data stage (docs/data.md): answer questions with the base model, grade the
 answers, and write a labeled confidence set (train/val/test JSONL + manifest.json).
 
     calibtune data [overrides]            # or: python data/build_dataset.py [overrides]

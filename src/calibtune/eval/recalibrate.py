@@ -1,4 +1,4 @@
-"""Post-hoc recalibrators of a confidence (DESIGN.md §2): temperature, Platt, isotonic, histogram.
+"""Post-hoc recalibrators of a confidence (docs/evaluation.md): temperature, Platt, isotonic, histogram.
 
 Each is fitted on the validation split only and stored as plain parameters (a JSON-able dict
 with a `kind`), so `calibrator_from_params` can apply it anywhere (export, score) without
