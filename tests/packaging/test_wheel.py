@@ -15,6 +15,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from fixtures import tiny_overrides_for
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -77,12 +78,7 @@ def test_smoke_run_from_the_wheel(wheel_venv, tiny_model_dir, tmp_path):
     run_dir = tmp_path / "smoke"
     overrides = [
         "preset=smoke",
-        f"model.name_or_path={tiny_model_dir}",
-        "model.device=cpu",
-        "model.dtype=float32",
-        "model.attn_implementation=eager",
-        "logger=none",
-        f"run_dir={run_dir}",
+        *tiny_overrides_for(tiny_model_dir, run_dir),
         "data.n_examples=30",
         "data.val_size=10",
         "data.test_size=10",

@@ -38,7 +38,7 @@ from calibtune.models.confidence import (
     shared_suffix,
 )
 from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
-from calibtune.runtime import is_rank_zero, set_seed
+from calibtune.runtime import is_rank_zero, provenance, set_seed
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -398,6 +398,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         "selective": {"target_risk": float(eval_cfg.target_risk), **selective},
         "risk_coverage": {m: scoring.risk_coverage(test[m], y_test) for m in domain_methods},
         "calibrators_not_fitted": not_fitted,
+        **provenance(),
     }
     if is_rank_zero():
         report.write_outputs(cfg, output_dir, result, calibrators, splits["test"], test)

@@ -41,7 +41,7 @@ from calibtune.models.confidence import (
     query_two_way_logits,
 )
 from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
-from calibtune.runtime import git_commit, set_seed
+from calibtune.runtime import provenance, set_seed
 from calibtune.schema import BestMetric
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
@@ -444,11 +444,6 @@ def write_train_manifest(
     accelerator: Accelerator,
 ) -> None:
     """manifest.json: dataset link (path + sha256), model, seed, versions, commit, best step."""
-    import accelerate
-    import peft
-    import transformers
-
-    import calibtune
 
     dataset_manifest = Path(cfg.train.data_dir, MANIFEST).resolve()
     write_json_atomic(
@@ -472,14 +467,7 @@ def write_train_manifest(
             "final": asdict(state),
             "query_tokens": {"yes": list(tokens.yes_ids), "no": list(tokens.no_ids)},
             "adapter": "adapter",
-            "versions": {
-                "calibtune": calibtune.__version__,
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "peft": peft.__version__,
-                "accelerate": accelerate.__version__,
-            },
-            "git_commit": git_commit(),
+            **provenance(),
             "config": OmegaConf.to_container(cfg.train, resolve=True),
         },
     )
