@@ -8,8 +8,17 @@ Sources of the facts:
   element_symbols, element_names, atomic_numbers   periodictable (IUPAC names, symbols, numbers)
   arithmetic                                       generated here from a fixed seed
 
-Each row has `qid` (one per fact: all phrasings of a fact share it, so splits keep them together),
-`id` (one per phrasing), `domain`, `question`, `answers`, `choices` (None) and `grader`.
+Each row has `qid` (one per fact: all phrasings of a fact share it), `id` (one per phrasing),
+`group` (the entity the fact is about: splits keep a group together, so no fact about an entity
+in test has another fact about it, or its inverse, in train), `domain`, `question`, `answers`,
+`choices` (None) and `grader`. Groups:
+
+  country/<ISO2>     capitals, capital_country, continents, currencies, and city_country for
+                     the country's capital city (the inverse of its capital question)
+  city/<geonameid>   city_country for any other city
+  element/<symbol>   element_symbols, element_names, atomic_numbers
+  arithmetic/<a>,<b> both operands, smaller first: "3 + 4", "4 + 3" and "3 * 4" share a group
+
 The suite is the same on every machine: it depends on no config value.
 """
 
@@ -91,13 +100,16 @@ def _country_aliases(iso2: str, name: str) -> list[str]:
     return aliases
 
 
-def _rows(domain: str, key: str, phrasings, answers, grader: str, **fields) -> list[dict]:
-    """One QA row per phrasing of one fact."""
+def _rows(
+    domain: str, key: str, group: str, phrasings, answers, grader: str, **fields
+) -> list[dict]:
+    """One QA row per phrasing of one fact about the entity `group`."""
     qid = f"{domain}/{key}"
     return [
         {
             "id": f"{qid}/{i}",
             "qid": qid,
+            "group": group,
             "domain": domain,
             "question": phrasing.format(**fields),
             "answers": list(answers),
@@ -106,6 +118,14 @@ def _rows(domain: str, key: str, phrasings, answers, grader: str, **fields) -> l
         }
         for i, phrasing in enumerate(phrasings)
     ]
+
+
+def _capital_city_country(city: dict, capitals: dict[str, str]) -> str | None:
+    """ISO2 of the country whose capital this city is (by name or GeoNames alternate name)."""
+    capital = capitals.get(city["countrycode"])
+    if capital and (capital == city["name"] or capital in (city.get("alternatenames") or [])):
+        return city["countrycode"]
+    return None
 
 
 def geography_rows() -> list[dict]:
@@ -119,15 +139,22 @@ def geography_rows() -> list[dict]:
     rows: list[dict] = []
     for iso2 in sorted(countries):
         country = countries[iso2]
-        name = country["name"]
+        name, group = country["name"], f"country/{iso2}"
         if country["capital"]:
             rows += _rows(
-                "capitals", iso2, CAPITAL_PHRASINGS, [country["capital"]], "exact", country=name
+                "capitals",
+                iso2,
+                group,
+                CAPITAL_PHRASINGS,
+                [country["capital"]],
+                "exact",
+                country=name,
             )
         if country["capital"] and capital_counts[country["capital"]] == 1:
             rows += _rows(
                 "capital_country",
                 iso2,
+                group,
                 CAPITAL_COUNTRY_PHRASINGS,
                 _country_aliases(iso2, name),
                 "exact",
@@ -138,26 +165,36 @@ def geography_rows() -> list[dict]:
             rows += _rows(
                 "continents",
                 iso2,
+                group,
                 CONTINENT_PHRASINGS,
                 CONTINENT_ALIASES.get(continent, [continent]),
                 "exact",
                 country=name,
             )
         if country["currencyname"]:
-            answers = [country["currencyname"], country["currencycode"]]
-            rows += _rows("currencies", iso2, CURRENCY_PHRASINGS, answers, "exact", country=name)
+            rows += _rows(
+                "currencies",
+                iso2,
+                group,
+                CURRENCY_PHRASINGS,
+                [country["currencyname"], country["currencycode"]],
+                "exact",
+                country=name,
+            )
+    capitals = {iso2: c["capital"] for iso2, c in countries.items() if c["capital"]}
     cities = [c for c in cache_.get_cities().values() if c["population"] >= 500_000]
     names = [c["name"] for c in cities]
     for city in sorted(cities, key=lambda c: c["geonameid"]):
         if names.count(city["name"]) > 1 or city["countrycode"] not in countries:
             continue  # an ambiguous city name has no single right country
         iso2 = city["countrycode"]
-        answers = _country_aliases(iso2, countries[iso2]["name"])
+        capital_of = _capital_city_country(city, capitals)
         rows += _rows(
             "city_country",
             str(city["geonameid"]),
+            f"country/{capital_of}" if capital_of else f"city/{city['geonameid']}",
             CITY_PHRASINGS,
-            answers,
+            _country_aliases(iso2, countries[iso2]["name"]),
             "exact",
             city=city["name"],
         )
@@ -174,16 +211,23 @@ def element_rows() -> list[dict]:
             continue  # periodictable's neutron pseudo-element
         name = element.name.capitalize()
         names = [name] + [s.capitalize() for s in ELEMENT_SPELLINGS.get(element.name, [])]
-        key = element.symbol
+        key, group = element.symbol, f"element/{element.symbol}"
         rows += _rows(
-            "element_symbols", key, SYMBOL_PHRASINGS, [element.symbol], "exact", name=name
+            "element_symbols", key, group, SYMBOL_PHRASINGS, [element.symbol], "exact", name=name
         )
         rows += _rows(
-            "element_names", key, ELEMENT_NAME_PHRASINGS, names, "exact", symbol=element.symbol
+            "element_names",
+            key,
+            group,
+            ELEMENT_NAME_PHRASINGS,
+            names,
+            "exact",
+            symbol=element.symbol,
         )
         rows += _rows(
             "atomic_numbers",
             key,
+            group,
             ATOMIC_NUMBER_PHRASINGS,
             [str(element.number)],
             "numeric",
@@ -213,9 +257,17 @@ def arithmetic_rows() -> list[dict]:
         pairs = sorted({(a, b) for a in range(a_lo, a_hi + 1) for b in range(b_lo, b_hi + 1)})
         for a, b in sorted(rng.sample(pairs, min(count, len(pairs)))):
             answer = str(OPERATORS[op](a, b))
-            key = f"{a}{op}{b}"
+            key, group = f"{a}{op}{b}", f"arithmetic/{min(a, b)},{max(a, b)}"
             for row in _rows(
-                "arithmetic", key, ARITHMETIC_PHRASINGS, [answer], "numeric", a=a, b=b, op=op
+                "arithmetic",
+                key,
+                group,
+                ARITHMETIC_PHRASINGS,
+                [answer],
+                "numeric",
+                a=a,
+                b=b,
+                op=op,
             ):
                 rows.append({**row, "difficulty": level})
     return rows
