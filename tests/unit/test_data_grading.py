@@ -226,3 +226,24 @@ def test_currency_answers_name_the_countrys_currency(qid, response, correct):
 def test_symbol_grader_is_case_sensitive_and_skips_english_words(symbol, name, response, correct):
     question = f"What is the chemical symbol of {name}?"
     assert grade(response, [symbol], None, "symbol", question) is correct
+
+
+@pytest.mark.parametrize(
+    ("qid", "response", "correct"),
+    [
+        ("continents/ZA", "South Africa is part of Africa.", True),
+        ("continents/ZA", "South Africa.", False),
+        ("continents/SN", "Senegal is located in the African continent.", True),
+        ("continents/RO", "Romania is one of the European countries.", True),
+        ("continents/RU", "Russia is in Eurasia, which consists of Europe and Asia.", False),
+        ("continents/CU", "Cuba is in the Americas, in the Caribbean.", False),
+        ("continents/MG", "Madagascar is in the Caribbean, Africa, and the Americas.", False),
+        ("continents/MG", "Madagascar is an island off Africa, far from the Americas.", True),
+        ("continents/MG", "Madagascar is in Africa or Asia.", False),
+        ("continents/AU", "Australia is part of Oceania.", True),
+    ],
+)
+def test_continent_grader(qid, response, correct):
+    answers, grader, question = builtin_answers(qid)
+    assert grader == "continent"
+    assert grade(response, answers, None, grader, question) is correct

@@ -161,6 +161,21 @@ CURRENCY_EXTRA_ALIASES = {
     "KRW": ["South Korean won"],
     "KPW": ["North Korean won"],
 }
+# Continents as responses name them ("the African continent", "European countries"), and
+# names that are no single continent, so that they count as another answer.
+CONTINENT_ADJECTIVES = {
+    "Africa": "African",
+    "Asia": "Asian",
+    "Europe": "European",
+    "North America": "North American",
+    "South America": "South American",
+    "Oceania": "Oceanian",
+    "Antarctica": "Antarctic",
+}
+NOT_ONE_CONTINENT = {
+    "Americas": ["Americas", "American continent"],
+    "Eurasia": ["Eurasia", "Eurasian continent"],
+}
 ELEMENT_SPELLINGS = {
     "aluminum": ["aluminium"],
     "cesium": ["caesium"],
@@ -192,6 +207,17 @@ def country_names() -> dict[str, list[str]]:
     for iso2, demonyms in DEMONYMS.items():
         names[iso2] += [f"{d} {noun}" for d in demonyms for noun in PLACE_NOUNS]
     return names
+
+
+@cache
+def continent_names() -> dict[str, list[str]]:
+    """Continent -> names (with '<adjective> continent / country / countries'), plus the
+    names of no single continent ("the Americas", "Eurasia") as entities of their own."""
+    names = {}
+    for continent, adjective in CONTINENT_ADJECTIVES.items():
+        phrases = [f"{adjective} {noun}" for noun in ("continent", "country", "countries")]
+        names[continent] = CONTINENT_ALIASES.get(continent, [continent]) + phrases
+    return {**names, **NOT_ONE_CONTINENT}
 
 
 @cache
@@ -329,7 +355,7 @@ def geography_rows() -> list[dict]:
                 group,
                 CONTINENT_PHRASINGS,
                 CONTINENT_ALIASES.get(continent, [continent]),
-                "exact",
+                "continent",
                 country=name,
             )
         if country["currencyname"]:

@@ -20,7 +20,7 @@ from functools import cache
 
 from calibtune.errors import ConfigError
 
-GRADERS = ("exact", "numeric", "choice", "substring", "judge", "country", "symbol")
+GRADERS = ("exact", "numeric", "choice", "substring", "judge", "country", "continent", "symbol")
 ARTICLES = {"a", "an", "the"}
 # Words that join alternative answers, and words that carry no answer inside an alternative.
 ALTERNATIVE_WORDS = {"or", "either"}
@@ -223,11 +223,16 @@ def entity_match(response: str, answers: Sequence[str], question: str, lexicon: 
 
 
 @cache
-def country_lexicon() -> Lexicon:
-    """Every country's names (and '<demonym> city/state ...'), cities and seas as blockers."""
-    from calibtune.data.builtin import country_names, place_names
+def entity_lexicon(kind: str) -> Lexicon:
+    """The lexicon of an entity grader: `country` (every country's names and '<demonym>
+    city/state ...'; cities and seas as blockers) or `continent` (continents, their adjectives
+    and 'the Americas' / 'Eurasia'; country names as blockers)."""
+    from calibtune.data.builtin import continent_names, country_names, place_names
 
-    return make_lexicon(country_names(), place_names())
+    if kind == "country":
+        return make_lexicon(country_names(), place_names())
+    countries = [name for names in country_names().values() for name in names]
+    return make_lexicon(continent_names(), countries)
 
 
 SYMBOL = re.compile(r"(?<![\w'’])([A-Z][a-z]?)(?![\w'’])")
@@ -288,8 +293,8 @@ def grade(
     grader: str,
     question: str = "",
 ) -> bool:
-    """Is `response` correct? grader: exact | numeric | choice | substring | country | symbol
-    (judge: judge_grades)."""
+    """Is `response` correct? grader: exact | numeric | choice | substring | country | continent
+    | symbol (judge: judge_grades)."""
     if grader == "exact":
         return exact_match(response, answers, question)
     if grader == "numeric":
@@ -298,8 +303,8 @@ def grade(
         return choice_match(response, answers, choices)
     if grader == "substring":
         return substring_match(response, answers)
-    if grader == "country":
-        return entity_match(response, answers, question, country_lexicon())
+    if grader in ("country", "continent"):
+        return entity_match(response, answers, question, entity_lexicon(grader))
     if grader == "symbol":
         return symbol_match(response, answers, question)
     if grader == "judge":
