@@ -33,7 +33,9 @@ ConfidenceMethod = Literal[
     "base/ptrue", "tuned/ptrue", "base/pavg", "base/seqlogp", "base/pmin", "base/verbalized"
 ]
 BestMetric = Literal["ece", "brier", "auroc", "val_loss"]
-Grader = Literal["exact", "numeric", "choice", "substring", "judge"]
+Grader = Literal[
+    "exact", "numeric", "choice", "substring", "judge", "country", "continent", "symbol"
+]
 SweepMetric = Literal[
     "val/ece",
     "val/brier",
