@@ -84,7 +84,7 @@ def test_export_dir_holds_safetensors_tokenizer_card_and_serve_config(exported):
     serve = json.loads((out / SERVE_CONFIG).read_text())
     assert serve["prompt"]["query_yes"] == "yes" and serve["calibrator"] is None
     card = (out / "README.md").read_text()
-    assert "| ece | 0.1800 | 0.0300 | -0.1500 | [-0.1900, -0.1100] |" in card
+    assert "| ece | 0.180 | 0.030 | -0.150 [-0.190, -0.110] |" in card
     assert "n = 120" in card
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".export.")]  # no temp dir
 
