@@ -41,7 +41,7 @@ def write_labeled_set(path: Path, cfg, tokenizer, n_val: int = 30, n_test: int =
 
 def write_adapter(path: Path, cfg, alora_invocation_tokens: list[int] | None = None) -> Path:
     """The shared perturbed adapter on the stage's model."""
-    return fixture_adapter(cfg.model.name_or_path, path, alora_invocation_tokens)
+    return fixture_adapter(cfg.model, path, alora_invocation_tokens)
 
 
 @pytest.fixture

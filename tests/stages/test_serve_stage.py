@@ -90,7 +90,7 @@ def test_export_carries_calibrator_and_eval_deltas(evaluated, tmp_path):
     assert serve["calibrator"] == {"name": CALIBRATOR, "params": fitted[CALIBRATOR]}
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     card = (out / "README.md").read_text()
-    assert f"{metrics['deltas']['ece']['value']:.4f}" in card
+    assert f"{metrics['deltas']['ece']['value']:+.3f}" in card
     test_rows = read_labeled_split(run_dir / "data", "test")
     merged = Scorer.from_pretrained(out, device="cpu", dtype="float32", batch_size=5)
     got = merged.score([r["question"] for r in test_rows], [r["response"] for r in test_rows])

@@ -39,3 +39,21 @@ def test_atomic_write_gives_usual_permissions_and_no_leftovers(tmp_path):
         tmp.write_text("partial")
         raise RuntimeError("crash mid-write")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    import pytest
+
+    from calibtune.io import atomic_dir
+
+    target = tmp_path / "adapter"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("half of v2")
+        raise RuntimeError("crash mid-write")
+    assert (target / "weights").read_text() == "v1"
+    with atomic_dir(target) as tmp:
+        (tmp / "other").write_text("v3")
+    assert sorted(p.name for p in target.iterdir()) == ["other"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no temp or .old dirs
