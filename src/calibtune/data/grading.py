@@ -330,10 +330,10 @@ def judge_grades(
 ) -> list[bool]:
     """LLM judge: a local model reads question, gold answers and response and says yes or no."""
     from calibtune.data.generation import generate_answers
-    from calibtune.models.prompts import _render
+    from calibtune.models.prompts import render_user_turn
 
     prompts = [
-        _render(
+        render_user_turn(
             tokenizer,
             prompt_cfg,
             JUDGE_TEMPLATE.format(

@@ -36,7 +36,8 @@ from calibtune.errors import ConfigError, InputError
 from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, split_path
 from calibtune.io import read_jsonl, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
 from calibtune.models import load_model, load_tokenizer, model_fingerprint
-from calibtune.models.prompts import render_answer_prompt, render_query_prompt
+from calibtune.models.confidence import render_query_prompt
+from calibtune.models.prompts import render_answer_prompt
 from calibtune.runtime import git_commit, is_rank_zero, set_seed
 
 log = logging.getLogger(__name__)
