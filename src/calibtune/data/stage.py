@@ -1,4 +1,4 @@
-"""The data stage (DESIGN.md §1 steps 1-2, §4): answer questions with the base model, grade the
+"""The data stage (docs/data.md): answer questions with the base model, grade the
 answers, and write a labeled confidence set (train/val/test JSONL + manifest.json).
 
     calibtune data [overrides]            # or: python data/build_dataset.py [overrides]
@@ -27,8 +27,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-import calibtune
-from calibtune.config import resolved_container, save_config
+from calibtune.config import check_config, resolved_container, save_config
 from calibtune.data.generation import generate_answers
 from calibtune.data.grading import auto_grader, grade, judge_grades
 from calibtune.data.sources import SOURCE_KEY, load_qa_rows, question_key
@@ -38,7 +37,7 @@ from calibtune.io import read_jsonl, sha256_file, sha256_text, write_json_atomic
 from calibtune.models import load_model, load_tokenizer, model_fingerprint
 from calibtune.models.confidence import render_query_prompt
 from calibtune.models.prompts import render_answer_prompt
-from calibtune.runtime import git_commit, is_rank_zero, set_seed
+from calibtune.runtime import is_rank_zero, provenance, set_seed
 
 log = logging.getLogger(__name__)
 PARTIAL = ".partial"
@@ -380,8 +379,7 @@ def write_labeled_set(cfg, out_dir: Path, rows: list[dict], source: str | None =
         "holdout_domains": list(data_cfg.get("holdout_domains") or []),
         "counts": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
         "accuracy": accuracy_table(rows),
-        "calibtune_version": calibtune.__version__,
-        "git_commit": git_commit(),
+        **provenance(),
         "files": files,
     }
     write_json_atomic(out_dir / MANIFEST, manifest)
@@ -429,6 +427,7 @@ def load_generator(cfg):
 
 def run_data_stage(cfg: DictConfig) -> Path:
     """Build the labeled confidence set into cfg.data.output_dir and return that path."""
+    check_config(cfg)
     out_dir = Path(cfg.data.output_dir)
     if not is_rank_zero():
         return out_dir
