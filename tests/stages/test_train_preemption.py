@@ -26,18 +26,19 @@ TRAIN = [
     "train.log_every=1",
     "train.progress=false",
     "train.epochs=2",
-    "train.eval_every=4",
+    "train.eval_every=2",
+    "train.eval_at_start=false",
     "train.checkpoint_every=0",  # the only checkpoint is the one written on the stop request
     "lora.lora_dropout=0.1",
     "optim.lr=5e-3",
 ]
-STOP_AFTER = 3  # the signal arrives during step 3 of 8
+STOP_AFTER = 2  # the signal arrives during step 2 of 4
 
 
 @pytest.fixture
 def labeled_dir(compose_cfg, tmp_path: Path) -> Path:
     cfg = compose_cfg("train")
-    sizes = {"train": 16, "val": 8, "test": 4}
+    sizes = {"train": 8, "val": 4, "test": 2}
     return write_synthetic_labeled_set(
         tmp_path / "labeled", load_tokenizer(cfg.model), cfg.prompt, sizes
     )
@@ -71,7 +72,7 @@ def test_signal_mid_run_checkpoints_exits_and_resumes_bitwise(
     with pytest.raises(SystemExit) as stopped:
         recipe.run_train_stage(cfg("stopped"))
     assert stopped.value.code == preemption.STOPPED_EXIT_CODE
-    assert steps == [1, 2, 3]  # stopped at the step boundary right after the signal
+    assert steps == [1, 2]  # stopped at the step boundary right after the signal
     train_dir = tmp_path / "stopped" / "train"
     assert [p.name for p in ckpt.list_checkpoints(train_dir)] == [f"step_{STOP_AFTER}"]
     assert not (train_dir / "manifest.json").exists()
