@@ -47,7 +47,7 @@ preempted_in_this_run() {
 
 job_log() {
   # The job's stdout file, as SLURM resolved it.
-  scontrol show job -o "${SLURM_JOB_ID}" 2>/dev/null | grep -o 'StdOut=[^ ]*' | cut -d= -f2
+  scontrol show job -o "${SLURM_JOB_ID}" 2>/dev/null | grep -o 'StdOut=[^ ]*' | cut -d= -f2 || true
 }
 
 job_ref() {
