@@ -73,26 +73,25 @@ report_failure() {
 run_step() {
   # run_step <stage> <srun ...>: run the step; on a stop signal or preemption requeue the job,
   # on any other failure report it and exit with the step's status.
-  local stage="$1" status
+  local stage="$1" status=0
   shift
-  trap 'on_stop_signal USR1' USR1
-  trap 'on_stop_signal TERM' TERM
   "$@" &
   STEP_PID=$!
   while true; do
-    wait "${STEP_PID}" && status=0 || status=$?
-    kill -0 "${STEP_PID}" 2>/dev/null || break # the step ended; else a trap interrupted wait
-    while [[ "${STOP_SIGNAL}" == "USR1" ]] && kill -0 "${STEP_PID}" 2>/dev/null; do
+    if [[ "${STOP_SIGNAL}" == "USR1" ]] && kill -0 "${STEP_PID}" 2>/dev/null; then
       kill -USR1 "${STEP_PID}" 2>/dev/null || true # srun forwards it to every task
       sleep 5
-    done
+      continue
+    fi
+    wait "${STEP_PID}" && status=0 || status=$?
+    kill -0 "${STEP_PID}" 2>/dev/null || break # the step ended; else a trap interrupted wait
   done
-  trap - USR1 TERM
   [[ ${status} -eq 0 ]] && return 0
   if [[ -n "${STOP_SIGNAL}" ]] || preempted_in_this_run; then
     echo "calibtune: stage ${stage} stopped (${STOP_SIGNAL:+SIG}${STOP_SIGNAL:-preemption}, step exit ${status}); requeueing job $(job_ref)"
+    trap - USR1 TERM # SLURM ends this shell with SIGTERM while it requeues the job
     if scontrol requeue "${SLURM_JOB_ID}"; then
-      sleep 60 & # SLURM ends this shell while it requeues the job
+      sleep 60 &
       wait $!
       exit "${status}"
     fi
@@ -102,3 +101,7 @@ run_step() {
   report_failure "${stage}" "exited with status ${status}"
   exit "${status}"
 }
+
+# From the start of the script: a signal that comes before the step starts is not lost.
+trap 'on_stop_signal USR1' USR1
+trap 'on_stop_signal TERM' TERM
