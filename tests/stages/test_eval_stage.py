@@ -16,6 +16,7 @@ import torch
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval.recalibrate import calibrator_from_params
 from calibtune.eval.stage import resolve_adapter, run_eval_stage, split_by_question
+from calibtune.examples import read_labeled_split
 from calibtune.io import write_json_atomic, write_jsonl_atomic
 from calibtune.models.confidence import QueryModel, query_suffix, render_query_prompt
 from calibtune.models.encoding import encode_text
@@ -308,6 +309,13 @@ def test_raw_qa_jsonl_is_answered_graded_and_split(compose_cfg, eval_inputs, tmp
     for row in qa:
         by_question.setdefault(row["question"].strip(), set()).add(row["id"] in test_ids)
     assert all(len(sides) == 1 for sides in by_question.values())
+    # the graded answers are kept beside metrics.json as a labeled set
+    labeled = {s: read_labeled_split(out / "labeled", s) for s in ("val", "test")}
+    assert {r["id"] for r in labeled["test"]} == test_ids
+    assert len(labeled["val"]) == metrics["n_val"]
+    assert all(r["grader"] == "exact" and isinstance(r["response"], str) for r in labeled["test"])
+    manifest = json.loads((out / "labeled" / "manifest.json").read_text())
+    assert manifest["dataset"] == {"kind": "jsonl", "path": str(path)}
 
 
 @pytest.mark.slow

@@ -353,8 +353,9 @@ def accuracy_table(rows: Sequence[dict]) -> dict:
     return table
 
 
-def write_labeled_set(cfg, out_dir: Path, rows: list[dict]) -> dict:
-    """Write train/val/test JSONL and then manifest.json, each atomically."""
+def write_labeled_set(cfg, out_dir: Path, rows: list[dict], source: str | None = None) -> dict:
+    """Write train/val/test JSONL and then manifest.json, each atomically (`source`: the QA file
+    the rows were read from, when not cfg.dataset)."""
     files = {}
     for split in SPLITS:
         split_rows = sorted(
@@ -368,7 +369,11 @@ def write_labeled_set(cfg, out_dir: Path, rows: list[dict]) -> dict:
         "fields": list(LABELED_FIELDS),
         "model": model_fingerprint(cfg.model),
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "dataset": (
+            {"kind": "jsonl", "path": source}
+            if source
+            else OmegaConf.to_container(cfg.dataset, resolve=True)
+        ),
         "grader": str(cfg.data.grader),
         "graders_used": sorted({r["grader"] for r in rows}),
         "generation": generation_kwargs(cfg.data),
