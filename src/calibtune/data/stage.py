@@ -9,8 +9,9 @@ question -> answer and grade them in chunks (each finished chunk is cached under
 write the splits and the manifest atomically -> print per-domain accuracy.
 
 Scale-out: `data.shard=i data.num_shards=n` answers only shard i (a SLURM array task or one GPU
-each); whichever run finds every shard finished merges them into the final files. A run with
-`data.shard=null` answers every shard that is not finished yet, then merges.
+each); whichever run finds every shard finished merges them into the final files (`data.merge=false`:
+never, for SLURM array tasks that may finish together). A run with `data.shard=null` answers
+every shard that is not finished yet, then merges.
 """
 
 from __future__ import annotations
@@ -467,6 +468,9 @@ def run_data_stage(cfg: DictConfig) -> Path:
             total / max(elapsed, 1e-9),
         )
 
+    if not cfg.data.merge:
+        print(f"shard(s) {list(shards)} done; data.merge=false leaves the merge to a later run")
+        return out_dir
     missing = [
         s
         for s in range(num_shards)
