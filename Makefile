@@ -1,15 +1,17 @@
 # calibtune — the two commands of the README.
 #   make test   create .venv if missing, install (editable, with dev extras), run the test suite
 #   make run    same setup, then data -> train -> eval on the embedded default model
+#   make test-slurm   the SLURM scripts on a real one-node cluster of this machine (tests/slurm)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.calibtune-installed
+SLURM_STAMP := $(VENV)/.calibtune-slurm-installed
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast lint format run smoke clean
+.PHONY: setup test test-fast test-slurm lint format run smoke clean
 
 setup: $(STAMP)
 
@@ -33,7 +35,21 @@ test: $(STAMP)
 	status=$$?; echo "make test: $$(( $$(date +%s) - start )) s"; exit $$status
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" tests
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow and not slurm" tests
+
+# The `slurm` extra (hydra-submitit-launcher) for the submitit sweep test.
+$(SLURM_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,sweep,slurm]'
+	touch $(SLURM_STAMP)
+
+# Starts a one-node SLURM cluster (launch/slurm/local-cluster.sh; installs slurm-wlm and munge
+# with apt when they are missing, as root), runs tests/slurm on it, and always stops it.
+test-slurm: $(SLURM_STAMP)
+	home="$$(mktemp -d "$${TMPDIR:-/tmp}/calibtune-slurm.XXXXXX")/cluster"; \
+	export CALIBTUNE_SLURM_HOME="$$home" SLURM_CONF="$$home/slurm.conf"; \
+	trap 'launch/slurm/local-cluster.sh down; rmdir "$$(dirname "$$home")"' EXIT; \
+	launch/slurm/local-cluster.sh up && \
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m slurm --durations=5 tests/slurm
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

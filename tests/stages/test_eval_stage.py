@@ -41,7 +41,10 @@ def write_labeled_set(path: Path, cfg, tokenizer, n_val: int = 30, n_test: int =
 
 def write_adapter(path: Path, cfg, alora_invocation_tokens: list[int] | None = None) -> Path:
     """The shared perturbed adapter on the stage's model."""
-    return fixture_adapter(cfg.model, path, alora_invocation_tokens)
+    from calibtune.models.loading import resolve_model_source
+
+    model_dir = resolve_model_source(cfg.model.name_or_path)  # the embedded model's cache dir
+    return fixture_adapter(model_dir, path, alora_invocation_tokens)
 
 
 @pytest.fixture
@@ -264,6 +267,13 @@ def test_raw_qa_jsonl_is_answered_graded_and_split(compose_cfg, eval_inputs, tmp
     for row in qa:
         by_question.setdefault(row["question"].strip(), set()).add(row["id"] in test_ids)
     assert all(len(sides) == 1 for sides in by_question.values())
+    # the graded answers are kept beside metrics.json as a labeled set
+    labeled = {s: read_labeled_split(out / "labeled", s) for s in ("val", "test")}
+    assert {r["id"] for r in labeled["test"]} == test_ids
+    assert len(labeled["val"]) == metrics["n_val"]
+    assert all(r["grader"] == "exact" and isinstance(r["response"], str) for r in labeled["test"])
+    manifest = json.loads((out / "labeled" / "manifest.json").read_text())
+    assert manifest["dataset"] == {"kind": "jsonl", "path": str(path)}
 
 
 @pytest.mark.slow

@@ -9,8 +9,9 @@ question -> answer and grade them in chunks (each finished chunk is cached under
 write the splits and the manifest atomically -> print per-domain accuracy.
 
 Scale-out: `data.shard=i data.num_shards=n` answers only shard i (a SLURM array task or one GPU
-each); whichever run finds every shard finished merges them into the final files. A run with
-`data.shard=null` answers every shard that is not finished yet, then merges.
+each); whichever run finds every shard finished merges them into the final files (`data.merge=false`:
+never, for SLURM array tasks that may finish together). A run with `data.shard=null` answers
+every shard that is not finished yet, then merges.
 """
 
 from __future__ import annotations
@@ -351,8 +352,9 @@ def accuracy_table(rows: Sequence[dict]) -> dict:
     return table
 
 
-def write_labeled_set(cfg, out_dir: Path, rows: list[dict]) -> dict:
-    """Write train/val/test JSONL and then manifest.json, each atomically."""
+def write_labeled_set(cfg, out_dir: Path, rows: list[dict], source: str | None = None) -> dict:
+    """Write train/val/test JSONL and then manifest.json, each atomically (`source`: the QA file
+    the rows were read from, when not cfg.dataset)."""
     files = {}
     for split in SPLITS:
         split_rows = sorted(
@@ -366,7 +368,11 @@ def write_labeled_set(cfg, out_dir: Path, rows: list[dict]) -> dict:
         "fields": list(LABELED_FIELDS),
         "model": model_fingerprint(cfg.model),
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "dataset": (
+            {"kind": "jsonl", "path": source}
+            if source
+            else OmegaConf.to_container(cfg.dataset, resolve=True)
+        ),
         "grader": str(cfg.data.grader),
         "graders_used": sorted({r["grader"] for r in rows}),
         "generation": generation_kwargs(cfg.data),
@@ -462,6 +468,9 @@ def run_data_stage(cfg: DictConfig) -> Path:
             total / max(elapsed, 1e-9),
         )
 
+    if not cfg.data.merge:
+        print(f"shard(s) {list(shards)} done; data.merge=false leaves the merge to a later run")
+        return out_dir
     missing = [
         s
         for s in range(num_shards)

@@ -93,11 +93,14 @@ def load_examples(cfg: DictConfig, model, tokenizer, inputs) -> dict[str, list[d
     if isinstance(inputs, dict):
         splits = inputs
     else:
-        from calibtune.data.stage import label_qa_rows
+        from calibtune.data.stage import label_qa_rows, write_labeled_set
 
         log.info("answering and grading %s with the base model", data_path)
         rows = label_qa_rows(model, tokenizer, inputs, cfg)
         splits = split_by_question(rows, cfg.seed, cfg.eval.val_fraction)
+        if is_rank_zero():  # the graded answers, beside metrics.json: what was graded how
+            labeled = [{**row, "split": name} for name, part in splits.items() for row in part]
+            write_labeled_set(cfg, Path(cfg.eval.output_dir) / "labeled", labeled, str(data_path))
     test_domains = set(cfg.eval.test_domains or [])
     if test_domains:
         splits["test"] = [r for r in splits["test"] if r.get("domain") in test_domains]

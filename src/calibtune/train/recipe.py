@@ -45,6 +45,7 @@ from calibtune.runtime import provenance, set_seed
 from calibtune.schema import BestMetric
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
+from calibtune.train import preemption
 from calibtune.train.data import (
     TrainExample,
     collate,
@@ -80,7 +81,8 @@ def run_train_stage(cfg: DictConfig) -> Path:
         from calibtune.train.probe import train_probe
 
         return train_probe(cfg)
-    return train_lora(cfg).output_dir
+    with preemption.stop_on_signals():  # SIGUSR1/SIGTERM: checkpoint at the next step, exit 75
+        return train_lora(cfg).output_dir
 
 
 # ---------------------------------------------------------------------------- setup
@@ -410,14 +412,18 @@ def train_lora(cfg: DictConfig) -> TrainResult:
 
             if state.step == steps or (tc.eval_every and state.step % int(tc.eval_every) == 0):
                 run_validation()
-            if tc.checkpoint_every and (
-                state.step % int(tc.checkpoint_every) == 0 and state.step < steps
+            stop = preemption.stop_requested(accelerator) and state.step < steps
+            if stop or (
+                tc.checkpoint_every
+                and (state.step % int(tc.checkpoint_every) == 0 and state.step < steps)
             ):
                 if rank0:
                     ckpt.save_checkpoint(
                         output_dir, peft_model, optimizer, scheduler, state, int(tc.keep_last)
                     )
                 accelerator.wait_for_everyone()
+            if stop:
+                preemption.exit_stopped(state.step)
             if state.step >= steps:
                 break
         else:
