@@ -130,6 +130,7 @@ class DataCfg(Group):
     shard: int | None = Field(ge=0)
     num_shards: int = Field(ge=1)
     batches_per_chunk: int = Field(ge=1)
+    merge: bool  # false: answer this run's shard(s) only, a later shard=null run merges
     progress: bool
 
 
