@@ -100,6 +100,7 @@ def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, 
         delta = metrics["deltas"][name]
         assert delta["value"] == pytest.approx(tuned[name] - base[name])
         assert delta["ci95"][0] <= delta["value"] <= delta["ci95"][1]
+        assert delta["resample"] == "groups" and delta["n_groups"] == 40  # a qid per fixture row
     full = metrics["full_ece"]
     # the tiny random model is near-uniform over its vocabulary, so Full-ECE is near 0 here
     assert full["base"] >= 0 and full["tuned"] >= 0 and full["n_positions"] >= 40
@@ -221,13 +222,17 @@ def test_bad_inputs_fail_clearly_before_writing(compose_cfg, eval_inputs, tmp_pa
     assert not out.exists()
 
 
-def test_split_by_question_is_deterministic_and_keeps_questions_together():
-    rows = [{"id": f"{q}-{k}", "qid": f"q{q}"} for q in range(200) for k in range(2)]
+def test_split_by_question_is_deterministic_and_keeps_groups_together():
+    rows = [
+        {"id": f"{q}-{k}", "qid": f"q{q}", "question": f"fact {q}?", "group": f"e{q // 4}"}
+        for q in range(200)
+        for k in range(2)
+    ]
     first = split_by_question(rows, seed=3, val_fraction=0.5)
     assert first == split_by_question(rows, seed=3, val_fraction=0.5)
-    val_q = {r["qid"] for r in first["val"]}
-    assert not val_q & {r["qid"] for r in first["test"]}
-    assert 60 < len(val_q) < 140
+    val_groups = {r["group"] for r in first["val"]}
+    assert not val_groups & {r["group"] for r in first["test"]}  # an entity's facts stay together
+    assert 15 < len(val_groups) < 35
     assert first != split_by_question(rows, seed=4, val_fraction=0.5)
 
 

@@ -42,6 +42,24 @@ def test_paired_deltas_values_and_undefined_auroc():
     assert report.delta_cell(deltas["ece"]).count("[") == 1
 
 
+def test_paired_deltas_resample_groups_when_given():
+    rng = np.random.default_rng(1)
+    y = np.repeat((rng.random(60) < 0.5).astype(float), 5)  # 60 entities, 5 alike rows each
+    base = np.repeat(rng.random(60), 5)
+    tuned = np.repeat(np.clip(y[::5] * 0.4 + 0.3 + rng.normal(0, 0.2, 60), 0, 1), 5)
+    groups = np.repeat([f"e{i}" for i in range(60)], 5)
+    rows = scoring.paired_deltas(base, tuned, y, 15, n_boot=200, seed=0)
+    clustered = scoring.paired_deltas(base, tuned, y, 15, n_boot=200, seed=0, groups=groups)
+    assert clustered["brier"]["resample"] == "groups" and clustered["brier"]["n_groups"] == 60
+    assert clustered["brier"]["value"] == pytest.approx(rows["brier"]["value"])
+
+    def width(delta: dict) -> float:
+        return delta["ci95"][1] - delta["ci95"][0]
+
+    # rows of one entity are copies: resampling rows understates the uncertainty
+    assert width(clustered["brier"]) > 1.5 * width(rows["brier"])
+
+
 def test_per_domain_and_worst_domain():
     y = np.array([1, 0, 1, 1, 0, 0], dtype=float)
     c = np.array([0.9, 0.1, 0.8, 0.2, 0.9, 0.7])

@@ -69,16 +69,24 @@ def score_method(c: np.ndarray, y: np.ndarray, n_bins: int) -> dict:
 
 
 def paired_deltas(
-    base: np.ndarray, tuned: np.ndarray, y: np.ndarray, n_bins: int, n_boot: int, seed: int
+    base: np.ndarray,
+    tuned: np.ndarray,
+    y: np.ndarray,
+    n_bins: int,
+    n_boot: int,
+    seed: int,
+    groups: Sequence[str] | None = None,
 ) -> dict:
-    """Tuned-minus-base delta with a 95 % paired-bootstrap interval for each delta metric."""
+    """Tuned-minus-base delta with a 95 % paired-bootstrap interval for each delta metric;
+    with `groups` (one cluster id per example) whole groups are resampled."""
     functions = metric_functions(n_bins)
     present = ~(np.isnan(base) | np.isnan(tuned))
+    kept = None if groups is None else np.asarray(groups, dtype=object)[present]
     deltas = {}
     for name in DELTA_METRICS:
         try:
             deltas[name] = metrics.paired_bootstrap(
-                functions[name], base[present], tuned[present], y[present], n_boot, seed
+                functions[name], base[present], tuned[present], y[present], n_boot, seed, kept
             )
         except MetricError as err:
             deltas[name] = {"value": None, "ci95": None, "reason": str(err)}

@@ -55,12 +55,24 @@ def resolve_adapter(adapter: str | None) -> Path | None:
     return find_adapter_dir(adapter, "eval.adapter")
 
 
+def row_group(row: dict) -> str:
+    """The cluster a row belongs to: its entity `group` (a list joined), else its question id."""
+    group = row.get("group")
+    if isinstance(group, list):
+        return "|".join(sorted(str(g) for g in group))
+    return str(group or row.get("qid") or row.get("id"))
+
+
 def split_by_question(rows: list[dict], seed: int, val_fraction: float) -> dict[str, list[dict]]:
-    """Deterministic val/test split by question id (a question's rows stay together)."""
+    """Deterministic val/test split by entity group (`entity_groups`: rows sharing a group, a
+    qid or a question text stay together)."""
+    from calibtune.data.stage import entity_groups
+
+    entity_groups(rows)  # sets each row's `group` to its component's name
     splits: dict[str, list[dict]] = {"val": [], "test": []}
     for row in rows:
-        qid = str(row.get("qid") or row.get("id"))
-        draw = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        key = row_group(row)
+        draw = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         splits["val" if draw < val_fraction else "test"].append(row)
     return splits
 
@@ -368,6 +380,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
             eval_cfg.n_bins,
             eval_cfg.n_boot,
             cfg.seed,
+            groups=[row_group(r) for r in splits["test"]],
         )
     else:
         deltas = scoring.no_deltas("no adapter (eval.adapter=null): base model only")
