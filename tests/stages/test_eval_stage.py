@@ -64,6 +64,7 @@ def eval_inputs(compose_cfg, tmp_path):
         "eval.agreement_max_examples=8",
         "data.max_new_tokens=4",
         "eval.token_temperature.steps=4",
+        "eval.within_min_per_class=3",
     ]
     return overrides, data, train
 
@@ -101,6 +102,16 @@ def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, 
         assert delta["value"] == pytest.approx(tuned[name] - base[name])
         assert delta["ci95"][0] <= delta["value"] <= delta["ci95"][1]
         assert delta["resample"] == "groups" and delta["n_groups"] == 40  # a qid per fixture row
+    for method, scores in metrics["methods"].items():  # within-domain beside pooled, everywhere
+        assert "auroc_within" in scores and "ece_within" in scores, method
+    within = metrics["within_domain"]["tuned/ptrue"]
+    assert within["domains"] and set(within["domains"]) <= {"capitals", "arithmetic"}
+    per = [within["per_domain"][d]["auroc"] for d in within["domains"]]
+    assert within["auroc_within"] == pytest.approx(np.mean(per))
+    assert metrics["deltas"]["auroc_within"]["value"] == pytest.approx(
+        within["auroc_within"] - metrics["within_domain"]["base/ptrue"]["auroc_within"]
+    )
+    assert metrics["deltas"]["auroc_within"]["resample"] == "groups"
     full = metrics["full_ece"]
     # the tiny random model is near-uniform over its vocabulary, so Full-ECE is near 0 here
     assert full["base"] >= 0 and full["tuned"] >= 0 and full["n_positions"] >= 40
@@ -138,7 +149,7 @@ def check_report(out: Path, metrics: dict) -> None:
     assert len(images) == 2
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in images)
     assert "http://" not in page and "https://" not in page
-    assert page.count("<table>") == 4 and "delta (tuned - base) [95% CI]" in page
+    assert page.count("<table>") == 5 and "delta (tuned - base) [95% CI]" in page
     lo, hi = metrics["deltas"]["ece"]["ci95"]
     assert f"[{lo:+.3f}, {hi:+.3f}]" in page
     markdown = (out / "report.md").read_text()

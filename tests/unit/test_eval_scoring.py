@@ -115,3 +115,18 @@ def test_ties_in_val_use_only_realisable_thresholds():
 def test_parse_percent(reply, expected):
     value = parse_percent(reply)
     assert value == (None if expected is None else pytest.approx(expected))
+
+
+def test_within_domain_does_not_reward_telling_domains_apart():
+    rng = np.random.default_rng(2)
+    domains = np.repeat(["easy", "hard", "tiny"], [200, 200, 10])
+    y = (rng.random(410) < np.repeat([0.8, 0.2, 0.5], [200, 200, 10])).astype(float)
+    prior = np.repeat([0.8, 0.2, 0.5], [200, 200, 10])  # knows the domain, nothing within it
+    within = scoring.within_domain(domains, y, {"prior": prior, "oracle": y * 0.9 + 0.05}, 10, 30)
+    scores = {"auroc": metrics.auroc(prior, y)}
+    assert scores["auroc"] > 0.75 and within["prior"]["auroc_within"] == pytest.approx(0.5)
+    assert within["oracle"]["auroc_within"] == pytest.approx(1.0)
+    assert within["prior"]["domains"] == ["easy", "hard"]  # "tiny" has < 30 of each class
+    easy = within["prior"]["per_domain"]["easy"]
+    mean_ece = np.mean([within["prior"]["per_domain"][d]["ece"] for d in ("easy", "hard")])
+    assert within["prior"]["ece_within"] == pytest.approx(mean_ece) and easy["n"] == 200

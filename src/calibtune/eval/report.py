@@ -105,6 +105,22 @@ def domain_table(metrics: dict) -> list[list[str]]:
     return rows
 
 
+def within_table(metrics: dict) -> list[list[str]]:
+    """Pooled vs within-domain AUROC / ECE / Brier of every method, then the tuned-minus-base
+    within-domain deltas with their intervals."""
+    pairs = (("auroc", "auroc_within"), ("ece", "ece_within"), ("brier", "brier_within"))
+    header = ["method"] + [f"{name} {kind}" for name, _ in pairs for kind in ("pooled", "within")]
+    rows = [header]
+    for method, scores in metrics["methods"].items():
+        rows.append([method, *(metric_cell(scores, k) for pair in pairs for k in pair)])
+    deltas = metrics.get("deltas", {})
+    row = ["delta tuned - base [95% CI]"]
+    for pooled, within in pairs:
+        row += [delta_cell(deltas.get(pooled)), delta_cell(deltas.get(within))]
+    rows.append(row)
+    return rows
+
+
 def summary_table(metrics: dict) -> list[list[str]]:
     """Full-ECE, selective prediction, what tuning cost, worst domain."""
     full = metrics["full_ece"]
@@ -275,6 +291,10 @@ def sections(metrics: dict) -> list[tuple[str, list[list[str]]]]:
         ("All methods and baselines (recalibrators fitted on val only)", methods_table(metrics)),
         ("Full-ECE, selective prediction and what tuning cost", summary_table(metrics)),
         ("Per domain", domain_table(metrics)),
+        (
+            "Pooled vs within-domain (mean over domains with both classes well represented)",
+            within_table(metrics),
+        ),
     ]
 
 

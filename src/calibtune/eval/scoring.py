@@ -16,6 +16,7 @@ UNDEFINED = {
     "ece_quantile": "undefined: fewer examples than bins",
 }
 DELTA_METRICS = ("ece", "brier", "auroc", "nll", "aurc")
+WITHIN_METRICS = ("auroc_within", "ece_within", "brier_within")
 POINT_DELTA_METRICS = ("smooth_ece",)
 
 
@@ -76,13 +77,30 @@ def paired_deltas(
     n_boot: int,
     seed: int,
     groups: Sequence[str] | None = None,
+    domains: Sequence[str] | None = None,
+    min_per_class: int = 30,
 ) -> dict:
     """Tuned-minus-base delta with a 95 % paired-bootstrap interval for each delta metric;
-    with `groups` (one cluster id per example) whole groups are resampled."""
+    with `groups` (one cluster id per example) whole groups are resampled, and with `domains`
+    the within-domain metrics (`WITHIN_METRICS`) are compared too."""
     functions = metric_functions(n_bins)
     present = ~(np.isnan(base) | np.isnan(tuned))
     kept = None if groups is None else np.asarray(groups, dtype=object)[present]
     deltas = {}
+    if domains is not None:
+        deltas.update(
+            within_deltas(
+                base[present],
+                tuned[present],
+                y[present],
+                np.asarray(domains, dtype=object)[present],
+                n_bins,
+                n_boot,
+                seed,
+                kept,
+                min_per_class,
+            )
+        )
     for name in DELTA_METRICS:
         try:
             deltas[name] = metrics.paired_bootstrap(
@@ -106,9 +124,97 @@ def paired_deltas(
     return deltas
 
 
+def within_functions(n_bins: int, used: list[str]) -> dict[str, Callable]:
+    """Within-domain metrics over the fixed domain set `used`, as functions of (c, y, domains):
+    the mean per-domain AUROC / ECE / Brier (a domain missing from a resample is left out)."""
+
+    def mean_over(metric: Callable) -> Callable:
+        def within(c, y, domains) -> float | None:
+            values = [
+                metric(c[domains == d], y[domains == d]) for d in used if (domains == d).any()
+            ]
+            values = [v for v in values if v is not None]
+            return float(np.mean(values)) if values else None
+
+        return within
+
+    return {
+        "auroc_within": lambda c, y, domains: (
+            metrics.auroc_within(c, y, domains, min_per_class=1, include=used).value
+        ),
+        "ece_within": mean_over(lambda c, y: metrics.ece(c, y, n_bins=n_bins)),
+        "brier_within": mean_over(metrics.brier),
+    }
+
+
+def within_deltas(
+    base: np.ndarray,
+    tuned: np.ndarray,
+    y: np.ndarray,
+    domains: np.ndarray,
+    n_bins: int,
+    n_boot: int,
+    seed: int,
+    groups: np.ndarray | None,
+    min_per_class: int,
+) -> dict:
+    """Tuned-minus-base within-domain deltas with 95 % (cluster-)bootstrap intervals, over the
+    domains that qualify (`min_per_class` of both classes) on the full set."""
+    used = metrics.auroc_within(tuned, y, domains, min_per_class).domains
+    if not used:
+        reason = f"no domain has >= {min_per_class} test examples of both classes"
+        return {name: {"value": None, "ci95": None, "reason": reason} for name in WITHIN_METRICS}
+    out = {}
+    for name, function in within_functions(n_bins, used).items():
+        out[name] = metrics.paired_bootstrap(
+            function, base, tuned, y, n_boot, seed, groups, covariates={"domains": domains}
+        )
+        out[name]["domains"] = used
+    return out
+
+
+def within_domain(
+    domains: Sequence[str],
+    y: np.ndarray,
+    confidences: dict[str, np.ndarray],
+    n_bins: int,
+    min_per_class: int,
+) -> dict:
+    """Per method: `WITHIN_METRICS` over the domains with at least `min_per_class` test examples
+    of both classes (listed), and every domain's ECE / Brier / AUROC."""
+    domains = np.asarray(domains, dtype=object)
+    table = per_domain(domains, y, confidences, n_bins)
+    out = {}
+    for method, c in confidences.items():
+        present = ~np.isnan(c)
+        used = metrics.WithinDomain(None, [])
+        if present.any():
+            used = metrics.auroc_within(c[present], y[present], domains[present], min_per_class)
+        functions = within_functions(n_bins, used.domains)
+        entry: dict = {
+            name: (fn(c[present], y[present], domains[present]) if used.domains else None)
+            for name, fn in functions.items()
+        }
+        if not used.domains:
+            reason = f"no domain has >= {min_per_class} test examples of both classes"
+            entry["n/a"] = dict.fromkeys(WITHIN_METRICS, reason)
+        entry["domains"] = used.domains
+        entry["per_domain"] = {d: row["methods"][method] for d, row in table.items()}
+        out[method] = entry
+    return out
+
+
+def add_within(methods: dict, within: dict) -> None:
+    """Put each method's within-domain figures beside its pooled ones in `methods`."""
+    for method, entry in within.items():
+        methods[method].update({name: entry[name] for name in WITHIN_METRICS})
+        if entry.get("n/a"):
+            methods[method].setdefault("n/a", {}).update(entry["n/a"])
+
+
 def no_deltas(reason: str) -> dict:
     """The deltas block when there is nothing to compare (e.g. no adapter)."""
-    names = DELTA_METRICS + POINT_DELTA_METRICS
+    names = DELTA_METRICS + POINT_DELTA_METRICS + WITHIN_METRICS
     return {name: {"value": None, "ci95": None, "reason": reason} for name in names}
 
 

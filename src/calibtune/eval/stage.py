@@ -372,6 +372,10 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     methods = {name: scoring.score_method(c, y_test, eval_cfg.n_bins) for name, c in test.items()}
     for name, reason in not_fitted.items():
         methods[name] = {"n": 0, "n/a": {"all": reason}}
+    domains = [str(r.get("domain") or "all") for r in splits["test"]]
+    min_per_class = eval_cfg.within_min_per_class
+    within = scoring.within_domain(domains, y_test, test, eval_cfg.n_bins, min_per_class)
+    scoring.add_within(methods, within)
     if tuned:
         deltas = scoring.paired_deltas(
             test["base/ptrue"],
@@ -381,10 +385,11 @@ def run_eval_stage(cfg: DictConfig) -> Path:
             eval_cfg.n_boot,
             cfg.seed,
             groups=[row_group(r) for r in splits["test"]],
+            domains=domains,
+            min_per_class=min_per_class,
         )
     else:
         deltas = scoring.no_deltas("no adapter (eval.adapter=null): base model only")
-    domains = [str(r.get("domain") or "all") for r in splits["test"]]
     domain_methods = {m: test[m] for m in ("base/ptrue", "tuned/ptrue") if m in test}
     per_domain = scoring.per_domain(domains, y_test, domain_methods, eval_cfg.n_bins)
     selective = {}
@@ -410,6 +415,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         "tuning_cost": cost,
         "verbalized": verbalized,
         "per_domain": per_domain,
+        "within_domain": within,
         "worst_domain_ece": {m: scoring.worst_domain(per_domain, m) for m in domain_methods},
         "selective": {"target_risk": float(eval_cfg.target_risk), **selective},
         "risk_coverage": {m: scoring.risk_coverage(test[m], y_test) for m in domain_methods},
