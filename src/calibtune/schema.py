@@ -181,6 +181,7 @@ class EvalCfg(Group):
     progress: bool
     n_bins: int = Field(ge=1)
     n_boot: int = NonNegInt
+    baseline_train_max: int = NonNegInt
     within_min_per_class: int = Field(ge=1)
     target_risk: float = Field(ge=0.0, le=1.0)
     recalibrators: list[Recalibrator]

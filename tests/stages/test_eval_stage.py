@@ -70,7 +70,7 @@ def eval_inputs(compose_cfg, tmp_path):
 
 
 def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, tmp_path):
-    overrides, _, _ = eval_inputs
+    overrides, data, _ = eval_inputs
     out = run_eval_stage(compose_cfg("eval", [*overrides, f"eval.output_dir={tmp_path / 'a'}"]))
     metrics = json.loads((out / "metrics.json").read_text())
 
@@ -131,6 +131,13 @@ def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, 
     predictions = [
         json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()
     ]
+    # trained baselines: fitted on the train split, scored on test like every method
+    train = read_labeled_split(data, "train")
+    for p in predictions:
+        same = [r["correct"] for r in train if r["domain"] == p["domain"]]
+        assert p["baseline/domain_prior"] == pytest.approx(np.mean(same))
+    assert metrics["methods"]["baseline/logreg"]["n"] == 40
+    assert {"base/pmin+platt", "base/seqlogp+isotonic"} <= set(metrics["methods"])
     raw = np.array([p["tuned/ptrue"] for p in predictions])
     recal = calibrator_from_params(fitted["tuned/ptrue+platt"])(raw)
     assert recal == pytest.approx([p["tuned/ptrue+platt"] for p in predictions])

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
-from calibtune.eval import confidence, report, scoring
+from calibtune.eval import baselines, confidence, report, scoring
 from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
 from calibtune.examples import MANIFEST, read_labeled_split
 from calibtune.metrics import FullECE, MetricError
@@ -265,6 +265,28 @@ def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
     return recalibrated, fitted, unavailable
 
 
+# -- trained baselines
+
+
+def add_trained_baselines(
+    cfg, qm: QueryModel, tokenizer, train: tuple[list[dict], str | None], splits, val, test
+) -> dict[str, str]:
+    """Fit the trained baselines (eval/baselines.py) on the train rows' base confidences (this
+    stage's code path) and add their val and test confidences; returns reasons for any not fitted."""
+    train_rows, reason = train
+    if reason is not None:
+        return {baselines.DOMAIN_PRIOR: reason, baselines.LOGREG: reason}
+    log.info("base confidences on %d train rows for the trained baselines", len(train_rows))
+    train_conf = compute_confidences(
+        cfg, qm, tokenizer, train_rows, "train", tuned=False, answers=True, full_ece=False
+    )
+    scored = {"val": (splits["val"], val), "test": (splits["test"], test)}
+    fitted, not_fitted = baselines.trained_baselines(train_rows, train_conf, scored, cfg.seed)
+    val.update(fitted["val"])
+    test.update(fitted["test"])
+    return not_fitted
+
+
 # -- cost of tuning
 
 
@@ -337,6 +359,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     check_config(cfg)
     adapter_path = resolve_adapter(eval_cfg.adapter)
     inputs = read_inputs(cfg)
+    train = baselines.read_train_rows(eval_cfg.data_dir, eval_cfg.baseline_train_max, cfg.seed)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model)
     splits = load_examples(cfg, model, tokenizer, inputs)
@@ -347,7 +370,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
 
     log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
-    val_answers = bool(ANSWER_METHODS & set(eval_cfg.recalibrate_methods))
+    val_answers = bool(ANSWER_METHODS & set(eval_cfg.recalibrate_methods)) or train[1] is None
     val = compute_confidences(
         cfg,
         qm,
@@ -365,8 +388,10 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     val.pop("full_ece")
     verbalized = add_verbalized(cfg, qm, tokenizer, splits["test"], test)
 
+    baselines_not_fitted = add_trained_baselines(cfg, qm, tokenizer, train, splits, val, test)
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)
+    not_fitted.update(baselines_not_fitted)
 
     log.info("scoring %d methods", len(test))
     methods = {name: scoring.score_method(c, y_test, eval_cfg.n_bins) for name, c in test.items()}
