@@ -138,6 +138,13 @@ def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, 
         assert p["baseline/domain_prior"] == pytest.approx(np.mean(same))
     assert metrics["methods"]["baseline/logreg"]["n"] == 40
     assert {"base/pmin+platt", "base/seqlogp+isotonic"} <= set(metrics["methods"])
+    versus = metrics["deltas_vs_best_baseline"]
+    val_auroc = {m: v for m, v in versus["val_auroc"].items() if v is not None}
+    assert {"baseline/logreg", "baseline/domain_prior", "base/pmin"} <= set(versus["val_auroc"])
+    assert versus["baseline"] == max(val_auroc, key=val_auroc.get)
+    best = metrics["methods"][versus["baseline"]]
+    assert versus["deltas"]["auroc"]["value"] == pytest.approx(tuned["auroc"] - best["auroc"])
+    assert versus["deltas"]["auroc"]["n_groups"] == 40 and "auroc_within" in versus["deltas"]
     raw = np.array([p["tuned/ptrue"] for p in predictions])
     recal = calibrator_from_params(fitted["tuned/ptrue+platt"])(raw)
     assert recal == pytest.approx([p["tuned/ptrue+platt"] for p in predictions])
@@ -147,6 +154,7 @@ def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, 
     assert (again / "metrics.json").read_text() == (out / "metrics.json").read_text()
 
     check_report(out, metrics)
+    assert f"{versus['baseline']} (best val AUROC)" in (out / "report.md").read_text()
 
 
 def check_report(out: Path, metrics: dict) -> None:
@@ -156,7 +164,7 @@ def check_report(out: Path, metrics: dict) -> None:
     assert len(images) == 2
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in images)
     assert "http://" not in page and "https://" not in page
-    assert page.count("<table>") == 5 and "delta (tuned - base) [95% CI]" in page
+    assert page.count("<table>") == 6 and "delta (tuned - base) [95% CI]" in page
     lo, hi = metrics["deltas"]["ece"]["ci95"]
     assert f"[{lo:+.3f}, {hi:+.3f}]" in page
     markdown = (out / "report.md").read_text()

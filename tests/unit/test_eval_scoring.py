@@ -130,3 +130,16 @@ def test_within_domain_does_not_reward_telling_domains_apart():
     easy = within["prior"]["per_domain"]["easy"]
     mean_ece = np.mean([within["prior"]["per_domain"][d]["ece"] for d in ("easy", "hard")])
     assert within["prior"]["ece_within"] == pytest.approx(mean_ece) and easy["n"] == 200
+
+
+def test_best_baseline_is_chosen_on_val_not_test():
+    rng = np.random.default_rng(3)
+    y_val, y_test = (rng.random(300) < 0.5).astype(float), (rng.random(300) < 0.5).astype(float)
+    val = {"base/a": y_val * 0.6 + rng.random(300) * 0.4, "base/b": rng.random(300)}
+    test = {"base/a": rng.random(300), "base/b": y_test * 0.6 + rng.random(300) * 0.4}
+    val["tuned/ptrue"], test["tuned/ptrue"] = y_val * 0.9 + 0.05, y_test * 0.9 + 0.05
+    settings = {"n_bins": 10, "n_boot": 50, "seed": 0, "groups": None, "domains": None}
+    versus = scoring.deltas_vs_best_baseline(val, y_val, test, y_test, settings)
+    assert versus["baseline"] == "base/a" and set(versus["val_auroc"]) == {"base/a", "base/b"}
+    expected = metrics.auroc(test["tuned/ptrue"], y_test) - metrics.auroc(test["base/a"], y_test)
+    assert versus["deltas"]["auroc"]["value"] == pytest.approx(expected)

@@ -121,6 +121,21 @@ def within_table(metrics: dict) -> list[list[str]]:
     return rows
 
 
+def best_baseline_table(metrics: dict) -> list[list[str]]:
+    """Tuned ptrue vs the baseline best on val (by val AUROC): both sides and the delta with its
+    95 % cluster-bootstrap interval, pooled and within-domain."""
+    versus = metrics.get("deltas_vs_best_baseline") or {}
+    baseline = versus.get("baseline")
+    base = metrics["methods"].get(baseline, {}) if baseline else {}
+    tuned = metrics["methods"].get("tuned/ptrue", {})
+    label = f"{baseline} (best val AUROC)" if baseline else "best baseline: n/a"
+    rows = [["metric", label, "tuned ptrue", "delta (tuned - baseline) [95% CI]"]]
+    for name in ("auroc", "auroc_within", "ece", "ece_within", "brier", "brier_within"):
+        delta = (versus.get("deltas") or {}).get(name)
+        rows.append([name, metric_cell(base, name), metric_cell(tuned, name), delta_cell(delta)])
+    return rows
+
+
 def summary_table(metrics: dict) -> list[list[str]]:
     """Full-ECE, selective prediction, what tuning cost, worst domain."""
     full = metrics["full_ece"]
@@ -295,6 +310,7 @@ def sections(metrics: dict) -> list[tuple[str, list[list[str]]]]:
             "Pooled vs within-domain (mean over domains with both classes well represented)",
             within_table(metrics),
         ),
+        ("Tuned vs the best baseline on val (by val AUROC)", best_baseline_table(metrics)),
     ]
 
 

@@ -204,6 +204,45 @@ def within_domain(
     return out
 
 
+def val_auroc(c: np.ndarray, y: np.ndarray) -> float | None:
+    """AUROC over the examples that have a confidence (None when undefined)."""
+    present = ~np.isnan(c)
+    try:
+        return metrics.auroc(c[present], y[present]) if present.any() else None
+    except MetricError:
+        return None
+
+
+def best_baseline_on_val(
+    val: dict[str, np.ndarray], y_val: np.ndarray, test: dict[str, np.ndarray]
+) -> tuple[str | None, dict[str, float | None]]:
+    """The baseline (a method on both val and test that is not the tuned model's) with the
+    highest val AUROC, and every candidate's val AUROC."""
+    candidates = sorted(m for m in val if m in test and not m.startswith("tuned/"))
+    scores = {m: val_auroc(np.asarray(val[m], dtype=np.float64), y_val) for m in candidates}
+    defined = [(v, m) for m, v in scores.items() if v is not None]
+    return (max(defined)[1] if defined else None), scores
+
+
+def deltas_vs_best_baseline(
+    val: dict[str, np.ndarray],
+    y_val: np.ndarray,
+    test: dict[str, np.ndarray],
+    y_test: np.ndarray,
+    settings: dict,
+) -> dict:
+    """Tuned ptrue minus the baseline best on val (by val AUROC) on test: pooled and
+    within-domain deltas with 95 % cluster-bootstrap intervals. `settings` holds paired_deltas'
+    keyword arguments (n_bins, n_boot, seed, groups, domains, min_per_class)."""
+    baseline, scores = best_baseline_on_val(val, y_val, test)
+    out = {"selected_by": "val auroc", "baseline": baseline, "val_auroc": scores}
+    if baseline is None or "tuned/ptrue" not in test:
+        reason = "no tuned model" if baseline else "no baseline has a defined val AUROC"
+        return {**out, "deltas": no_deltas(reason)}
+    out["deltas"] = paired_deltas(test[baseline], test["tuned/ptrue"], y_test, **settings)
+    return out
+
+
 def add_within(methods: dict, within: dict) -> None:
     """Put each method's within-domain figures beside its pooled ones in `methods`."""
     for method, entry in within.items():

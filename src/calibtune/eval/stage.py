@@ -401,20 +401,19 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     min_per_class = eval_cfg.within_min_per_class
     within = scoring.within_domain(domains, y_test, test, eval_cfg.n_bins, min_per_class)
     scoring.add_within(methods, within)
+    settings = {
+        "n_bins": eval_cfg.n_bins,
+        "n_boot": eval_cfg.n_boot,
+        "seed": cfg.seed,
+        "groups": [row_group(r) for r in splits["test"]],
+        "domains": domains,
+        "min_per_class": min_per_class,
+    }
     if tuned:
-        deltas = scoring.paired_deltas(
-            test["base/ptrue"],
-            test["tuned/ptrue"],
-            y_test,
-            eval_cfg.n_bins,
-            eval_cfg.n_boot,
-            cfg.seed,
-            groups=[row_group(r) for r in splits["test"]],
-            domains=domains,
-            min_per_class=min_per_class,
-        )
+        deltas = scoring.paired_deltas(test["base/ptrue"], test["tuned/ptrue"], y_test, **settings)
     else:
         deltas = scoring.no_deltas("no adapter (eval.adapter=null): base model only")
+    versus_best = scoring.deltas_vs_best_baseline(val, y_val, test, y_test, settings)
     domain_methods = {m: test[m] for m in ("base/ptrue", "tuned/ptrue") if m in test}
     per_domain = scoring.per_domain(domains, y_test, domain_methods, eval_cfg.n_bins)
     selective = {}
@@ -435,6 +434,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         "n_boot": int(eval_cfg.n_boot),
         "methods": methods,
         "deltas": deltas,
+        "deltas_vs_best_baseline": versus_best,
         "full_ece": full_ece,
         "answer_agreement": cost["answer_agreement"] if cost else None,
         "tuning_cost": cost,
