@@ -134,3 +134,46 @@ def test_leaderboard_ranks_by_the_sweeps_own_metric(sweep_dir, capsys):
     assert "ranked by val/auroc (maximize)" in capsys.readouterr().out
     leaderboard.main([str(sweep_dir), "--metric", "val/brier"])
     assert "ranked by val/brier (minimize)" in capsys.readouterr().out
+
+
+def write_eval_metrics(path: Path, seed: int, tuned_auroc: float, best: str) -> None:
+    """The parts of an eval metrics.json that the aggregate reads."""
+    methods = {
+        "base/ptrue": {"auroc": 0.6, "auroc_within": 0.55, "ece": 0.2},
+        "tuned/ptrue": {"auroc": tuned_auroc, "auroc_within": tuned_auroc - 0.1, "ece": 0.05},
+        best: {"auroc": 0.7, "auroc_within": 0.6, "ece": 0.1},
+    }
+    metrics = {
+        "seed": seed,
+        "accuracy": 0.4,
+        "methods": methods,
+        "deltas": {"auroc": {"value": tuned_auroc - 0.6}},
+        "deltas_vs_best_baseline": {
+            "baseline": best,
+            "deltas": {"auroc_within": {"value": tuned_auroc - 0.1 - 0.6}},
+        },
+    }
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_aggregate_gives_mean_and_sd_over_seeds(tmp_path, capsys):
+    for seed, auroc, best in ((0, 0.80, "baseline/logreg"), (1, 0.84, "base/pmin")):
+        write_eval_metrics(tmp_path / str(seed) / "eval", seed, auroc, best)
+    (tmp_path / "0" / "train").mkdir()
+    (tmp_path / "0" / "train" / "metrics.json").write_text("[1, 2]")  # not an eval output
+    leaderboard.main(["--aggregate", str(tmp_path)])
+    table = json.loads((tmp_path / "aggregate.json").read_text())
+    assert table["runs"] == ["0/eval", "1/eval"]
+    assert table["best_baseline"] == ["baseline/logreg", "base/pmin"]
+    assert table["tuned/ptrue/auroc"]["mean"] == pytest.approx(0.82)
+    assert table["tuned/ptrue/auroc"]["sd"] == pytest.approx(0.02 * 2**0.5)
+    assert table["best_baseline/auroc_within"] == {"mean": 0.6, "sd": 0.0, "n": 2}
+    assert table["vs_best/auroc_within"]["mean"] == pytest.approx(0.12)
+    assert "| tuned/ptrue/auroc | 0.820 ± 0.028 | 2 |" in capsys.readouterr().out
+    assert (tmp_path / "aggregate.md").read_text().startswith("Runs (2): 0/eval, 1/eval")
+
+
+def test_aggregate_without_eval_outputs_says_so(tmp_path):
+    with pytest.raises(CalibtuneError, match="no eval metrics.json"):
+        leaderboard.main(["--aggregate", str(tmp_path)])

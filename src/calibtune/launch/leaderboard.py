@@ -2,6 +2,7 @@
 
     calibtune leaderboard multirun/train/2026-11-22_15-30-00
     calibtune leaderboard <sweep dir> --metric val/auroc --direction maximize
+    calibtune leaderboard --aggregate <multirun dir>   (mean ± sd over seeds: launch/aggregate.py)
 
 Finds every train output (manifest.json of stage "train") under the sweep dir, reads each trial's
 numbers (calibtune.launch.sweep.trial_metrics) and its Hydra overrides, and writes:
@@ -25,6 +26,7 @@ from omegaconf import OmegaConf
 
 from calibtune.errors import CalibtuneError
 from calibtune.io import atomic_path, write_text_atomic
+from calibtune.launch.aggregate import run_aggregate
 from calibtune.launch.sweep import TRAIN_MANIFEST, trial_metrics
 
 COLUMNS = (
@@ -224,9 +226,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, help="where to write the CSV and plot (default: the sweep dir)"
     )
+    parser.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="mean ± sd of the headline eval metrics over the dir's runs (e.g. seeds)",
+    )
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise CalibtuneError(f"{args.sweep_dir}: no such sweep directory")
+    if args.aggregate:
+        print(run_aggregate(args.sweep_dir, args.out))
+        return
     trials = find_trials(args.sweep_dir)
     if not trials:
         raise CalibtuneError(
