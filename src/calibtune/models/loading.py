@@ -193,6 +193,7 @@ def load_model(model_cfg, device: torch.device | str | None = None) -> PreTraine
             dtype=dtype,
             revision=model_cfg.get("revision"),
             trust_remote_code=bool(model_cfg.trust_remote_code),
+            device_map=target,  # straight onto this rank's device, not CPU first
             **kwargs,
         )
     except OSError as err:
