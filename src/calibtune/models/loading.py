@@ -19,6 +19,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from calibtune.errors import CalibtuneError, ConfigError
 from calibtune.io import sha256_file, write_json_atomic
@@ -193,7 +194,8 @@ def load_model(model_cfg, device: torch.device | str | None = None) -> PreTraine
             dtype=dtype,
             revision=model_cfg.get("revision"),
             trust_remote_code=bool(model_cfg.trust_remote_code),
-            device_map=target,  # straight onto this rank's device, not CPU first
+            # straight onto this rank's device (under ZeRO-3 transformers partitions instead)
+            device_map=None if is_deepspeed_zero3_enabled() else target,
             **kwargs,
         )
     except OSError as err:

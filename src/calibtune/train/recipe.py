@@ -13,6 +13,7 @@ so the answers are the base model's by construction (no KL term needed).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -330,7 +331,9 @@ def prepare_model(
     """Load the model on this rank's device, attach LoRA, load resume weights, shard (FSDP2)
     or wrap (DDP, DeepSpeed). Returns (model, peft_model, optimizer, scheduler, snapshot)."""
     tc = cfg.train
-    with accelerator.main_process_first():  # a hub download happens once
+    # a hub download happens once; ZeRO-3 partitions while loading, a collective on all ranks
+    first = contextlib.nullcontext() if strategy.zero_stage == 3 else None
+    with first or accelerator.main_process_first():
         model = load_model(cfg.model, device=accelerator.device)
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

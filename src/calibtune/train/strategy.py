@@ -57,10 +57,14 @@ def make_accelerator(cfg: DictConfig) -> Accelerator:
     on_cpu = str(cfg.model.device) == "cpu" or not (
         torch.cuda.is_available() or torch.backends.mps.is_available()
     )
-    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=int(cfg.train.timeout_s)))
     deepspeed = use_deepspeed()
     if deepspeed and name == "fsdp2":
         raise ConfigError("train.strategy=fsdp2 cannot run under a DeepSpeed accelerate config")
+    # DeepSpeed on CPU: accelerate would leave the backend unset (one process); gloo spans ranks
+    timeout = InitProcessGroupKwargs(
+        backend="gloo" if deepspeed and on_cpu else "nccl",
+        timeout=timedelta(seconds=int(cfg.train.timeout_s)),
+    )
     return Accelerator(
         cpu=on_cpu and not deepspeed,
         mixed_precision=mixed_precision(cfg, on_cpu),
@@ -206,7 +210,7 @@ def full_optimizer_state(
                 if value is not None:
                     tensors[f"{key}/{name}"] = value.detach().contiguous().cpu()
             if steps:
-                tensors[f"step/{name}"] = torch.as_tensor(steps[0]).float().cpu()
+                tensors[f"step/{name}"] = torch.as_tensor(steps[0]).float().cpu().clone()
     else:
         for name, p in params.items():
             for key, value in inner.state.get(p, {}).items():
@@ -255,14 +259,14 @@ def _load_deepspeed_optimizer_state(optimizer, inner, params: dict, by_param: di
     from deepspeed.utils import safe_set_full_optimizer_state
 
     zero = optimizer.optimizer
-    for group in inner.param_groups:
-        for flat in group["params"]:
-            if not inner.state.get(flat):
-                inner.state[flat] = {
-                    "step": torch.tensor(0.0),
-                    "exp_avg": torch.zeros_like(flat),
-                    "exp_avg_sq": torch.zeros_like(flat),
-                }
+    flats = getattr(zero, "fp32_partitioned_groups_flat", None)  # ZeRO-3
+    if flats is None:  # ZeRO-1/2
+        flats = zero.single_partition_of_fp32_groups
+    for flat in flats:
+        state = inner.state[flat]  # a defaultdict: missing entries start empty
+        state.setdefault("step", torch.tensor(0.0))
+        for key in ("exp_avg", "exp_avg_sq"):
+            state.setdefault(key, torch.zeros_like(flat))
     if hasattr(zero, "_lazy_init_hp_params_optimizer_state"):  # ZeRO-1/2 link lazily
         zero._lazy_init_hp_params_optimizer_state()
     step = None
