@@ -160,6 +160,7 @@ def test_two_processes_match_one_and_resume(strategy, method, reference, launche
     assert manifest["world_size"] == 2
     if method != "probe":
         assert manifest["distributed_type"].endswith(DISTRIBUTED_TYPE[strategy])
+        assert manifest["strategy"]["sharded"] == (strategy in ("fsdp2", "zero3"))
 
     want, got = adapter(one, method), adapter(full, method)
     assert want.keys() == got.keys()

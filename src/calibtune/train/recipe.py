@@ -489,7 +489,13 @@ def train_lora(cfg: DictConfig) -> TrainResult:
 
     if rank0:
         write_train_manifest(
-            cfg, output_dir, state, tokens, len(train_rows), len(val_rows), steps, accelerator
+            cfg,
+            output_dir,
+            state,
+            tokens,
+            (len(train_rows), len(val_rows), steps),
+            accelerator,
+            dist.describe(strategy, peft_model),
         )
         tracker.finish()
     accelerator.wait_for_everyone()
@@ -501,12 +507,13 @@ def write_train_manifest(
     output_dir: Path,
     state: ckpt.TrainState,
     tokens: QueryTokens,
-    num_train: int,
-    num_val: int,
-    steps: int,
+    sizes: tuple[int, int, int],
     accelerator: Accelerator,
+    strategy: dict,
 ) -> None:
-    """manifest.json: dataset link (path + sha256), model, seed, versions, commit, best step."""
+    """manifest.json: dataset link (path + sha256), model, seed, versions, commit, best step,
+    sizes (train examples, val examples, steps) and the strategy."""
+    num_train, num_val, steps = sizes
     import accelerate
     import peft
     import transformers
@@ -526,6 +533,7 @@ def write_train_manifest(
             "steps": steps,
             "world_size": accelerator.num_processes,
             "distributed_type": str(accelerator.distributed_type),
+            "strategy": strategy,
             "best": {
                 "metric": cfg.train.best_metric,
                 "step": state.best_step,

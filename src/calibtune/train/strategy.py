@@ -127,8 +127,10 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 def shard_fsdp2(peft_model: torch.nn.Module, pad_id: int) -> None:
     """fully_shard each decoder layer, then the root; then one forward with the adapter on, so
-    FSDP2 initialises with the LoRA weights trainable (PEFT's disable_adapter() turns
-    requires_grad off, and FSDP2 fixes its unsharded parameters at its first forward)."""
+    FSDP2's lazy initialisation sees the LoRA weights trainable: the first training forward
+    (alora's prefix pass, lora's KL reference) runs inside PEFT's disable_adapter(), which
+    turns requires_grad off. (torch 2.13 in fp32 trains correctly without it; it guards the
+    versions and mixed-precision settings where FSDP2 fixes trainability at that forward.)"""
     from torch.distributed.fsdp import fully_shard
 
     for layer in decoder_layers(peft_model):
@@ -154,6 +156,15 @@ def _inner_optimizer(optimizer) -> torch.optim.Optimizer:
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """The parameters that train, by name (of the unwrapped model)."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def describe(strategy: Strategy, model: torch.nn.Module) -> dict:
+    """For the manifest: the strategy and whether the trainable parameters really are sharded."""
+    from torch.distributed.tensor import DTensor
+
+    params = trainable_parameters(model).values()
+    sharded = any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in params)
+    return {"name": strategy.name, "zero_stage": strategy.zero_stage, "sharded": sharded}
 
 
 def full_shape(param: torch.Tensor) -> tuple[int, ...]:
