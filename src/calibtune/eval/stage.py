@@ -5,7 +5,7 @@
 1. Load the base model, and the labeled val/test examples (or answer and grade a raw QA file
    with the data stage's code, split by question from the seed).
 2. Attach the adapter; base confidences come from the same weights under `disable_adapter()`.
-3. Confidences (DESIGN.md §2) on val and test: ptrue (base, tuned), pavg / seqlogp / pmin,
+3. Confidences (docs/evaluation.md) on val and test: ptrue (base, tuned), pavg / seqlogp / pmin,
    verbalized; Full-ECE of base and tuned next-token distributions over a temperature grid.
 4. Recalibrators fitted on val only, applied to test.
 5. Metrics on test, tuned-minus-base deltas with paired-bootstrap intervals, per-domain tables,
@@ -24,17 +24,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval import confidence, report, scoring
-from calibtune.eval.confidence import base_mode
 from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
 from calibtune.examples import MANIFEST, read_labeled_split
 from calibtune.metrics import FullECE, MetricError
-from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import find_query_tokens, render_query_prompt
+from calibtune.models.confidence import (
+    QueryModel,
+    attach_adapter,
+    common_suffix_ids,
+    encode_query,
+    query_tokens_of,
+    render_query_prompt,
+    shared_suffix,
+)
+from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
 from calibtune.runtime import is_rank_zero, process_group, set_seed, share_work
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
-ADAPTER_CONFIG = "adapter_config.json"
 ANSWER_METHODS = {"base/pavg", "base/seqlogp", "base/pmin"}  # need the prompt+response pass
 
 
@@ -42,17 +48,10 @@ ANSWER_METHODS = {"base/pavg", "base/seqlogp", "base/pmin"}  # need the prompt+r
 
 
 def resolve_adapter(adapter: str | None) -> Path | None:
-    """The adapter directory: a train output dir (its adapter/), an adapter dir, or None."""
+    """The adapter directory of `eval.adapter` (a train output dir, an adapter dir), or None."""
     if adapter in (None, "", "null", "none"):
         return None
-    path = Path(adapter)
-    for candidate in (path, path / "adapter"):
-        if (candidate / ADAPTER_CONFIG).is_file():
-            return candidate
-    raise ConfigError(
-        f"eval.adapter={adapter}: no {ADAPTER_CONFIG} there or in its adapter/ folder; give a "
-        "train output dir, an adapter dir, or eval.adapter=null for the base model only"
-    )
+    return find_adapter_dir(adapter, "eval.adapter")
 
 
 def split_by_question(rows: list[dict], seed: int, val_fraction: float) -> dict[str, list[dict]]:
@@ -123,7 +122,7 @@ def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str
 
 
 def compute_confidences(
-    cfg, model, tokenizer, rows, split: str, *, tuned: bool, answers: bool, full_ece: bool
+    cfg, qm: QueryModel, tokenizer, rows, split: str, *, tuned: bool, answers: bool, full_ece: bool
 ) -> dict:
     """Confidences of every method for `rows`: ptrue (base, and tuned when `tuned`), the
     answer-token methods when `answers`, and Full-ECE objects when `full_ece`."""
@@ -133,63 +132,62 @@ def compute_confidences(
     def bar(name: str) -> str | None:
         return f"{split} {name}" if show else None
 
-    tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
-    temperatures = temperature_grid(eval_cfg)
-    suffix = confidence.followup_suffix_text(rows)
-    confidence.check_activated_queries(model, tokenizer, suffix)
-    if suffix is not None:  # follow-up queries: one shared pass per batch (DESIGN.md §1 step 3)
-        base_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
-        tuned_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
-        out = confidence.followup_confidences(
-            model,
-            tokenizer,
-            rows,
-            suffix,
-            tokens,
-            batch_size,
-            tuned=tuned,
-            base_full_ece=base_full,
-            tuned_full_ece=tuned_full if tuned else [],
-            progress=bar("confidences"),
+    def scans() -> list:
+        return [(t, FullECE(eval_cfg.n_bins)) for t in temperature_grid(eval_cfg)]
+
+    tokens = query_tokens_of(tokenizer, cfg.prompt)
+    qm.check_queries(tokenizer, shared_suffix(rows))
+    queries = [encode_query(tokenizer, row) for row in rows]
+    suffix_ids, pad_id = common_suffix_ids(queries), tokenizer.pad_token_id
+    base_full = scans() if full_ece else []
+    tuned_full = scans() if full_ece and tuned else []
+    out: dict = {"full_ece": {"base": base_full, **({"tuned": tuned_full} if tuned else {})}}
+    if suffix_ids is not None:  # follow-up queries: one shared pass per batch
+        out.update(
+            confidence.followup_confidences(
+                qm,
+                queries,
+                suffix_ids,
+                tokens,
+                pad_id,
+                batch_size,
+                tuned=tuned,
+                base_full_ece=base_full,
+                tuned_full_ece=tuned_full,
+                progress=bar("confidences"),
+            )
         )
-        out["full_ece"] = {"base": base_full, **({"tuned": tuned_full} if tuned else {})}
         return out
-    queries = [r["query"] for r in rows]
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
-    out: dict = {"full_ece": {}}
-    with base_mode(model):
-        out["base/ptrue"] = confidence.ptrue_confidences(
-            model, tokenizer, queries, tokens, batch_size, bar("base ptrue")
-        )
-        base_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
-        if answers or full_ece:
+    out["base/ptrue"] = confidence.ptrue(
+        qm, queries, tokens, pad_id, batch_size, base=True, progress=bar("base ptrue")
+    )
+    if answers or full_ece:
+        with qm.base_mode():
             answer = confidence.answer_confidences(
-                model, tokenizer, prompts, responses, batch_size, base_full, bar("base answers")
+                qm.module, tokenizer, prompts, responses, batch_size, base_full, bar("base answers")
             )
-            out.update({f"base/{name}": values for name, values in answer.items()})
-        out["full_ece"]["base"] = base_full
+        out.update({f"base/{name}": values for name, values in answer.items()})
     if tuned:
-        out["tuned/ptrue"] = confidence.ptrue_confidences(
-            model, tokenizer, queries, tokens, batch_size, bar("tuned ptrue")
+        out["tuned/ptrue"] = confidence.ptrue(
+            qm, queries, tokens, pad_id, batch_size, base=False, progress=bar("tuned ptrue")
         )
-        if full_ece:
-            tuned_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures]
-            confidence.answer_confidences(
-                model, tokenizer, prompts, responses, batch_size, tuned_full, bar("tuned answers")
-            )
-            out["full_ece"]["tuned"] = tuned_full
+    if tuned_full:
+        confidence.answer_confidences(
+            qm.module, tokenizer, prompts, responses, batch_size, tuned_full, bar("tuned answers")
+        )
     return out
 
 
-def add_verbalized(cfg, model, tokenizer, rows, confidences: dict) -> dict:
+def add_verbalized(cfg, qm: QueryModel, tokenizer, rows, confidences: dict) -> dict:
     """Base model's verbalized confidence on the first `verbalized.max_examples` rows."""
     settings = cfg.eval.verbalized
     if not settings.enabled:
         return {"enabled": False}
     limit = min(len(rows), settings.max_examples or len(rows))
-    with base_mode(model):
+    with qm.base_mode():
         values, unparseable = confidence.verbalized_confidences(
-            model,
+            qm.module,
             tokenizer,
             verbalized_prompts(cfg, tokenizer, rows[:limit]),
             cfg.eval.batch_size,
@@ -243,7 +241,7 @@ def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
 # -- cost of tuning
 
 
-def tuning_cost(cfg, model, tokenizer, rows: list[dict]) -> dict:
+def tuning_cost(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> dict:
     """Tuned vs base greedy answers on a seeded sample of test: agreement, and tuned accuracy.
 
     Both sides are generated here with the same batches and settings (the data stage's
@@ -260,8 +258,9 @@ def tuning_cost(cfg, model, tokenizer, rows: list[dict]) -> dict:
     settings = {**generation_kwargs(cfg.data), "num_samples": 1, "temperature": 0.0}
     settings["batch_size"] = cfg.eval.batch_size
     prompts = [r["prompt"] for r in rows]
+    model = qm.module
     tuned = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
-    with base_mode(model):
+    with qm.base_mode():
         base = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
     same = [normalize(t) == normalize(b) for t, b in zip(tuned, base, strict=True)]
     stored = [normalize(t) == normalize(r["response"]) for t, r in zip(tuned, rows, strict=True)]
@@ -303,7 +302,7 @@ def normalize(text: str) -> str:
 # -- the stage
 
 
-def confidences_on_ranks(group, cfg, model, tokenizer, splits: dict, tuned: bool) -> tuple:
+def confidences_on_ranks(group, cfg, qm, tokenizer, splits: dict, tuned: bool) -> tuple:
     """The model passes of the stage: val and test confidences, verbalized confidence and the
     cost of tuning, as four tasks spread over the launched processes (task k on rank k % N)
     and returned on every rank. Each task runs as in one process, so metrics.json does not
@@ -312,12 +311,12 @@ def confidences_on_ranks(group, cfg, model, tokenizer, splits: dict, tuned: bool
 
     def verbalized_task() -> tuple[dict, dict]:
         extra: dict = {}
-        return add_verbalized(cfg, model, tokenizer, splits["test"], extra), extra
+        return add_verbalized(cfg, qm, tokenizer, splits["test"], extra), extra
 
     tasks = {
         "val": lambda: compute_confidences(
             cfg,
-            model,
+            qm,
             tokenizer,
             splits["val"],
             "val",
@@ -326,10 +325,10 @@ def confidences_on_ranks(group, cfg, model, tokenizer, splits: dict, tuned: bool
             full_ece=False,
         ),
         "test": lambda: compute_confidences(
-            cfg, model, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
+            cfg, qm, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
         ),
         "verbalized": verbalized_task,
-        "cost": lambda: tuning_cost(cfg, model, tokenizer, splits["test"]) if tuned else None,
+        "cost": lambda: tuning_cost(cfg, qm, tokenizer, splits["test"]) if tuned else None,
     }
     done = share_work(group, tasks)
     verbalized, extra = done["verbalized"]
@@ -347,17 +346,14 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     group = process_group(str(cfg.model.device))  # several processes: see confidences_on_ranks
     model = load_model(cfg.model, device=group.device if group is not None else None)
     splits = load_examples(cfg, model, tokenizer)
-    if adapter_path is not None:
-        from peft import PeftModel
-
-        log.info("adapter %s", adapter_path)
-        model = PeftModel.from_pretrained(model, str(adapter_path)).eval()
+    log.info("adapter %s", adapter_path)
+    qm = attach_adapter(model, adapter_path)
     tuned = adapter_path is not None
     y_val = np.array([float(r["correct"]) for r in splits["val"]])
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
 
     log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
-    val, test, verbalized, cost = confidences_on_ranks(group, cfg, model, tokenizer, splits, tuned)
+    val, test, verbalized, cost = confidences_on_ranks(group, cfg, qm, tokenizer, splits, tuned)
     full_ece = summarize_full_ece(test.pop("full_ece"))
     val.pop("full_ece")
 

@@ -1,12 +1,12 @@
 """`method=probe`: a small head on the frozen model's last hidden state at the query's last
 token, trained with the same CE on `correct` (no KL needed: the model itself never changes).
 
-Saved as `adapter/probe.safetensors` + `adapter/probe_config.json`; `load_probe(dir)` and
-`probe_features(...)` give the eval stage the tuned confidence `sigmoid(head(features))`."""
+Saved as `adapter/probe.safetensors` + `adapter/probe_config.json` (the head is
+`calibtune.models.probe`); validation and every later stage score it with
+`calibtune.models.confidence` (the head on `query_features`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object
 from omegaconf import DictConfig
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import get_scheduler
 
 from calibtune.config import save_config
-from calibtune.errors import CalibtuneError, ConfigError
+from calibtune.errors import ConfigError
 from calibtune.io import write_json_atomic
-from calibtune.models.encoding import pad_sequences
+from calibtune.models.confidence import query_features, query_tokens_of
 from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import find_query_tokens
+from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, ProbeHead
 from calibtune.runtime import set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
@@ -35,60 +35,12 @@ from calibtune.train.loss import soft_binary_cross_entropy
 from calibtune.train.steps import validation_metrics
 
 log = logging.getLogger(__name__)
-PROBE_WEIGHTS = "probe.safetensors"
-PROBE_CONFIG = "probe_config.json"
-
-
-class ProbeHead(torch.nn.Module):
-    """Linear (hidden=0) or one-hidden-layer head: features [N, H] -> logit of correct [N]."""
-
-    def __init__(self, in_features: int, hidden: int = 0, dropout: float = 0.0):
-        super().__init__()
-        self.in_features, self.hidden = in_features, hidden
-        if hidden > 0:
-            self.net = torch.nn.Sequential(
-                torch.nn.Dropout(dropout),
-                torch.nn.Linear(in_features, hidden),
-                torch.nn.GELU(),
-                torch.nn.Linear(hidden, 1),
-            )
-        else:
-            self.net = torch.nn.Sequential(
-                torch.nn.Dropout(dropout), torch.nn.Linear(in_features, 1)
-            )
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Logit that the proposed answer is correct."""
-        return self.net(features.float()).squeeze(-1)
-
-    def two_way(self, features: torch.Tensor) -> torch.Tensor:
-        """[no, yes] logits, so the query loss and metrics apply unchanged."""
-        return two_way_logits(self(features))
 
 
 def two_way_logits(logit: torch.Tensor) -> torch.Tensor:
-    """[no, yes] logits [N, 2] from the probe's logit of correct [N]."""
+    """[no, yes] logits [N, 2] from the probe's logit of correct [N] (as ProbeHead.two_way,
+    for a head called through its DDP wrapper, whose forward gives the logit)."""
     return torch.stack([torch.zeros_like(logit), logit], dim=-1)
-
-
-@torch.no_grad()
-def probe_features(
-    model, query_ids: list[list[int]], pad_id: int, batch_size: int, device
-) -> torch.Tensor:
-    """Last-layer hidden state at each query's last token, [N, H] (float32, on CPU)."""
-    feats = torch.empty(len(query_ids), model.config.hidden_size)
-    order = sorted(range(len(query_ids)), key=lambda i: -len(query_ids[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = pad_sequences([query_ids[i] for i in chunk], pad_id, side="left")
-        out = model(
-            **{k: v.to(device) for k, v in batch.items()},
-            output_hidden_states=True,
-            logits_to_keep=1,
-            use_cache=False,
-        )
-        feats[chunk] = out.hidden_states[-1][:, -1].float().cpu()
-    return feats
 
 
 def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
@@ -106,17 +58,6 @@ def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_probe(adapter_dir: str | Path) -> ProbeHead:
-    """The probe head saved in `adapter_dir`, in eval mode."""
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / PROBE_CONFIG).is_file():
-        raise CalibtuneError(f"{adapter_dir}: no {PROBE_CONFIG}; not a probe adapter")
-    config = json.loads((adapter_dir / PROBE_CONFIG).read_text())
-    head = ProbeHead(config["in_features"], config["hidden"])
-    head.load_state_dict(load_file(adapter_dir / PROBE_WEIGHTS))
-    return head.eval()
-
-
 def shared_features(accelerator, model, tokenizer, rows: list[dict], batch_size: int):
     """Features [N, H] and labels [N] of `rows`, each rank computing an equal share and every
     rank receiving all of them."""
@@ -124,8 +65,7 @@ def shared_features(accelerator, model, tokenizer, rows: list[dict], batch_size:
 
     examples = tokenize_examples(tokenizer, rows, with_answers=False)
     mine = rank_share(len(examples), accelerator.process_index, accelerator.num_processes)
-    ids = [examples[i].query_ids for i in mine]
-    feats = probe_features(model, ids, tokenizer.pad_token_id, batch_size, accelerator.device)
+    feats = query_features(model, [examples[i] for i in mine], tokenizer.pad_token_id, batch_size)
     pairs = list(zip(mine, feats.unbind(0), strict=True))
     if accelerator.num_processes > 1:
         pairs = gather_object(pairs)
@@ -151,7 +91,7 @@ def train_probe(cfg: DictConfig) -> Path:
     train_rows, val_rows = recipe.read_training_data(cfg)
     recipe.check_train_config(cfg, len(train_rows), world)
     tokenizer = load_tokenizer(cfg.model)
-    find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
+    query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
     with accelerator.main_process_first():
         model = load_model(cfg.model, device=accelerator.device).eval()
