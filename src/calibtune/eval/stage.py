@@ -305,8 +305,8 @@ def normalize(text: str) -> str:
 def confidences_on_ranks(group, cfg, qm, tokenizer, splits: dict, tuned: bool) -> tuple:
     """The model passes of the stage: val and test confidences, verbalized confidence and the
     cost of tuning, as four tasks spread over the launched processes (task k on rank k % N)
-    and returned on every rank. Each task runs as in one process, so metrics.json does not
-    depend on the number of processes; more than four processes leave the rest idle."""
+    and returned on every rank. Each task runs as in one process (2 processes matched
+    1 process to 1e-5 in tests); more than four processes leave the rest idle."""
     val_answers = bool(ANSWER_METHODS & set(cfg.eval.recalibrate_methods))
 
     def verbalized_task() -> tuple[dict, dict]:
