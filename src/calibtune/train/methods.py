@@ -82,12 +82,12 @@ def expected_adapter_shapes(peft_model: PeftModel, adapter: str = "default") -> 
 def save_adapter(
     peft_model: PeftModel,
     out_dir: Path,
-    full_state: dict[str, torch.Tensor],
     alora_invocation_tokens: Sequence[int] | None = None,
+    full_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """PEFT `save_pretrained` of the gathered trainable tensors `full_state` into a temp dir,
-    check every tensor's shape, then move it to `out_dir`. With `alora_invocation_tokens` the
-    saved config is an activated LoRA's (same weights)."""
+    """PEFT `save_pretrained` of the gathered trainable tensors `full_state` (default: the
+    model's own, unsharded) into a temp dir, check every tensor's shape, then move it to
+    `out_dir`. With `alora_invocation_tokens` the saved config is an activated LoRA's."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

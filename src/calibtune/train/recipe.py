@@ -424,7 +424,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
             state.best_metrics = scores
             full = dist.full_trainable_state(strategy, peft_model)  # every rank gathers
             if rank0:
-                save_adapter(peft_model, output_dir / "adapter", full, invocation)
+                save_adapter(peft_model, output_dir / "adapter", invocation, full)
         accelerator.wait_for_everyone()
 
     def save_checkpoint() -> None:
