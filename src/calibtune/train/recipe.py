@@ -329,19 +329,23 @@ def restore_snapshot(
 
 
 def prepare_model(
-    accelerator: Accelerator, strategy: dist.Strategy, cfg: DictConfig, steps: int, pad_id: int
+    accelerator: Accelerator,
+    strategy: dist.Strategy,
+    cfg: DictConfig,
+    output_dir: Path,
+    steps: int,
+    pad_id: int,
 ):
     """Load the model on this rank's device, attach LoRA, load resume weights, shard (FSDP2)
     or wrap (DDP, DeepSpeed). Returns (model, peft_model, optimizer, scheduler, snapshot)."""
     tc = cfg.train
     # a hub download happens once; ZeRO-3 partitions while loading, a collective on all ranks
-    first = contextlib.nullcontext() if strategy.zero_stage == 3 else None
-    with first or accelerator.main_process_first():
+    zero3 = strategy.zero_stage == 3
+    with contextlib.nullcontext() if zero3 else accelerator.main_process_first():
         model = load_model(cfg.model, device=accelerator.device)
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = attach_lora(model, cfg.lora)  # alora: plain LoRA in training, see steps.py
-    output_dir = shared_output_dir(accelerator, tc.output_dir)
     resume_from = ckpt.find_resume_checkpoint(tc.resume, output_dir)
     snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
     if snapshot is not None:
@@ -381,7 +385,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
 
     set_seed(int(cfg.seed))
     model, peft_model, optimizer, scheduler, snapshot = prepare_model(
-        accelerator, strategy, cfg, steps, pad_id
+        accelerator, strategy, cfg, output_dir, steps, pad_id
     )
     state = ckpt.TrainState()
     if snapshot is not None:
