@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.labeled import write_synthetic_labeled_set
 from safetensors.torch import load_file
 
 from calibtune.config import compose
 from calibtune.models import load_tokenizer
 from calibtune.tracking import read_metrics
 from calibtune.train.recipe import run_train_stage
-from calibtune.train.synthetic import write_synthetic_labeled_set
 
 sys.path.insert(0, str(Path(__file__).parent))
 from run_strategy import method_overrides  # noqa: E402

@@ -26,6 +26,10 @@ def test_grader_accuracy_on_the_audit_set():
     ]
     accuracy = 1 - len(wrong) / len(rows)
     print(f"\ngrader accuracy on {len(rows)} audited responses: {accuracy:.4f}")
+    for round_ in sorted({row["round"] for row in rows}):
+        n = sum(row["round"] == round_ for row in rows)
+        missed = sum(row["round"] == round_ for row in wrong)
+        print(f"  round {round_}: {n - missed} of {n} ({1 - missed / n:.4f})")
     for row in wrong:
         print(f"  {row['id']}: label {row['label']}, {row['response']!r} ({row.get('note', '')})")
     assert accuracy >= 0.98

@@ -17,10 +17,9 @@ def test_results_table_shows_values_deltas_and_missing():
         "deltas": {"ece": {"value": -0.15, "ci95": [-0.17, -0.13]}},
     }
     lines = results_table(metrics).splitlines()
-    assert lines[1].split()[:3] == ["ece", "0.200", "0.050"]
-    assert "-0.150 [-0.170, -0.130]" in lines[1]
-    assert lines[3].split()[:3] == ["auroc", "n/a", "0.700"]
-    assert lines[2].endswith("n/a")  # brier delta absent
+    assert lines[2].startswith("| ece | 0.200 | 0.050 | -0.150 [-0.170, -0.130] |")
+    assert lines[4].startswith("| auroc | n/a | 0.700 |")
+    assert lines[3].endswith("| n/a (not computed) |")  # brier delta absent
     assert "0.995" in lines[-1]
 
 

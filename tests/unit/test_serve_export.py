@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_serve_score import ANSWERS, QUESTIONS, make_adapter
+from fixtures.adapters import write_adapter
+from fixtures.labeled import ANSWERS, QUESTIONS
 
 from calibtune.models.encoding import encode_text, pad_sequences
 from calibtune.models.loading import load_tokenizer
@@ -56,7 +57,7 @@ def exported(tiny_model_dir, tmp_path_factory):
     from calibtune.config import compose
 
     root = tmp_path_factory.mktemp("export")
-    make_adapter(tiny_model_dir, root / "train")
+    write_adapter(tiny_model_dir, root / "train")
     (root / "eval").mkdir()
     (root / "eval" / "metrics.json").write_text(json.dumps(METRICS))
     cfg = compose(
@@ -137,5 +138,5 @@ def test_plain_transformers_loads_the_export_without_calibtune(exported):
 
 def test_delta_table_marks_missing_values():
     table = delta_table({"methods": {"base/ptrue": {"ece": 0.2}}, "deltas": {}})
-    assert "| ece | 0.2000 | n/a | n/a | n/a |" in table
+    assert "| ece | 0.200 | n/a (no adapter) | n/a (not computed) |" in table
     assert "auroc" not in table

@@ -8,10 +8,8 @@ directory and renamed, so a directory named step_N is always complete."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from calibtune.errors import CalibtuneError, ConfigError
-from calibtune.io import write_json_atomic
+from calibtune.io import atomic_dir, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -54,10 +52,8 @@ def save_checkpoint(output_dir: Path, snapshot: Snapshot, keep_last: int) -> Pat
     `keep_last`. Call on rank 0 only, with a snapshot gathered on every rank."""
     root = output_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    step = snapshot.train.step
-    final = root / f"step_{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
-    try:
+    final = root / f"step_{snapshot.train.step}"
+    with atomic_dir(final) as tmp:
         save_file(snapshot.trainable, tmp / "trainable.safetensors")
         save_file(snapshot.optimizer, tmp / "optimizer.safetensors")
         rng_tensors = {
@@ -75,10 +71,6 @@ def save_checkpoint(output_dir: Path, snapshot: Snapshot, keep_last: int) -> Pat
                 "rng": [meta for _, meta in snapshot.rng],
             },
         )
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -148,13 +140,3 @@ def verify_saved_tensors(path: Path, expected: dict[str, tuple[int, ...]]) -> No
             f"{path}: {len(wrong)} tensors have the wrong shape, e.g. {name} is {wrong[name]}, "
             f"expected {tuple(expected[name])} (a shard saved instead of the whole tensor?)"
         )
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written temp directory to `final`, replacing what was there."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
