@@ -171,7 +171,6 @@ def write_rows(labeled_dir: Path, split: str, edit) -> None:
         (["lora.layers_to_transform=[7]"], None, ConfigError, "out of range"),
         (["train.batch_size=64"], None, ConfigError, "at most 16"),
         (["train.gradient_checkpointing=true"], None, ConfigError, "prefix KV cache"),
-        (["train.strategy=zero9"], None, ConfigError, "train.strategy"),
         (["prompt.query_yes=zyzzyva"], None, ConfigError, "prompt.query_yes"),
         (
             [],
