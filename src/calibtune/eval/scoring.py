@@ -177,3 +177,63 @@ def risk_coverage(c: np.ndarray, y: np.ndarray) -> dict[str, list[float]] | None
     except MetricError:
         return None
     return {"coverage": coverage.tolist(), "risk": risk.tolist()}
+
+
+def mean_domain_ece(c: np.ndarray, y: np.ndarray, domains: np.ndarray, n_bins: int) -> float:
+    """Unweighted mean over domains of each domain's ECE (`metrics.ece`)."""
+    return float(
+        np.mean([metrics.ece(c[domains == d], y[domains == d], n_bins) for d in np.unique(domains)])
+    )
+
+
+def domain_calibration_scores(
+    c_global: np.ndarray,
+    c_domain: np.ndarray,
+    y: np.ndarray,
+    domains: Sequence[str],
+    n_bins: int,
+    n_boot: int,
+    seed: int,
+) -> dict:
+    """Global vs per-domain calibrator on test: pooled ECE/Brier, per-domain ECE, and the mean
+    per-domain ECE of each with 95 % intervals from a domain-stratified paired bootstrap."""
+    domains = np.asarray([str(d) for d in domains])
+    table = {}
+    for domain in sorted(set(domains.tolist())):
+        index = domains == domain
+        table[domain] = {
+            "n": int(index.sum()),
+            "accuracy": float(np.mean(y[index])),
+            "global_ece": metrics.ece(c_global[index], y[index], n_bins),
+            "per_domain_ece": metrics.ece(c_domain[index], y[index], n_bins),
+        }
+    rng = np.random.default_rng(seed)
+    groups = [np.nonzero(domains == d)[0] for d in sorted(table)]
+    boot = []
+    for _ in range(n_boot):
+        index = np.concatenate([rng.choice(g, size=g.size) for g in groups])
+        boot.append(
+            [
+                mean_domain_ece(c[index], y[index], domains[index], n_bins)
+                for c in (c_global, c_domain)
+            ]
+        )
+    boot = np.asarray(boot).reshape(-1, 2)
+    point = [mean_domain_ece(c, y, domains, n_bins) for c in (c_global, c_domain)]
+
+    def interval(values: np.ndarray) -> list[float] | None:
+        return np.percentile(values, [2.5, 97.5]).tolist() if values.size else None
+
+    return {
+        "pooled": {
+            name: {"ece": metrics.ece(c, y, n_bins), "brier": metrics.brier(c, y)}
+            for name, c in (("global", c_global), ("per_domain", c_domain))
+        },
+        "mean_domain_ece": {
+            "global": {"value": point[0], "ci95": interval(boot[:, 0])},
+            "per_domain": {"value": point[1], "ci95": interval(boot[:, 1])},
+            "delta": {"value": point[1] - point[0], "ci95": interval(boot[:, 1] - boot[:, 0])},
+            "n_boot": int(n_boot),
+        },
+        "domains": table,
+    }
