@@ -81,3 +81,21 @@ def test_policy_rejects_escalate_risk_below_answer_risk():
     c, y = calibrated_sample(100, 2)
     with pytest.raises(ConfigError, match="escalate_risk"):
         fit_policy(c, y, None, answer_risk=0.3, escalate_risk=0.2, delta=0.1, batch_size=None)
+
+
+def test_domain_calibration_scores_resample_whole_questions():
+    from calibtune.eval.scoring import domain_calibration_scores
+
+    rng = np.random.default_rng(0)
+    n = 400
+    domains = np.where(np.arange(n) < 200, "a", "b")
+    y = (rng.uniform(size=n) < 0.6).astype(float)
+    c_global = np.full(n, 0.8)
+    c_domain = np.clip(0.6 + rng.normal(0, 0.02, n), 0, 1)
+    groups = [f"q{i // 4}" for i in range(n)]  # four phrasings per question
+    scores = domain_calibration_scores(c_global, c_domain, y, domains, 15, 200, 0, groups)
+    mean = scores["mean_domain_ece"]
+    assert mean["per_domain"]["value"] < mean["global"]["value"]
+    assert mean["delta"]["ci95"][1] < 0
+    assert scores["domains"]["a"]["n"] == 200
+    assert mean["resampled"] == "question ids within each domain"

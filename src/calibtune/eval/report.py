@@ -383,6 +383,8 @@ def prediction_rows(test_rows: list[dict], confidences: dict[str, np.ndarray]) -
     records = []
     for index, row in enumerate(test_rows):
         record = {"id": row["id"], "domain": row.get("domain"), "correct": row["correct"]}
+        if row.get("qid") is not None:
+            record["qid"] = row["qid"]
         for method, values in confidences.items():
             value = float(values[index])
             record[method] = None if math.isnan(value) else value

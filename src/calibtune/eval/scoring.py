@@ -186,6 +186,18 @@ def mean_domain_ece(c: np.ndarray, y: np.ndarray, domains: np.ndarray, n_bins: i
     )
 
 
+def grouped_indices(domains: np.ndarray, groups: np.ndarray) -> list[list[np.ndarray]]:
+    """Per domain, the row indices of each group (e.g. a question and its phrasings)."""
+    out = []
+    for domain in sorted(set(domains.tolist())):
+        rows = np.nonzero(domains == domain)[0]
+        by_group: dict[str, list[int]] = {}
+        for i in rows:
+            by_group.setdefault(str(groups[i]), []).append(int(i))
+        out.append([np.asarray(v) for v in by_group.values()])
+    return out
+
+
 def domain_calibration_scores(
     c_global: np.ndarray,
     c_domain: np.ndarray,
@@ -194,10 +206,14 @@ def domain_calibration_scores(
     n_bins: int,
     n_boot: int,
     seed: int,
+    groups: Sequence[str] | None = None,
 ) -> dict:
     """Global vs per-domain calibrator on test: pooled ECE/Brier, per-domain ECE, and the mean
-    per-domain ECE of each with 95 % intervals from a domain-stratified paired bootstrap."""
+    per-domain ECE of each with 95 % intervals from a paired bootstrap over groups (questions,
+    when `groups` gives each row's question id; else rows) within each domain."""
     domains = np.asarray([str(d) for d in domains])
+    resampled = "rows" if groups is None else "question ids within each domain"
+    groups = np.arange(domains.size) if groups is None else np.asarray([str(g) for g in groups])
     table = {}
     for domain in sorted(set(domains.tolist())):
         index = domains == domain
@@ -208,10 +224,12 @@ def domain_calibration_scores(
             "per_domain_ece": metrics.ece(c_domain[index], y[index], n_bins),
         }
     rng = np.random.default_rng(seed)
-    groups = [np.nonzero(domains == d)[0] for d in sorted(table)]
+    strata = grouped_indices(domains, groups)
     boot = []
     for _ in range(n_boot):
-        index = np.concatenate([rng.choice(g, size=g.size) for g in groups])
+        index = np.concatenate(
+            [np.concatenate([s[j] for j in rng.integers(0, len(s), len(s))]) for s in strata]
+        )
         boot.append(
             [
                 mean_domain_ece(c[index], y[index], domains[index], n_bins)
@@ -234,6 +252,7 @@ def domain_calibration_scores(
             "per_domain": {"value": point[1], "ci95": interval(boot[:, 1])},
             "delta": {"value": point[1] - point[0], "ci95": interval(boot[:, 1] - boot[:, 0])},
             "n_boot": int(n_boot),
+            "resampled": resampled,
         },
         "domains": table,
     }

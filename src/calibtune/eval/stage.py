@@ -270,7 +270,9 @@ def fit_domain_calibration(cfg, val: dict, y_val, val_domains: list[str]) -> tup
     return fitted, unavailable
 
 
-def domain_calibration_report(cfg, fitted: dict, test: dict, y_test, test_domains) -> dict:
+def domain_calibration_report(
+    cfg, fitted: dict, test: dict, y_test, test_domains, groups: list[str]
+) -> dict:
     """metrics.json `per_domain_calibration`: global vs per-domain maps of the main method on test."""
     method = main_method(test)
     params = fitted.get(f"{method}+per_domain")
@@ -279,7 +281,14 @@ def domain_calibration_report(cfg, fitted: dict, test: dict, y_test, test_domain
     c_global = apply_calibrator(params["global"], test[method])
     c_domain = apply_calibrator(params, test[method], test_domains)
     scores = scoring.domain_calibration_scores(
-        c_global, c_domain, y_test, test_domains, cfg.eval.n_bins, cfg.eval.n_boot, cfg.seed
+        c_global,
+        c_domain,
+        y_test,
+        test_domains,
+        cfg.eval.n_bins,
+        cfg.eval.n_boot,
+        cfg.seed,
+        groups,
     )
     for domain, entry in scores["domains"].items():
         entry["calibrator"] = "per-domain" if domain in params["domains"] else "global (fallback)"
@@ -489,7 +498,12 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         "risk_coverage": {m: scoring.risk_coverage(test[m], y_test) for m in domain_methods},
         "calibrators_not_fitted": not_fitted,
         "per_domain_calibration": domain_calibration_report(
-            cfg, domain_fitted, test, y_test, domains
+            cfg,
+            domain_fitted,
+            test,
+            y_test,
+            domains,
+            [r.get("qid") or r["id"] for r in splits["test"]],
         ),
         "policy": policy_block,
     }
