@@ -233,9 +233,43 @@ def drift_benchmark(val: dict, test: dict, n_stationary: int, n_shift: int, seed
     }
 
 
+def eval_figures(eval_dir: Path) -> list[str]:
+    """The eval stage's own per-domain calibration and policy figures (metrics.json, test)."""
+    metrics_file = json.loads((eval_dir / "metrics.json").read_text())
+    block, policy = metrics_file["per_domain_calibration"], metrics_file["policy"]
+    mean = block["mean_domain_ece"]
+
+    def value(entry: dict) -> str:
+        if entry["value"] is None:
+            return f"n/a ({entry.get('reason')})"
+        low, high = entry["ci95"]
+        return f"{entry['value']:.4f} [{low:.4f}, {high:.4f}]"
+
+    lines = [
+        f"test mean per-domain ECE ({block['method']}, {block['kind']}): global map "
+        f"{value(mean['global'])}, per-domain maps {value(mean['per_domain'])}, "
+        f"delta {value(mean['delta'])}; pooled ECE {block['pooled']['global']['ece']:.4f} -> "
+        f"{block['pooled']['per_domain']['ece']:.4f}",
+    ]
+    for domain, entry in block["domains"].items():
+        lines.append(
+            f"  {domain}: n={entry['n']} acc={entry['accuracy']:.3f} ECE global "
+            f"{entry['global_ece']:.4f} per-domain {entry['per_domain_ece']:.4f} ({entry['calibrator']})"
+        )
+    if "test" in policy:
+        test = policy["test"]
+        shares = ", ".join(f"{a} {value(s)}" for a, s in test["shares"].items())
+        lines.append(
+            f"policy on test: thresholds answer {policy['answer_threshold']}, escalate "
+            f"{policy['escalate_threshold']}; answered risk {value(test['answered_risk'])} "
+            f"(target {policy['answer_risk']}); shares {shares}"
+        )
+    return lines
+
+
 def summarize(results: dict) -> str:
     """The headline lines printed at the end."""
-    lines = []
+    lines = eval_figures(Path(results["eval_dir"]))
     r = results["policy_resplits"]
     lines.append(
         f"policy re-splits: {r['splits']} splits, violation share {r['violation_share']:.3f} "
