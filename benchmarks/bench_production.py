@@ -37,10 +37,12 @@ import numpy as np
 from calibtune import metrics
 from calibtune.eval.policy import evaluate_policy, fit_policy
 from calibtune.eval.recalibrate import apply_calibrator, fit_domain_calibrators
+from calibtune.eval.scoring import domain_calibration_scores
 from calibtune.io import read_jsonl
 from calibtune.serve.monitor import Monitor, reference_from_rows, refit_calibrator
 
-METHOD = "tuned/ptrue"
+METHOD = "tuned/ptrue"  # --method base/ptrue for a base-model-only eval
+N_BINS, N_BOOT = 15, 1000
 KIND, MIN_COUNT = "platt", 40
 POLICY = {"answer_risk": 0.2, "escalate_risk": 0.5, "delta": 0.1}
 REFERENCE, BEFORE, AFTER, LABEL_SHARE = 500, 500, 1000, 0.6
@@ -50,11 +52,11 @@ REFIT = SimpleNamespace(
 )
 
 
-def load(eval_dir: Path, name: str) -> dict[str, np.ndarray]:
+def load(eval_dir: Path, name: str, method: str) -> dict[str, np.ndarray]:
     """raw confidence, outcome and domain arrays of one predictions file."""
     rows = read_jsonl(eval_dir / name)
     return {
-        "raw": np.array([r[METHOD] for r in rows]),
+        "raw": np.array([r[method] for r in rows]),
         "y": np.array([float(r["correct"]) for r in rows]),
         "domain": np.array([r["domain"] for r in rows]),
         "qid": np.array([str(r.get("qid") or r["id"]) for r in rows]),
@@ -233,9 +235,29 @@ def drift_benchmark(val: dict, test: dict, n_stationary: int, n_shift: int, seed
     }
 
 
-def eval_figures(eval_dir: Path) -> list[str]:
-    """The eval stage's own per-domain calibration and policy figures (metrics.json, test)."""
-    metrics_file = json.loads((eval_dir / "metrics.json").read_text())
+def split_figures(val: dict, test: dict, method: str) -> dict:
+    """Per-domain calibration and policy on test, computed as the eval stage computes them
+    (for prediction files written without an eval stage run: same functions, same settings)."""
+    params = fit_domain_calibrators(KIND, val["raw"], val["y"], val["domain"], MIN_COUNT)
+    c_global = apply_calibrator(params["global"], test["raw"])
+    c_domain = apply_calibrator(params, test["raw"], test["domain"])
+    block = domain_calibration_scores(
+        c_global, c_domain, test["y"], test["domain"], N_BINS, N_BOOT, 0, test["qid"]
+    )
+    for domain, entry in block["domains"].items():
+        entry["calibrator"] = "per-domain" if domain in params["domains"] else "global (fallback)"
+    block.update(method=method, kind=KIND)
+    c_val = apply_calibrator(params, val["raw"], val["domain"])
+    policy = fit_policy(c_val, val["y"], val["domain"], batch_size=len(test["y"]), **POLICY)
+    policy["test"] = evaluate_policy(policy, c_domain, test["y"])
+    return {"per_domain_calibration": block, "policy": policy}
+
+
+def eval_figures(eval_dir: Path, computed: dict | None = None) -> list[str]:
+    """Per-domain calibration and policy figures on test: the eval stage's metrics.json, or
+    `computed` by `split_figures` when there is none."""
+    metrics_path = eval_dir / "metrics.json"
+    metrics_file = json.loads(metrics_path.read_text()) if metrics_path.is_file() else computed
     block, policy = metrics_file["per_domain_calibration"], metrics_file["policy"]
     mean = block["mean_domain_ece"]
 
@@ -269,7 +291,7 @@ def eval_figures(eval_dir: Path) -> list[str]:
 
 def summarize(results: dict) -> str:
     """The headline lines printed at the end."""
-    lines = eval_figures(Path(results["eval_dir"]))
+    lines = eval_figures(Path(results["eval_dir"]), results.get("split_figures"))
     r = results["policy_resplits"]
     lines.append(
         f"policy re-splits: {r['splits']} splits, violation share {r['violation_share']:.3f} "
@@ -311,11 +333,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shift-streams", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--method", default=METHOD)
     args = parser.parse_args(argv)
-    val = load(args.eval_dir, "val_predictions.jsonl")
-    test = load(args.eval_dir, "predictions.jsonl")
+    val = load(args.eval_dir, "val_predictions.jsonl", args.method)
+    test = load(args.eval_dir, "predictions.jsonl", args.method)
     results = {
         "eval_dir": str(args.eval_dir),
+        "method": args.method,
+        "n_val": len(val["y"]),
+        "n_test": len(test["y"]),
+        "split_figures": split_figures(val, test, args.method),
         "policy_resplits": policy_resplits(val, test, args.resplits, args.seed),
         "drift": drift_benchmark(val, test, args.stationary, args.shift_streams, args.seed),
     }

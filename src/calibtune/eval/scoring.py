@@ -239,8 +239,13 @@ def domain_calibration_scores(
     boot = np.asarray(boot).reshape(-1, 2)
     point = [mean_domain_ece(c, y, domains, n_bins) for c in (c_global, c_domain)]
 
-    def interval(values: np.ndarray) -> list[float] | None:
-        return np.percentile(values, [2.5, 97.5]).tolist() if values.size else None
+    def interval(value: float, values: np.ndarray) -> list[float] | None:
+        """Basic (reverse-percentile) bootstrap interval: binned ECE is biased upward on
+        resamples (duplicated rows), so plain percentiles can miss the point estimate."""
+        if not values.size:
+            return None
+        low, high = np.percentile(values, [2.5, 97.5])
+        return [float(2 * value - high), float(2 * value - low)]
 
     return {
         "pooled": {
@@ -248,9 +253,13 @@ def domain_calibration_scores(
             for name, c in (("global", c_global), ("per_domain", c_domain))
         },
         "mean_domain_ece": {
-            "global": {"value": point[0], "ci95": interval(boot[:, 0])},
-            "per_domain": {"value": point[1], "ci95": interval(boot[:, 1])},
-            "delta": {"value": point[1] - point[0], "ci95": interval(boot[:, 1] - boot[:, 0])},
+            "global": {"value": point[0], "ci95": interval(point[0], boot[:, 0])},
+            "per_domain": {"value": point[1], "ci95": interval(point[1], boot[:, 1])},
+            "delta": {
+                "value": point[1] - point[0],
+                "ci95": interval(point[1] - point[0], boot[:, 1] - boot[:, 0]),
+            },
+            "interval": "basic bootstrap",
             "n_boot": int(n_boot),
             "resampled": resampled,
         },
