@@ -135,8 +135,8 @@ def side_hf(args, data_dir: Path, run_dir: Path) -> dict:
     from calibtune.config import compose
     from calibtune.examples import read_labeled_split
     from calibtune.models import load_model, load_tokenizer
-    from calibtune.models.prompts import find_query_tokens, query_logits
-    from calibtune.train.data import shared_suffix, tokenize_examples
+    from calibtune.models.confidence import common_suffix_ids, find_query_tokens, query_logits
+    from calibtune.train.data import tokenize_examples
     from calibtune.train.loss import calibration_loss
     from calibtune.train.methods import attach_lora
 
@@ -146,7 +146,7 @@ def side_hf(args, data_dir: Path, run_dir: Path) -> dict:
     examples = tokenize_examples(tokenizer, read_labeled_split(data_dir, "train"))
     alora = args.method == "alora"
     torch.manual_seed(0)
-    invocation = shared_suffix(examples) if alora else None
+    invocation = common_suffix_ids(examples) if alora else None
     model = attach_lora(load_model(cfg.model), cfg.lora, alora_invocation_tokens=invocation)
     pad = tokenizer.pad_token_id
     with_answers = args.beta > 0 and not alora

@@ -4,9 +4,9 @@ is a random sample): for production figures when a full eval stage does not fit 
     .venv/bin/python benchmarks/ptrue_predictions.py <labeled set dir> <out dir> [--adapter DIR]
     .venv/bin/python benchmarks/ptrue_predictions.py <labeled set dir> <out dir> --finalize
 
-Rows are taken in a seeded random order, in batches, through `followup_ptrue` (the function the
-eval stage's tuned ptrue and `calibtune.Scorer` use; with no adapter it is the base model's
-ptrue) and appended to <out dir>/rows.jsonl. `--finalize` writes val_predictions.jsonl and
+Rows are taken in a seeded random order, in batches, through `calibtune.Scorer.raw_confidences`
+(the eval stage's ptrue passes; with no adapter the base model's ptrue) and appended to
+<out dir>/rows.jsonl. `--finalize` writes val_predictions.jsonl and
 predictions.jsonl (eval-stage format, column base/ptrue or tuned/ptrue) from the rows done.
 """
 
@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from calibtune.config import compose
-from calibtune.eval.confidence import followup_ptrue, followup_suffix_text
 from calibtune.examples import read_labeled_split
 from calibtune.io import write_jsonl_atomic
 from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import find_query_tokens
+from calibtune.serve.score import Scorer, load_tuned_model
 
 
 def finalize(out: Path, column: str) -> None:
@@ -55,17 +54,16 @@ def main() -> None:
     done = {json.loads(line)["id"] for line in done_file.open()} if done_file.is_file() else set()
     order = np.random.default_rng(0).permutation(len(rows))
     todo = [rows[i] for i in order if rows[i]["id"] not in done]
-    tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model)
-    if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter).eval()
-    tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
-    suffix = followup_suffix_text(rows)
+    model = load_tuned_model(cfg.model, args.adapter) if args.adapter else load_model(cfg.model)
+    scorer = Scorer(model, load_tokenizer(cfg.model), cfg.prompt, batch_size=args.batch_size)
     with done_file.open("a", encoding="utf-8") as handle:
         for start in range(0, len(todo), args.batch_size):
             batch = todo[start : start + args.batch_size]
-            ptrue = followup_ptrue(model, tokenizer, batch, suffix, tokens, args.batch_size)
+            ptrue = scorer.raw_confidences(
+                [r["question"] for r in batch],
+                [r["response"] for r in batch],
+                [r.get("choices") for r in batch],
+            )
             for row, value in zip(batch, ptrue, strict=True):
                 record = {k: row.get(k) for k in ("id", "qid", "domain", "correct", "split")}
                 handle.write(json.dumps({**record, column: float(value)}) + "\n")

@@ -15,7 +15,7 @@ from calibtune.config import compose
 from calibtune.examples import MANIFEST, SPLITS, read_labeled_split, split_path
 from calibtune.io import write_jsonl_atomic
 from calibtune.models import load_tokenizer
-from calibtune.models.prompts import render_query_prompt
+from calibtune.models.confidence import render_query_prompt
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ This module imports no model or training code: numpy everywhere, torch only for 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -291,36 +292,116 @@ def selective_accuracy(c, y, coverage: float) -> float:
     return float(np.mean(y[order]))
 
 
+# -- within-domain discrimination
+
+
+class WithinDomain(NamedTuple):
+    """Mean per-domain AUROC and the domains it averages over (sorted)."""
+
+    value: float | None
+    domains: list[str]
+
+
+def auroc_within(
+    c, y, domains, min_per_class: int = 30, include: Collection[str] | None = None
+) -> WithinDomain:
+    """Mean of the per-domain AUROCs over the domains (of `include`, when given) holding at least
+    `min_per_class` correct and as many wrong examples (soft labels count their weight); value
+    None when no domain qualifies. Unlike pooled AUROC, it does not reward telling domains of
+    different accuracy apart."""
+    c, y = as_inputs(c, y)
+    domains = np.asarray(domains, dtype=object).reshape(-1)
+    if domains.size != c.size:
+        raise MetricError(f"domains ({domains.size}) and confidences ({c.size}) differ in length")
+    used, scores = [], []
+    for domain in sorted({str(d) for d in domains}):
+        if include is not None and domain not in include:
+            continue
+        mask = domains.astype(str) == domain
+        positive, negative = float(np.sum(y[mask])), float(np.sum(1.0 - y[mask]))
+        score = auroc(c[mask], y[mask])
+        if min(positive, negative) >= min_per_class and score is not None:
+            used.append(domain)
+            scores.append(score)
+    return WithinDomain(float(np.mean(scores)) if scores else None, used)
+
+
 # -- paired bootstrap
 
 
+def resample_indices(
+    rng: np.random.Generator, n: int, groups: np.ndarray | None
+) -> Callable[[], np.ndarray]:
+    """A function drawing one bootstrap resample: n row indices, or whole groups (all rows of
+    each drawn group) when `groups` gives each row's cluster."""
+    if groups is None:
+        return lambda: rng.integers(0, n, size=n)
+    _, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    return lambda: np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
 def paired_bootstrap(
-    metric: Callable[[np.ndarray, np.ndarray], float | None],
+    metric: Callable[..., float | None],
     c_a,
     c_b,
     y,
     n_boot: int = 1000,
     seed: int = 0,
+    groups=None,
+    covariates: dict[str, Sequence] | None = None,
 ) -> dict:
     """Delta metric(b) - metric(a) and its 95 % percentile interval over paired resamples.
 
-    Both systems are scored on the same resampled example indices. Resamples where either
-    metric is undefined (None) are dropped and counted; value or interval is None (with a
-    `reason`) when the metric is undefined on the full set or on every resample.
+    Both systems are scored on the same resampled example indices. With `groups` (one cluster
+    id per example, e.g. the entity group) whole groups are resampled rather than rows, so the
+    interval accounts for examples of one entity being alike. `covariates` (name -> one value
+    per example, e.g. {"domains": ...}) are resampled with the rows and passed to the metric as
+    keyword arguments. Resamples where either metric is undefined (None) are dropped and
+    counted; value or interval is None (with a `reason`) when the metric is undefined on the full
+    set or on every resample.
     """
     c_a, y = as_inputs(c_a, y)
     c_b, _ = as_inputs(c_b, y)
-    score_a, score_b = metric(c_a, y), metric(c_b, y)
+    extra = {k: np.asarray(v, dtype=object).reshape(-1) for k, v in (covariates or {}).items()}
+    for name, values in extra.items():
+        if values.size != y.size:
+            raise MetricError(f"covariate {name!r} ({values.size}) and outcomes ({y.size}) differ")
+    if groups is not None:
+        groups = np.asarray([str(g) for g in np.asarray(groups, dtype=object).reshape(-1)])
+        if groups.size != y.size:
+            raise MetricError(f"groups ({groups.size}) and outcomes ({y.size}) differ in length")
+
+    def score(c: np.ndarray, index: np.ndarray | None = None) -> float | None:
+        if index is None:
+            return metric(c, y, **extra)
+        return metric(c[index], y[index], **{k: v[index] for k, v in extra.items()})
+
+    score_a, score_b = score(c_a), score(c_b)
+    resample = "groups" if groups is not None else "rows"
     if score_a is None or score_b is None:
-        return {"value": None, "ci95": None, "n_boot": 0, "reason": "metric undefined on this set"}
-    rng = np.random.default_rng(seed)
+        return {
+            "value": None,
+            "ci95": None,
+            "n_boot": 0,
+            "resample": resample,
+            "reason": "metric undefined on this set",
+        }
+    draw = resample_indices(np.random.default_rng(seed), y.size, groups)
     deltas = []
     for _ in range(n_boot):
-        index = rng.integers(0, y.size, size=y.size)
-        a, b = metric(c_a[index], y[index]), metric(c_b[index], y[index])
+        index = draw()
+        a, b = score(c_a, index), score(c_b, index)
         if a is not None and b is not None:
             deltas.append(b - a)
-    result = {"value": float(score_b - score_a), "ci95": None, "n_boot": len(deltas)}
+    result = {
+        "value": float(score_b - score_a),
+        "ci95": None,
+        "n_boot": len(deltas),
+        "resample": resample,
+    }
+    if groups is not None:
+        result["n_groups"] = int(np.unique(groups).size)
     if deltas:
         low, high = np.percentile(np.asarray(deltas), [2.5, 97.5])
         result["ci95"] = [float(low), float(high)]

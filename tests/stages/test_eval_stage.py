@@ -16,10 +16,12 @@ import torch
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval.recalibrate import calibrator_from_params
 from calibtune.eval.stage import resolve_adapter, run_eval_stage, split_by_question
+from calibtune.examples import read_labeled_split
 from calibtune.io import write_json_atomic, write_jsonl_atomic
+from calibtune.models.confidence import QueryModel, query_suffix, render_query_prompt
 from calibtune.models.encoding import encode_text
 from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import query_suffix, render_answer_prompt, render_query_prompt
+from calibtune.models.prompts import render_answer_prompt
 
 QUESTIONS = [
     ("capitals", "What is the capital of France?", "Paris", ["Paris", "Lima", "Berlin"]),
@@ -330,6 +332,13 @@ def test_raw_qa_jsonl_is_answered_graded_and_split(compose_cfg, eval_inputs, tmp
     for row in qa:
         by_question.setdefault(row["question"].strip(), set()).add(row["id"] in test_ids)
     assert all(len(sides) == 1 for sides in by_question.values())
+    # the graded answers are kept beside metrics.json as a labeled set
+    labeled = {s: read_labeled_split(out / "labeled", s) for s in ("val", "test")}
+    assert {r["id"] for r in labeled["test"]} == test_ids
+    assert len(labeled["val"]) == metrics["n_val"]
+    assert all(r["grader"] == "exact" and isinstance(r["response"], str) for r in labeled["test"])
+    manifest = json.loads((out / "labeled" / "manifest.json").read_text())
+    assert manifest["dataset"] == {"kind": "jsonl", "path": str(path)}
 
 
 @pytest.mark.slow
@@ -377,7 +386,7 @@ def test_answer_agreement_measures_the_adapter_alone(compose_cfg, tmp_path):
     model = get_peft_model(
         load_model(cfg.model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     )
-    identity = tuning_cost(cfg, model, tokenizer, rows)
+    identity = tuning_cost(cfg, QueryModel.of(model), tokenizer, rows)
     assert identity["n"] == 12
     assert identity["answer_agreement"] == 1.0 and identity["examples"] == []
     torch.manual_seed(0)
@@ -385,7 +394,7 @@ def test_answer_agreement_measures_the_adapter_alone(compose_cfg, tmp_path):
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0.0, 5.0)
-    perturbed = tuning_cost(cfg, model, tokenizer, rows)
+    perturbed = tuning_cost(cfg, QueryModel.of(model), tokenizer, rows)
     assert perturbed["answer_agreement"] < 1.0
     assert all(e["base"] != e["tuned"] for e in perturbed["examples"])
 

@@ -21,6 +21,7 @@ from calibtune.errors import CalibtuneError, ConfigError, InputError
 from calibtune.examples import read_labeled_split, split_path
 from calibtune.io import sha256_file
 from calibtune.models import load_model, load_tokenizer
+from calibtune.models.confidence import query_suffix
 from calibtune.models.encoding import (
     answer_token_logits,
     collate_answers,
@@ -32,7 +33,6 @@ from calibtune.models.encoding import (
     last_token_logits,
     pad_sequences,
 )
-from calibtune.models.prompts import query_suffix
 from calibtune.tracking import read_metrics
 from calibtune.train import checkpoint as ckpt
 from calibtune.train.recipe import run_train_stage, train_lora
@@ -307,7 +307,7 @@ def test_alora_needs_followup_queries(compose_cfg, tmp_path):
 
 
 def test_probe_method_saves_a_head_that_scores_val(compose_cfg, labeled_dir: Path):
-    from calibtune.train.probe import load_probe
+    from calibtune.models.probe import load_probe
 
     fast = [o for o in FAST if not o.startswith("lora.")]
     overrides = [*fast, f"train.data_dir={labeled_dir}", "method=probe", "train.epochs=3"]

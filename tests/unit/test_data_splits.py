@@ -101,3 +101,66 @@ def test_same_question_text_under_two_qids_stays_in_one_split(suite, n_examples)
             assert splits["a"] == splits["b"]
             together += 1
     assert together >= 5
+
+
+def splits_of_groups(rows) -> dict[str, set[str]]:
+    """The splits each entity group landed in."""
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        found.setdefault(row["group"], set()).add(row["split"])
+    return found
+
+
+@pytest.mark.parametrize("holdout", [[], ["currencies"], ["element_names", "continents"]])
+def test_no_entity_group_in_two_splits(suite, holdout):
+    """Facts about one entity (a country's capital, its inverse, its currency...) share a split,
+    also under holdout_domains, whose rows are test-only and whose test entities are unseen."""
+    cfg = data_cfg(n_examples=6000, val_size=1000, test_size=1000, holdout_domains=holdout)
+    rows = assign_splits(suite, cfg, seed=0)
+    assert Counter(r["split"] for r in rows) == {"train": 4000, "val": 1000, "test": 1000}
+    groups = splits_of_groups(rows)
+    assert all(len(splits) == 1 for splits in groups.values()), [
+        (g, s) for g, s in groups.items() if len(s) > 1
+    ][:5]
+    multi_domain = {r["group"] for r in rows if r["domain"] == "capitals"} & {
+        r["group"] for r in rows if r["domain"] == "capital_country"
+    }
+    assert len(multi_domain) > 50  # inverse questions really share groups
+    for domain in holdout:
+        held = [r for r in rows if r["domain"] == domain]
+        assert held and {r["split"] for r in held} == {"test"}
+    check_leakage(rows)
+
+
+def test_groups_of_the_builtin_suite(suite):
+    by_id = {r["id"]: r["group"] for r in suite}
+    assert by_id["capitals/FR/0"] == by_id["capital_country/FR/0"] == "country/FR"
+    assert by_id["currencies/FR/0"] == by_id["continents/FR/0"] == "country/FR"
+    assert by_id["element_symbols/Fe/0"] == by_id["atomic_numbers/Fe/1"] == "element/Fe"
+    assert by_id["arithmetic/3+4/0"] == by_id["arithmetic/4+3/1"] == "arithmetic/3,4"
+    paris = [r for r in suite if r["domain"] == "city_country" and "Paris" in r["question"]]
+    assert paris and {r["group"] for r in paris} == {"country/FR"}  # a capital's inverse
+
+
+def test_leakage_by_group_and_user_groups():
+    rows = [
+        validate_qa_row({"question": "Capital of X?", "answers": ["A"], "group": "x"}, "t", 1),
+        validate_qa_row({"question": "Currency of X?", "answers": ["B"], "group": "x"}, "t", 2),
+        validate_qa_row({"question": "Capital of Y?", "answers": ["C"]}, "t", 3),
+    ]
+    assert rows[2]["group"] == rows[2]["qid"]  # default: the question id
+    leaky = [
+        {**rows[0], "split": "train"},
+        {**rows[1], "split": "test"},
+        {**rows[2], "split": "val"},
+    ]
+    with pytest.raises(InputError, match="group 'x' is in train and in test") as err:
+        check_leakage(leaky)
+    assert (err.value.path, err.value.line, err.value.field) == ("t", 2, "group")
+    with pytest.raises(InputError) as err:
+        validate_qa_row({"question": "Q?", "answers": ["A"], "group": 3}, "qa.jsonl", 7)
+    assert (err.value.path, err.value.line, err.value.field) == ("qa.jsonl", 7, "group")
+    for seed in range(5):
+        cfg = data_cfg(n_examples=3, val_size=1, test_size=1)
+        splits = splits_of_groups(assign_splits(rows, cfg, seed))
+        assert all(len(s) == 1 for s in splits.values())

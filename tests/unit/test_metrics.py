@@ -220,3 +220,73 @@ def test_full_ece_streams_and_matches_references():
 def test_full_ece_rejects_bad_shapes():
     with pytest.raises(MetricError, match=r"\[T, V\]"):
         metrics.FullECE().update(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_auroc_within_averages_qualifying_domains_by_hand():
+    # domain a: positives 0.9, 0.3 against negatives 0.8, 0.1 -> 3 of 4 pairs ordered: 0.75
+    # domain b: positive 0.2 below both negatives 0.6, 0.4 -> 0.0
+    # domain c: positives only -> never used
+    c = [0.9, 0.8, 0.3, 0.1, 0.2, 0.6, 0.4, 0.7, 0.5]
+    y = [1, 0, 1, 0, 1, 0, 0, 1, 1]
+    d = ["a", "a", "a", "a", "b", "b", "b", "c", "c"]
+    assert metrics.auroc_within(c, y, d, min_per_class=1) == (pytest.approx(0.375), ["a", "b"])
+    assert metrics.auroc_within(c, y, d, min_per_class=2) == (pytest.approx(0.75), ["a"])
+    assert metrics.auroc_within(c, y, d, min_per_class=3) == (None, [])
+    assert metrics.auroc_within(c, y, d, min_per_class=1, include={"b"}).value == 0.0
+    with pytest.raises(MetricError, match="domains"):
+        metrics.auroc_within(c, y, d[:-1])
+
+
+def test_auroc_within_ignores_the_domain_shortcut():
+    """Confidence that only tells a right-heavy domain from a wrong-heavy one ranks well pooled
+    but at chance within each domain."""
+    y = np.array([1] * 40 + [0] * 10 + [1] * 10 + [0] * 40, dtype=float)
+    c = np.array([0.8] * 50 + [0.2] * 50)
+    d = ["easy"] * 50 + ["hard"] * 50
+    assert metrics.auroc(c, y) == pytest.approx(0.8)  # (40*40 + (40*10 + 10*40) / 2) / 50**2
+    assert metrics.auroc_within(c, y, d, min_per_class=10) == (0.5, ["easy", "hard"])
+
+
+def test_cluster_bootstrap_resamples_whole_groups():
+    """Each example repeated 3 times as one group: the cluster bootstrap equals the row
+    bootstrap of the distinct examples (same seed, same draws), while a row bootstrap of the
+    repeated rows is too narrow."""
+    rng = np.random.default_rng(7)
+    y = (rng.random(120) < 0.4).astype(float)
+    a = np.clip(y * 0.3 + 0.3 + rng.normal(0, 0.2, 120), 0, 1)
+    b = np.clip(y * 0.5 + 0.2 + rng.normal(0, 0.2, 120), 0, 1)
+    rep = np.repeat(np.arange(120), 3)
+    groups = [f"g{i:03d}" for i in rep]
+    distinct = metrics.paired_bootstrap(metrics.brier, a, b, y, n_boot=300, seed=1)
+    cluster = metrics.paired_bootstrap(
+        metrics.brier, a[rep], b[rep], y[rep], n_boot=300, seed=1, groups=groups
+    )
+    rows = metrics.paired_bootstrap(metrics.brier, a[rep], b[rep], y[rep], n_boot=300, seed=1)
+    assert cluster["value"] == pytest.approx(distinct["value"])
+    assert cluster["ci95"] == pytest.approx(distinct["ci95"])
+    assert (cluster["resample"], cluster["n_groups"], rows["resample"]) == ("groups", 120, "rows")
+    width = lambda r: r["ci95"][1] - r["ci95"][0]  # noqa: E731
+    assert width(rows) < 0.75 * width(cluster)
+
+
+def test_cluster_bootstrap_of_auroc_within_with_domains_as_covariate():
+    rng = np.random.default_rng(2)
+    n = 400
+    d = np.where(np.arange(n) < n // 2, "easy", "hard")
+    y = (rng.random(n) < np.where(d == "easy", 0.7, 0.3)).astype(float)
+    base = np.where(d == "easy", 0.7, 0.3)  # domain prior: no ranking within a domain
+    tuned = np.clip(base + 0.3 * (y - 0.5) + rng.normal(0, 0.1, n), 0, 1)
+    groups = np.arange(n) // 2
+
+    def within(c, y, domains):
+        return metrics.auroc_within(c, y, domains, min_per_class=10).value
+
+    delta = metrics.paired_bootstrap(
+        within, base, tuned, y, n_boot=200, seed=0, groups=groups, covariates={"domains": d}
+    )
+    expected = within(tuned, y, d) - within(base, y, d)
+    assert within(base, y, d) == 0.5 and delta["value"] == pytest.approx(expected)
+    assert 0 < delta["ci95"][0] <= delta["value"] <= delta["ci95"][1]
+    assert delta["n_boot"] == 200 and delta["n_groups"] == n // 2
+    with pytest.raises(MetricError, match="covariate"):
+        metrics.paired_bootstrap(within, base, tuned, y, covariates={"domains": d[:-1]})

@@ -76,6 +76,7 @@ PROMPT = OmegaConf.create(
         "system": "Answer briefly.",
         "completion_prefix": "",
         "answer_template": "{question}",
+        "query_style": "restate",
         "query_template": "{question}\nProposed answer: {answer}\nIs the proposed answer correct?",
     }
 )

@@ -90,7 +90,7 @@ def test_export_dir_holds_safetensors_tokenizer_card_and_serve_config(exported):
 
 def test_merged_logits_equal_base_plus_adapter(exported):
     cfg, out = exported
-    tuned = load_tuned_model(cfg.model, cfg.serve.adapter)
+    tuned = load_tuned_model(cfg.model, cfg.serve.adapter).module
     merged = Scorer.from_pretrained(out, device="cpu", dtype="float32").model
     tokenizer = load_tokenizer(cfg.model)
     prompts = Scorer(tuned, tokenizer, cfg.prompt).query_prompts(QUESTIONS, ANSWERS)
@@ -129,7 +129,7 @@ def test_plain_transformers_loads_the_export_without_calibtune(exported):
     assert result.returncode == 0, result.stderr
     plain = json.loads(result.stdout.strip().splitlines()[-1])
     assert plain["vocab"] == len(tokenizer)
-    tuned = load_tuned_model(cfg.model, cfg.serve.adapter)
+    tuned = load_tuned_model(cfg.model, cfg.serve.adapter).module
     with torch.no_grad():
         want = tuned(input_ids=torch.tensor([ids])).logits[0, -1]
     torch.testing.assert_close(torch.tensor(plain["logits"]), want, rtol=0, atol=MERGE_ATOL)

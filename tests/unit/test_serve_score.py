@@ -11,9 +11,9 @@ import torch
 
 import calibtune
 from calibtune.errors import ConfigError, InputError
+from calibtune.models.confidence import find_query_tokens, query_confidence, render_query_prompt
 from calibtune.models.encoding import encode_text, last_token_logits, pad_sequences
 from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import find_query_tokens, query_confidence, render_query_prompt
 from calibtune.serve.score import Scorer, adapter_dir, load_tuned_model, run_score
 
 QUESTIONS = [
@@ -78,7 +78,7 @@ def test_scorer_matches_unbatched_helpers_for_any_batching(score_cfg, train_dir)
     tokenizer = load_tokenizer(cfg.model)
     expected = np.array(
         [
-            reference_confidence(model, tokenizer, cfg.prompt, q, a)
+            reference_confidence(model.module, tokenizer, cfg.prompt, q, a)
             for q, a in zip(QUESTIONS, ANSWERS, strict=True)
         ]
     )
@@ -120,7 +120,7 @@ def test_scorer_is_exposed_lazily():
 def test_adapter_dir_accepts_train_dir_or_adapter_and_rejects_others(train_dir, tmp_path):
     assert adapter_dir(train_dir) == train_dir / "adapter"
     assert adapter_dir(train_dir / "adapter") == train_dir / "adapter"
-    with pytest.raises(ConfigError, match="no PEFT adapter"):
+    with pytest.raises(ConfigError, match="holds no adapter"):
         adapter_dir(tmp_path)
 
 

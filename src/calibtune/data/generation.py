@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from calibtune.errors import ConfigError
+from calibtune.models.encoding import length_sorted_batches
 
 
 def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
@@ -24,14 +24,6 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
         if index != -1:
             end = min(end, index)
     return text[:end].strip()
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Prompt indices grouped into batches of similar length (longest first, ties by index)."""
-    if batch_size < 1:
-        raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _is_vllm(model: object) -> bool:

@@ -1,9 +1,12 @@
 """Graders (DESIGN.md §1 step 2): does a free-text answer match the gold answers?
 
 The default model answers in sentences ("The capital of France is Paris."), so the text graders
-look for the gold answer inside the response, and reject a response that hedges between several
-candidates ("Paris or Lyon", "either 12 or 13") or only echoes words of the question. The LLM judge
-asks a local model through the same generation call as the data stage (`judge_grades`).
+look for the gold answer inside the response, and reject a response that offers two different
+answers ("Paris or Lyon", "12 or 13", "Indonesia, Malaysia") or only echoes words of the
+question. `country` finds every country a response names, longest name first (so "South Sudan"
+is not "Sudan" and "Guinea-Bissau" not "Guinea"); `symbol` matches chemical symbols
+case-sensitively as symbols ("In" the symbol, not "in" the word). The LLM judge asks a local
+model through the same generation call as the data stage (`judge_grades`).
 """
 
 from __future__ import annotations
@@ -12,12 +15,21 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
 
 from calibtune.errors import ConfigError
 
-GRADERS = ("exact", "numeric", "choice", "substring", "judge")
+GRADERS = ("exact", "numeric", "choice", "substring", "judge", "country", "continent", "symbol")
 ARTICLES = {"a", "an", "the"}
-HEDGE_WORDS = {"or", "either", "maybe", "perhaps", "possibly"}
+# Words that join alternative answers, and words that carry no answer inside an alternative.
+ALTERNATIVE_WORDS = {"or", "either"}
+FILLER_WORDS = {"maybe", "perhaps", "possibly", "probably", "it", "is", "also", "known", "as"}
+FILLER_WORDS |= {"called", "simply", "just", "i", "think", "not", "sure", "but", "s", "which"}
+# Words that may stand between two names of a list of alternatives ("Ghana, or maybe Togo").
+LIST_WORDS = {"or", "and", "either", "in", "maybe", "perhaps", "possibly"}
+# Element symbols that are also English words: read as words when a lower-case word follows.
+ENGLISH_WORD_SYMBOLS = {"I", "In", "As", "Be", "He", "No", "At", "Am"}
 NUMBER_WORDS = {
     w: str(i)
     for i, w in enumerate(
@@ -66,20 +78,33 @@ def count_phrase(words: Sequence[str], phrase: Sequence[str]) -> int:
     return sum(1 for i in range(len(words) - n + 1) if list(words[i : i + n]) == list(phrase))
 
 
-def is_hedged(response_words: Sequence[str], context_words: Sequence[str]) -> bool:
-    """True when the response offers alternatives ("or", "either", "maybe") the context lacks."""
-    return any(word in HEDGE_WORDS and word not in context_words for word in response_words)
+def offers_other_answer(
+    words: Sequence[str], aliases: Sequence[Sequence[str]], context_words: Sequence[str]
+) -> bool:
+    """True when an "or"/"either" the context lacks joins an alternative that names none of the
+    aliases ("Paris or Lyon", "Paris, or maybe Lyon"); "yen, or JPY" names one answer twice."""
+    joiners = [i for i, w in enumerate(words) if w in ALTERNATIVE_WORDS and w not in context_words]
+    if not joiners:
+        return False
+    bounds = [-1, *joiners, len(words)]
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        segment = list(words[start + 1 : end])
+        content = [w for w in segment if w not in context_words and w not in FILLER_WORDS]
+        if content and not any(count_phrase(segment, a) for a in aliases):
+            return True
+    return False
 
 
 def exact_match(response: str, answers: Sequence[str], question: str = "") -> bool:
-    """Normalized exact match with aliases, also inside a sentence, but not in a hedge and not
-    only where the response echoes the question (the alias must occur more often than there)."""
+    """Normalized exact match with aliases, also inside a sentence, but not when the response
+    offers another answer beside it and not only where the response echoes the question (the
+    alias must occur more often than there)."""
     words = normalize_words(response)
     question_words = normalize_words(question)
     aliases = [normalize_words(a) for a in answers if normalize_words(a)]
     if any(words == alias for alias in aliases):
         return True
-    if is_hedged(words, question_words + [w for a in aliases for w in a]):
+    if offers_other_answer(words, aliases, question_words):
         return False
     return any(count_phrase(words, a) > count_phrase(question_words, a) for a in aliases)
 
@@ -105,9 +130,135 @@ def numeric_match(response: str, answers: Sequence[str], question: str = "") -> 
     if not gold:
         raise ConfigError(f"numeric grader: gold answers {list(answers)!r} hold no number")
     new = Counter(parse_numbers(response)) - Counter(parse_numbers(question))
-    if is_hedged(normalize_words(response), normalize_words(question)):
-        return False
     return len(new) == 1 and next(iter(new)) in gold
+
+
+# --- entity graders: every answer of a kind the response names, gold or not --------------------
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Names of the entities of one kind: normalized word runs (and case-exact runs for
+    acronyms such as "USA") to an entity id; id "" marks a name that is no answer (a blocker
+    such as "East China Sea" or a city name) but still hides the shorter names inside it."""
+
+    phrases: dict[tuple[str, ...], str]
+    acronyms: dict[tuple[str, ...], str]
+    longest: int
+
+
+def make_lexicon(names: dict[str, Sequence[str]], blockers: Sequence[str] = ()) -> Lexicon:
+    """A Lexicon from entity id -> names, plus blocker names (entity names win over blockers)."""
+    phrases: dict[tuple[str, ...], str] = {}
+    acronyms: dict[tuple[str, ...], str] = {}
+    for name in blockers:
+        if normalize_words(name):
+            phrases.setdefault(tuple(normalize_words(name)), "")
+    for entity, aliases in names.items():
+        for alias in aliases:
+            letters = re.sub(r"[^A-Za-z]", "", alias)
+            if letters and letters.isupper() and len(letters) <= 4:
+                acronyms[tuple(raw_words(alias))] = entity
+            elif normalize_words(alias):
+                phrases[tuple(normalize_words(alias))] = entity
+    longest = max(len(p) for p in [*phrases, *acronyms]) if phrases or acronyms else 0
+    return Lexicon(phrases, acronyms, longest)
+
+
+def raw_words(text: str) -> list[str]:
+    """Words as `normalize_words` splits them, case kept and articles dropped."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return [w for w in re.sub(r"[^\w\s]", " ", text).split() if w.lower() not in ARTICLES]
+
+
+def find_mentions(text: str, lexicon: Lexicon) -> list[tuple[str, int, int]]:
+    """(entity, first word, end word) of each name in the text, read left to right taking the
+    longest name at each word (blockers are consumed and not listed)."""
+    raw = raw_words(text)
+    words = [w.lower() for w in raw]
+    found = []
+    i = 0
+    while i < len(words):
+        for length in range(min(lexicon.longest, len(words) - i), 0, -1):
+            entity = lexicon.acronyms.get(tuple(raw[i : i + length]))
+            if entity is None:
+                entity = lexicon.phrases.get(tuple(words[i : i + length]))
+            if entity is not None:
+                if entity:
+                    found.append((entity, i, i + length))
+                i += length
+                break
+        else:
+            i += 1
+    return found
+
+
+def entity_match(response: str, answers: Sequence[str], question: str, lexicon: Lexicon) -> bool:
+    """The first entity the response names beyond the question's is the gold one, and no other
+    entity stands beside a gold mention as an alternative ("Indonesia, Malaysia", "Ghana or
+    Togo"); an entity named elsewhere ("Denmark ..., bordering Norway") is no alternative.
+    A response that is just an answer is right; answers the lexicon does not know fall back to
+    `exact_match`."""
+    if normalize_words(response) in [normalize_words(a) for a in answers]:
+        return True
+    gold = {entity for answer in answers for entity, _, _ in find_mentions(answer, lexicon)}
+    if not gold:
+        return exact_match(response, answers, question)
+    echoed = Counter(entity for entity, _, _ in find_mentions(question, lexicon))
+    new = []
+    for mention in find_mentions(response, lexicon):
+        if echoed[mention[0]] > 0:
+            echoed[mention[0]] -= 1
+        else:
+            new.append(mention)
+    if not new or new[0][0] not in gold:
+        return False
+    words = normalize_words(response)
+    for before, after in zip(new, new[1:], strict=False):
+        between = set(words[before[2] : after[1]])
+        if (before[0] in gold) != (after[0] in gold) and between <= LIST_WORDS:
+            return False
+    return True
+
+
+@cache
+def entity_lexicon(kind: str) -> Lexicon:
+    """The lexicon of an entity grader: `country` (every country's names and '<demonym>
+    city/state ...'; cities and seas as blockers) or `continent` (continents, their adjectives
+    and 'the Americas' / 'Eurasia'; country names as blockers)."""
+    from calibtune.data.builtin import continent_names, country_names, place_names
+
+    if kind == "country":
+        return make_lexicon(country_names(), place_names())
+    countries = [name for names in country_names().values() for name in names]
+    return make_lexicon(continent_names(), countries)
+
+
+SYMBOL = re.compile(r"(?<![\w'’])([A-Z][a-z]?)(?![\w'’])")
+
+
+def symbol_mentions(text: str, symbols: frozenset[str]) -> Counter:
+    """Chemical symbols in the text, case-exact and standing alone ("Fe", not "fe" or "Fe2"),
+    except English words used as words ("In the table", "I think", "He is")."""
+    found: Counter = Counter()
+    for match in SYMBOL.finditer(text):
+        token = match.group(1)
+        if token not in symbols:
+            continue
+        if token in ENGLISH_WORD_SYMBOLS and re.match(r"\s+[a-z]", text[match.end() :]):
+            continue
+        found[token] += 1
+    return found
+
+
+def symbol_match(response: str, answers: Sequence[str], question: str = "") -> bool:
+    """The response names exactly one chemical symbol beyond the question's, a gold one."""
+    from calibtune.data.builtin import element_symbols
+
+    symbols = element_symbols() | frozenset(answers)
+    new = set(symbol_mentions(response, symbols) - symbol_mentions(question, symbols))
+    return len(new) == 1 and new <= set(answers)
 
 
 def choice_letter(response: str, choices: Sequence[str]) -> str | None:
@@ -142,7 +293,8 @@ def grade(
     grader: str,
     question: str = "",
 ) -> bool:
-    """Is `response` correct? grader: exact | numeric | choice | substring (judge: judge_grades)."""
+    """Is `response` correct? grader: exact | numeric | choice | substring | country | continent
+    | symbol (judge: judge_grades)."""
     if grader == "exact":
         return exact_match(response, answers, question)
     if grader == "numeric":
@@ -151,6 +303,10 @@ def grade(
         return choice_match(response, answers, choices)
     if grader == "substring":
         return substring_match(response, answers)
+    if grader in ("country", "continent"):
+        return entity_match(response, answers, question, entity_lexicon(grader))
+    if grader == "symbol":
+        return symbol_match(response, answers, question)
     if grader == "judge":
         raise ConfigError("the 'judge' grader needs a model: call judge_grades(...) instead")
     raise ConfigError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
@@ -174,10 +330,10 @@ def judge_grades(
 ) -> list[bool]:
     """LLM judge: a local model reads question, gold answers and response and says yes or no."""
     from calibtune.data.generation import generate_answers
-    from calibtune.models.prompts import _render
+    from calibtune.models.prompts import render_user_turn
 
     prompts = [
-        _render(
+        render_user_turn(
             tokenizer,
             prompt_cfg,
             JUDGE_TEMPLATE.format(

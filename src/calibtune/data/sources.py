@@ -28,7 +28,8 @@ def question_key(question: str) -> str:
 
 
 def validate_qa_row(row: dict, path: object, line: int | None) -> dict:
-    """Check one QA row and fill defaults (qid, id, domain, choices); raise InputError if bad."""
+    """Check one QA row and fill defaults (qid, id, group, domain, choices); raise InputError
+    if bad. `group` names the entity the question is about (default: its qid)."""
     question = row.get("question")
     if question is None:
         raise InputError(path, line, "question", "missing")
@@ -55,11 +56,28 @@ def validate_qa_row(row: dict, path: object, line: int | None) -> dict:
                 "answers",
                 f"with choices, answers must be letters among {sorted(letters)}",
             )
+    group = row.get("group")
+    if group is not None and not (
+        (isinstance(group, str) and group.strip())
+        or (
+            isinstance(group, list)
+            and group
+            and all(isinstance(g, str) and g.strip() for g in group)
+        )
+    ):
+        raise InputError(
+            path,
+            line,
+            "group",
+            "must be a non-empty string (or list of strings) naming the "
+            "entity the question is about",
+        )
     checked = dict(row)
     checked["answers"] = [str(a) for a in answers]
     checked["choices"] = choices
     checked["qid"] = str(row.get("qid") or question_key(question))
     checked["id"] = str(row.get("id") or checked["qid"])
+    checked["group"] = group if group is not None else checked["qid"]
     checked["domain"] = str(row.get("domain") or "default")
     checked[SOURCE_KEY] = f"{path}:{line}" if line is not None else str(path)
     return checked
@@ -219,6 +237,8 @@ def map_records(records: list[dict], mapping: str, where: str, domain: str) -> l
                 where, index, None, f"does not fit the {mapping} schema: {err}"
             ) from None
         mapped = {k: v for k, v in mapped.items() if v is not None}
+        if record.get("group") is not None:  # an optional entity column of the user's files
+            mapped["group"] = record["group"]
         mapped.setdefault("domain", domain)
         if "id" not in mapped:
             mapped["id"] = f"{mapping}/{index}"

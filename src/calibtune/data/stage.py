@@ -36,7 +36,8 @@ from calibtune.errors import ConfigError, InputError
 from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, split_path
 from calibtune.io import read_jsonl, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
 from calibtune.models import load_model, load_tokenizer, model_fingerprint
-from calibtune.models.prompts import render_answer_prompt, render_query_prompt
+from calibtune.models.confidence import render_query_prompt
+from calibtune.models.prompts import render_answer_prompt
 from calibtune.runtime import git_commit, is_rank_zero, set_seed
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,11 @@ def interleave(groups: list[list[dict]], key: str, rng: random.Random) -> list[l
     return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
 
 
-def question_groups(rows: list[dict]) -> list[list[dict]]:
-    """Rows that must share a split: the same qid, or the same question text (case and
-    whitespace folded, as `check_leakage` compares them), transitively; in first-seen order."""
+def entity_groups(rows: list[dict]) -> list[list[dict]]:
+    """Rows that must share a split, in first-seen order: the same `group` (the entity a row is
+    about; a list joins several), the same qid, or the same question text (case and whitespace
+    folded, as `check_leakage` compares them), transitively. Each row's `group` is set to its
+    component's name: the smallest group key in it."""
     parent: dict[str, str] = {}
 
     def find(key: str) -> str:
@@ -106,67 +109,111 @@ def question_groups(rows: list[dict]) -> list[list[dict]]:
         return key
 
     for row in rows:
-        parent[find("text:" + question_key(row["question"]))] = find("qid:" + str(row["qid"]))
-    groups: dict[str, list[dict]] = {}
+        root = find("qid:" + str(row["qid"]))
+        for key in ["text:" + question_key(row["question"])] + [
+            "group:" + g for g in group_keys(row)
+        ]:
+            parent[find(key)] = root
+    components: dict[str, list[dict]] = {}
     for row in rows:
-        groups.setdefault(find("qid:" + str(row["qid"])), []).append(row)
-    return list(groups.values())
+        components.setdefault(find("qid:" + str(row["qid"])), []).append(row)
+    for members in components.values():
+        name = min(g for row in members for g in group_keys(row))
+        for row in members:
+            row["group"] = name
+    return list(components.values())
+
+
+def group_keys(row: dict) -> list[str]:
+    """The entity keys of a row: its `group` (a string or a list of strings), else its qid."""
+    group = row.get("group")
+    if group is None:
+        return [str(row["qid"])]
+    return [str(g) for g in group] if isinstance(group, list) else [str(group)]
+
+
+def question_groups(rows: list[dict]) -> list[list[dict]]:
+    """Rows of one fact (the same qid), in first-seen order."""
+    facts: dict[str, list[dict]] = {}
+    for row in rows:
+        facts.setdefault(str(row["qid"]), []).append(row)
+    return list(facts.values())
 
 
 def interleave_by_domain(rows: list[dict], rng: random.Random) -> list[list[dict]]:
-    """Question groups (see `question_groups`) balanced over domains, and within a domain over
+    """Facts (see `question_groups`) balanced over domains, and within a domain over
     difficulty levels where rows have one (the built-in arithmetic)."""
     by_domain: dict[str, list[list[dict]]] = defaultdict(list)
-    for group in question_groups(rows):
-        by_domain[group[0]["domain"]].append(group)
+    for fact in question_groups(rows):
+        by_domain[fact[0]["domain"]].append(fact)
     queues = [interleave(by_domain[d], "difficulty", rng) for d in sorted(by_domain)]
     return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
 
 
 def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
-    """Pick the examples and split them by question (qid), deterministic from the seed.
+    """Pick the examples and split them by entity group, deterministic from the seed.
 
-    Rows that already carry a split (a user's own split) keep it. Otherwise each question group
-    goes whole to a split drawn with probability proportional to the room left in it
-    (data.holdout_domains only to test), so every split gets the same mix of domains; groups are
-    trimmed to fit, so the split sizes come out exact."""
+    Rows that already carry a split (a user's own split) keep it. Otherwise facts are visited
+    balanced over domains; the first fact of an entity group draws the group's split with
+    probability proportional to the room left in each split, and every later fact of that group
+    goes to the same split (or is left out once that split is full), so no group is in two
+    splits. A group whose first fact is in a data.holdout_domains domain goes to test; a
+    holdout fact whose group is already in train or val is left out, so the holdout domains and
+    the entities of their test rows are unseen in train and val. Facts are trimmed to fit, so
+    the split sizes come out exact unless the source runs out."""
+    rows = [dict(row) for row in rows]
+    entity_groups(rows)
     if all(row.get("split") in SPLITS for row in rows):
-        return [dict(row) for row in rows]
+        return rows
     holdout = set(data_cfg.holdout_domains or [])
     sizes = split_sizes(data_cfg, len(rows))
     remaining = dict(sizes)
+    group_split: dict[str, str] = {}
     chosen = []
     rng = random.Random(seed)
-    for group in interleave_by_domain(rows, rng):
-        allowed = ["test"] if any(r["domain"] in holdout for r in group) else list(SPLITS)
-        open_splits = [s for s in allowed if remaining[s] > 0]
-        if not open_splits:
-            if not any(remaining.values()):
-                break
+    for fact in interleave_by_domain(rows, rng):
+        if not any(remaining.values()):
+            break
+        held_out = any(r["domain"] in holdout for r in fact)
+        split = group_split.get(fact[0]["group"])
+        if split is None:
+            allowed = ["test"] if held_out else list(SPLITS)
+            open_splits = [s for s in allowed if remaining[s] > 0]
+            if not open_splits:
+                continue
+            split = rng.choices(open_splits, weights=[remaining[s] for s in open_splits])[0]
+            group_split[fact[0]["group"]] = split
+        if held_out and split != "test":
             continue
-        split = rng.choices(open_splits, weights=[remaining[s] for s in open_splits])[0]
-        for row in group[: remaining[split]]:
-            chosen.append({**row, "split": split})
-        remaining[split] -= min(len(group), remaining[split])
+        taken = fact[: remaining[split]]
+        chosen += [{**row, "split": split} for row in taken]
+        remaining[split] -= len(taken)
+    if any(remaining.values()):
+        log.warning("split sizes short of %s by %s: the source ran out of groups", sizes, remaining)
     return chosen
 
 
 def check_leakage(rows: list[dict]) -> None:
-    """Fail when a question (by qid or by text) is in train and in an eval split."""
-    train_qids = {r["qid"] for r in rows if r["split"] == "train"}
-    train_texts = {question_key(r["question"]) for r in rows if r["split"] == "train"}
-    for row in rows:
-        if row["split"] == "train":
-            continue
-        if row["qid"] in train_qids or question_key(row["question"]) in train_texts:
-            path, _, line = str(row.get(SOURCE_KEY, "input")).rpartition(":")
-            raise InputError(
-                path or line,
-                int(line) if path and line.isdigit() else None,
-                "question",
-                f"leakage: question {row['question']!r} is in train and in {row['split']}; "
-                "remove the duplicate or give both rows the same split",
-            )
+    """Fail when a question (by qid or by text) or an entity group is in two splits."""
+    first_split: dict[str, str] = {}
+    for row in sorted(rows, key=lambda r: SPLITS.index(r["split"])):
+        keys = [
+            ("qid", row["qid"]),
+            ("question", question_key(row["question"])),
+            *(("group", g) for g in group_keys(row)),
+        ]
+        for kind, key in keys:
+            seen = first_split.setdefault(f"{kind}:{key}", row["split"])
+            if seen != row["split"]:
+                path, _, line = str(row.get(SOURCE_KEY, "input")).rpartition(":")
+                what = f"question {row['question']!r}" if kind != "group" else f"group {key!r}"
+                raise InputError(
+                    path or line,
+                    int(line) if path and line.isdigit() else None,
+                    "group" if kind == "group" else "question",
+                    f"leakage: {what} is in {seen} and in {row['split']}; "
+                    "remove the duplicate or give both rows the same split",
+                )
 
 
 # --- answering and grading ---------------------------------------------------------------------
@@ -305,8 +352,9 @@ def accuracy_table(rows: Sequence[dict]) -> dict:
     return table
 
 
-def write_labeled_set(cfg, out_dir: Path, rows: list[dict]) -> dict:
-    """Write train/val/test JSONL and then manifest.json, each atomically."""
+def write_labeled_set(cfg, out_dir: Path, rows: list[dict], source: str | None = None) -> dict:
+    """Write train/val/test JSONL and then manifest.json, each atomically (`source`: the QA file
+    the rows were read from, when not cfg.dataset)."""
     files = {}
     for split in SPLITS:
         split_rows = sorted(
@@ -320,7 +368,11 @@ def write_labeled_set(cfg, out_dir: Path, rows: list[dict]) -> dict:
         "fields": list(LABELED_FIELDS),
         "model": model_fingerprint(cfg.model),
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "dataset": (
+            {"kind": "jsonl", "path": source}
+            if source
+            else OmegaConf.to_container(cfg.dataset, resolve=True)
+        ),
         "grader": str(cfg.data.grader),
         "graders_used": sorted({r["grader"] for r in rows}),
         "generation": generation_kwargs(cfg.data),

@@ -1,66 +1,42 @@
-"""Per-example confidences of DESIGN.md §2 from a model: ptrue, pavg / seqlogp / pmin, verbalized.
+"""Per-example confidences of the eval stage from a model: ptrue (base, tuned), pavg / seqlogp /
+pmin, verbalized, and the Full-ECE logits.
 
+ptrue is `calibtune.models.confidence`'s: the same passes as train validation and `Scorer`.
 Every function batches rows of similar length together and returns numpy arrays in the order
-of its inputs. The shared encoding and query helpers of `calibtune.models` do the token work.
+of its inputs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from calibtune.data.generation import generate_answers, length_sorted_batches
-from calibtune.errors import ConfigError
+from calibtune.data.generation import generate_answers
 from calibtune.metrics import FullECE
+from calibtune.models.confidence import (
+    EncodedQuery,
+    QueryModel,
+    QueryTokens,
+    confidences,
+    followup_batches,
+    followup_query_logits,
+    query_logits,
+    query_two_way_logits,
+)
 from calibtune.models.encoding import (
     answer_token_logits,
     collate_answers,
-    collate_followup,
     encode_answer,
-    encode_text,
-    followup_full_pass,
     followup_prefix_pass,
-    followup_suffix_logits,
-    last_token_logits,
-    pad_sequences,
+    length_sorted_batches,
 )
-from calibtune.models.prompts import QueryTokens, query_confidence, query_suffix
 
 PERCENT = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d+)?)\s*%?")
-
-
-def _device(model: PreTrainedModel) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device) for key, value in batch.items()}
-
-
-def base_mode(model):
-    """Context in which `model` runs as the base model (adapter disabled), if it has one."""
-    return (
-        model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    )
-
-
-def alora_invocation_tokens(model) -> list[int] | None:
-    """The invocation tokens of an activated-LoRA adapter on `model` (None for other models)."""
-    config = getattr(model, "peft_config", {}).get("default")
-    tokens = getattr(config, "alora_invocation_tokens", None)
-    return list(tokens) if tokens else None
-
-
-def followup_suffix_text(rows: Sequence[dict]) -> str | None:
-    """The suffix every row's query adds to its prompt + response (follow-up queries), else None."""
-    suffixes = {query_suffix(r["prompt"], r["response"], r["query"]) for r in rows}
-    return suffixes.pop() if len(suffixes) == 1 else None
 
 
 def _record_answer_stats(
@@ -79,27 +55,6 @@ def _record_answer_stats(
             result["pavg"][index] = float(logp.exp().mean())
             result["seqlogp"][index] = float(logp.mean().exp())
             result["pmin"][index] = float(logp.min().exp())
-
-
-@torch.inference_mode()
-def ptrue_confidences(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    queries: Sequence[str],
-    tokens: QueryTokens,
-    batch_size: int,
-    progress: str | None = None,
-) -> np.ndarray:
-    """P(yes) / (P(yes) + P(no)) after each rendered uncertainty query (a bar named `progress`)."""
-    encoded = [encode_text(tokenizer, query) for query in queries]
-    confidences = np.zeros(len(queries))
-    device = _device(model)
-    batches = length_sorted_batches([len(ids) for ids in encoded], batch_size)
-    for batch in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
-        padded = pad_sequences([encoded[i] for i in batch], tokenizer.pad_token_id, side="left")
-        logits = last_token_logits(model, _to_device(padded, device))
-        confidences[batch] = query_confidence(logits, tokens).double().cpu().numpy()
-    return confidences
 
 
 @torch.inference_mode()
@@ -122,105 +77,18 @@ def answer_confidences(
     encoded = [encode_answer(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
     result = {name: np.full(len(prompts), np.nan) for name in ("pavg", "seqlogp", "pmin")}
     usable = [i for i, item in enumerate(encoded) if len(item.input_ids) > item.answer_start]
-    device = _device(model)
+    device = next(model.parameters()).device
     lengths = [len(encoded[i].input_ids) for i in usable]
     batches = length_sorted_batches(lengths, batch_size)
     for batch_positions in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
         batch = [usable[i] for i in batch_positions]
         collated = collate_answers([encoded[i] for i in batch], tokenizer.pad_token_id)
-        logits, targets, rows = answer_token_logits(model, _to_device(collated, device))
+        logits, targets, rows = answer_token_logits(
+            model, {k: v.to(device) for k, v in collated.items()}
+        )
         _update_full_ece(full_ece, logits, targets)
         _record_answer_stats(result, logits, targets, rows, batch)
     return result
-
-
-def _followup_batches(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: Sequence[dict],
-    suffix: str,
-    batch_size: int,
-    progress: str | None = None,
-) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-    """(row indices, collated follow-up batch on the model's device) in length-sorted batches."""
-    encoded = [encode_answer(tokenizer, r["prompt"], r["response"]) for r in rows]
-    suffix_ids = encode_text(tokenizer, suffix)
-    device = _device(model)
-    batches = length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
-    for batch in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
-        collated = collate_followup([encoded[i] for i in batch], suffix_ids, tokenizer.pad_token_id)
-        yield batch, _to_device(collated, device)
-
-
-@torch.inference_mode()
-def followup_confidences(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: Sequence[dict],
-    suffix: str,
-    tokens: QueryTokens,
-    batch_size: int,
-    tuned: bool,
-    base_full_ece: Sequence[tuple[float, FullECE]] = (),
-    tuned_full_ece: Sequence[tuple[float, FullECE]] = (),
-    progress: str | None = None,
-) -> dict[str, np.ndarray]:
-    """Every model confidence of rows whose query is prompt + response + `suffix`, sharing work.
-
-    Per batch: one base pass over prompt + response gives pavg / seqlogp / pmin, the base
-    Full-ECE logits and a KV cache; the suffix on that cache gives base ptrue. Tuned ptrue comes
-    from the suffix with the adapter on the same cache for an activated LoRA (its prefix is the
-    base model's), else from one adapter pass over the whole query, which also gives the tuned
-    answer-token logits. Keys: base/ptrue, base/pavg, base/seqlogp, base/pmin, tuned/ptrue."""
-    activated = alora_invocation_tokens(model) is not None
-    names = ("base/ptrue", "tuned/ptrue", "pavg", "seqlogp", "pmin")
-    result = {name: np.full(len(rows), np.nan) for name in names}
-    for batch, collated in _followup_batches(model, tokenizer, rows, suffix, batch_size, progress):
-        with base_mode(model):
-            (logits, targets, rows_), cache = followup_prefix_pass(model, collated)
-            base_last = followup_suffix_logits(model, collated, cache)
-        result["base/ptrue"][batch] = query_confidence(base_last, tokens).double().cpu().numpy()
-        _record_answer_stats(result, logits, targets, rows_, batch)
-        _update_full_ece(base_full_ece, logits, targets)
-        if not tuned:
-            continue
-        if activated:
-            tuned_last = followup_suffix_logits(model, collated, cache)
-            if tuned_full_ece:  # measured, though the adapter is inactive on prompt + response
-                (logits, targets, _), _ = followup_prefix_pass(model, collated, use_cache=False)
-        else:
-            tuned_last, (logits, targets, _) = followup_full_pass(model, collated)
-        result["tuned/ptrue"][batch] = query_confidence(tuned_last, tokens).double().cpu().numpy()
-        _update_full_ece(tuned_full_ece, logits, targets)
-    out = {"base/ptrue": result["base/ptrue"]}
-    out.update({f"base/{name}": result[name] for name in ("pavg", "seqlogp", "pmin")})
-    if tuned:
-        out["tuned/ptrue"] = result["tuned/ptrue"]
-    return out
-
-
-@torch.inference_mode()
-def followup_ptrue(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: Sequence[dict],
-    suffix: str,
-    tokens: QueryTokens,
-    batch_size: int,
-) -> np.ndarray:
-    """`model`'s own ptrue (adapter on, if it has one) for follow-up queries, computed exactly
-    as `followup_confidences` computes tuned/ptrue (same batches give the same numbers)."""
-    activated = alora_invocation_tokens(model) is not None
-    confidences = np.full(len(rows), np.nan)
-    for batch, collated in _followup_batches(model, tokenizer, rows, suffix, batch_size):
-        if activated:
-            with base_mode(model):
-                _, cache = followup_prefix_pass(model, collated, answer_logits=False)
-            last = followup_suffix_logits(model, collated, cache)
-        else:
-            last, _ = followup_full_pass(model, collated)
-        confidences[batch] = query_confidence(last, tokens).double().cpu().numpy()
-    return confidences
 
 
 def _update_full_ece(
@@ -233,22 +101,79 @@ def _update_full_ece(
         metric.update(logits / temperature, targets)
 
 
-def check_activated_queries(model, tokenizer, suffix: str | None) -> None:
-    """An activated LoRA only acts on its invocation tokens: the queries must end in them."""
-    invocation = alora_invocation_tokens(model)
-    if invocation is None:
-        return
-    if model.peft_config["default"].task_type != "CAUSAL_LM":
-        raise ConfigError(
-            "the adapter is an activated LoRA without task_type CAUSAL_LM in its "
-            "adapter_config.json, so PEFT would never activate it: set task_type to CAUSAL_LM"
-        )
-    if suffix is None or encode_text(tokenizer, suffix) != invocation:
-        raise ConfigError(
-            "the adapter is an activated LoRA (method=alora) whose invocation tokens are not the "
-            "suffix of these queries, so it would never act: evaluate a labeled set built with "
-            "the same prompt (prompt.query_style=followup and the same followup_template)"
-        )
+def bar(progress: str | None):
+    """A tqdm wrapper named `progress` for batch iterators, or None (no bar)."""
+    if progress is None:
+        return None
+    return lambda batches: tqdm(batches, desc=progress, unit="batch")
+
+
+def ptrue(
+    qm: QueryModel,
+    queries: Sequence[EncodedQuery],
+    tokens: QueryTokens,
+    pad_id: int,
+    batch_size: int,
+    *,
+    base: bool,
+    progress: str | None = None,
+) -> np.ndarray:
+    """P(yes) of each query, base (adapter disabled) or tuned: the shared confidence passes."""
+    two_way = query_two_way_logits(
+        qm, queries, tokens, pad_id, batch_size, base=base, progress=bar(progress)
+    )
+    return confidences(two_way)
+
+
+@torch.inference_mode()
+def followup_confidences(
+    qm: QueryModel,
+    queries: Sequence[EncodedQuery],
+    suffix_ids: Sequence[int],
+    tokens: QueryTokens,
+    pad_id: int,
+    batch_size: int,
+    tuned: bool,
+    base_full_ece: Sequence[tuple[float, FullECE]] = (),
+    tuned_full_ece: Sequence[tuple[float, FullECE]] = (),
+    progress: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Every model confidence of follow-up queries (prompt + response + suffix), sharing work.
+
+    Per batch: one base pass over prompt + response gives pavg / seqlogp / pmin, the base
+    Full-ECE logits and a KV cache; the suffix on that cache gives base ptrue. Tuned ptrue is
+    `followup_query_logits` (an aLoRA's suffix on the same cache; a LoRA's one pass over the
+    whole query, which also gives the tuned answer-token logits), a probe's is its head on the
+    query features. Keys: base/ptrue, base/pavg, base/seqlogp, base/pmin, tuned/ptrue."""
+    names = ("pavg", "seqlogp", "pmin")
+    stats = {name: np.full(len(queries), np.nan) for name in names}
+    two_way = {"base": torch.empty(len(queries), 2), "tuned": torch.empty(len(queries), 2)}
+    device = next(qm.module.parameters()).device
+    batches = followup_batches(queries, suffix_ids, pad_id, batch_size)
+    for batch, collated in bar(progress)(batches) if progress else batches:
+        collated = {k: v.to(device) for k, v in collated.items()}
+        with qm.base_mode():
+            (logits, targets, rows), cache = followup_prefix_pass(qm.module, collated)
+        last, _ = followup_query_logits(qm, collated, base=True, cache=cache)
+        two_way["base"][batch] = query_logits(last, tokens).cpu()
+        _record_answer_stats(stats, logits, targets, rows, batch)
+        _update_full_ece(base_full_ece, logits, targets)
+        if not tuned or qm.kind == "probe":  # a probe leaves the answer tokens as they are
+            _update_full_ece(tuned_full_ece if tuned else (), logits, targets)
+            continue
+        last, answer = followup_query_logits(qm, collated, base=False, cache=cache)
+        two_way["tuned"][batch] = query_logits(last, tokens).cpu()
+        if answer is None and tuned_full_ece:  # aLoRA: inactive on prompt + response, measured
+            answer, _ = followup_prefix_pass(qm.module, collated, use_cache=False)
+        if answer is not None:
+            _update_full_ece(tuned_full_ece, answer[0], answer[1])
+    out = {"base/ptrue": confidences(two_way["base"])}
+    out.update({f"base/{name}": stats[name] for name in names})
+    if tuned and qm.kind == "probe":
+        two_way["tuned"] = query_two_way_logits(qm, queries, tokens, pad_id, batch_size)
+    if tuned:
+        out["tuned/ptrue"] = confidences(two_way["tuned"])
+    return out
 
 
 def parse_percent(text: str) -> float | None:
@@ -272,5 +197,5 @@ def verbalized_confidences(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
     parsed = [parse_percent(samples[0]) for samples in replies]
-    confidences = np.array([np.nan if p is None else p for p in parsed], dtype=np.float64)
-    return confidences, sum(p is None for p in parsed)
+    values = np.array([np.nan if p is None else p for p in parsed], dtype=np.float64)
+    return values, sum(p is None for p in parsed)

@@ -5,7 +5,7 @@
 1. Load the base model, and the labeled val/test examples (or answer and grade a raw QA file
    with the data stage's code, split by question from the seed).
 2. Attach the adapter; base confidences come from the same weights under `disable_adapter()`.
-3. Confidences (DESIGN.md §2) on val and test: ptrue (base, tuned), pavg / seqlogp / pmin,
+3. Confidences (docs/evaluation.md) on val and test: ptrue (base, tuned), pavg / seqlogp / pmin,
    verbalized; Full-ECE of base and tuned next-token distributions over a temperature grid.
 4. Recalibrators fitted on val only, applied to test.
 5. Metrics on test, tuned-minus-base deltas with paired-bootstrap intervals, per-domain tables,
@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval import confidence, policy, report, scoring
-from calibtune.eval.confidence import base_mode
 from calibtune.eval.recalibrate import (
     CalibrationUnavailable,
     apply_calibrator,
@@ -33,13 +32,20 @@ from calibtune.eval.recalibrate import (
 )
 from calibtune.examples import MANIFEST, read_labeled_split
 from calibtune.metrics import FullECE, MetricError
-from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import find_query_tokens, render_query_prompt
+from calibtune.models.confidence import (
+    QueryModel,
+    attach_adapter,
+    common_suffix_ids,
+    encode_query,
+    query_tokens_of,
+    render_query_prompt,
+    shared_suffix,
+)
+from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
 from calibtune.runtime import is_rank_zero, set_seed
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
-ADAPTER_CONFIG = "adapter_config.json"
 ANSWER_METHODS = {"base/pavg", "base/seqlogp", "base/pmin"}  # need the prompt+response pass
 
 
@@ -47,17 +53,10 @@ ANSWER_METHODS = {"base/pavg", "base/seqlogp", "base/pmin"}  # need the prompt+r
 
 
 def resolve_adapter(adapter: str | None) -> Path | None:
-    """The adapter directory: a train output dir (its adapter/), an adapter dir, or None."""
+    """The adapter directory of `eval.adapter` (a train output dir, an adapter dir), or None."""
     if adapter in (None, "", "null", "none"):
         return None
-    path = Path(adapter)
-    for candidate in (path, path / "adapter"):
-        if (candidate / ADAPTER_CONFIG).is_file():
-            return candidate
-    raise ConfigError(
-        f"eval.adapter={adapter}: no {ADAPTER_CONFIG} there or in its adapter/ folder; give a "
-        "train output dir, an adapter dir, or eval.adapter=null for the base model only"
-    )
+    return find_adapter_dir(adapter, "eval.adapter")
 
 
 def split_by_question(rows: list[dict], seed: int, val_fraction: float) -> dict[str, list[dict]]:
@@ -87,11 +86,14 @@ def load_examples(cfg: DictConfig, model, tokenizer) -> dict[str, list[dict]]:
         splits = {split: read_labeled_split(data_path, split) for split in ("val", "test")}
     else:
         from calibtune.data.sources import read_qa_jsonl
-        from calibtune.data.stage import label_qa_rows
+        from calibtune.data.stage import label_qa_rows, write_labeled_set
 
         log.info("answering and grading %s with the base model", data_path)
         rows = label_qa_rows(model, tokenizer, read_qa_jsonl(data_path), cfg)
         splits = split_by_question(rows, cfg.seed, cfg.eval.val_fraction)
+        if is_rank_zero():  # the graded answers, beside metrics.json: what was graded how
+            labeled = [{**row, "split": name} for name, part in splits.items() for row in part]
+            write_labeled_set(cfg, Path(cfg.eval.output_dir) / "labeled", labeled, str(data_path))
     test_domains = set(cfg.eval.test_domains or [])
     if test_domains:
         splits["test"] = [r for r in splits["test"] if r.get("domain") in test_domains]
@@ -128,7 +130,7 @@ def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str
 
 
 def compute_confidences(
-    cfg, model, tokenizer, rows, split: str, *, tuned: bool, answers: bool, full_ece: bool
+    cfg, qm: QueryModel, tokenizer, rows, split: str, *, tuned: bool, answers: bool, full_ece: bool
 ) -> dict:
     """Confidences of every method for `rows`: ptrue (base, and tuned when `tuned`), the
     answer-token methods when `answers`, and Full-ECE objects when `full_ece`."""
@@ -138,63 +140,62 @@ def compute_confidences(
     def bar(name: str) -> str | None:
         return f"{split} {name}" if show else None
 
-    tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
-    temperatures = temperature_grid(eval_cfg)
-    suffix = confidence.followup_suffix_text(rows)
-    confidence.check_activated_queries(model, tokenizer, suffix)
-    if suffix is not None:  # follow-up queries: one shared pass per batch (DESIGN.md §1 step 3)
-        base_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
-        tuned_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
-        out = confidence.followup_confidences(
-            model,
-            tokenizer,
-            rows,
-            suffix,
-            tokens,
-            batch_size,
-            tuned=tuned,
-            base_full_ece=base_full,
-            tuned_full_ece=tuned_full if tuned else [],
-            progress=bar("confidences"),
+    def scans() -> list:
+        return [(t, FullECE(eval_cfg.n_bins)) for t in temperature_grid(eval_cfg)]
+
+    tokens = query_tokens_of(tokenizer, cfg.prompt)
+    qm.check_queries(tokenizer, shared_suffix(rows))
+    queries = [encode_query(tokenizer, row) for row in rows]
+    suffix_ids, pad_id = common_suffix_ids(queries), tokenizer.pad_token_id
+    base_full = scans() if full_ece else []
+    tuned_full = scans() if full_ece and tuned else []
+    out: dict = {"full_ece": {"base": base_full, **({"tuned": tuned_full} if tuned else {})}}
+    if suffix_ids is not None:  # follow-up queries: one shared pass per batch
+        out.update(
+            confidence.followup_confidences(
+                qm,
+                queries,
+                suffix_ids,
+                tokens,
+                pad_id,
+                batch_size,
+                tuned=tuned,
+                base_full_ece=base_full,
+                tuned_full_ece=tuned_full,
+                progress=bar("confidences"),
+            )
         )
-        out["full_ece"] = {"base": base_full, **({"tuned": tuned_full} if tuned else {})}
         return out
-    queries = [r["query"] for r in rows]
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
-    out: dict = {"full_ece": {}}
-    with base_mode(model):
-        out["base/ptrue"] = confidence.ptrue_confidences(
-            model, tokenizer, queries, tokens, batch_size, bar("base ptrue")
-        )
-        base_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures] if full_ece else []
-        if answers or full_ece:
+    out["base/ptrue"] = confidence.ptrue(
+        qm, queries, tokens, pad_id, batch_size, base=True, progress=bar("base ptrue")
+    )
+    if answers or full_ece:
+        with qm.base_mode():
             answer = confidence.answer_confidences(
-                model, tokenizer, prompts, responses, batch_size, base_full, bar("base answers")
+                qm.module, tokenizer, prompts, responses, batch_size, base_full, bar("base answers")
             )
-            out.update({f"base/{name}": values for name, values in answer.items()})
-        out["full_ece"]["base"] = base_full
+        out.update({f"base/{name}": values for name, values in answer.items()})
     if tuned:
-        out["tuned/ptrue"] = confidence.ptrue_confidences(
-            model, tokenizer, queries, tokens, batch_size, bar("tuned ptrue")
+        out["tuned/ptrue"] = confidence.ptrue(
+            qm, queries, tokens, pad_id, batch_size, base=False, progress=bar("tuned ptrue")
         )
-        if full_ece:
-            tuned_full = [(t, FullECE(eval_cfg.n_bins)) for t in temperatures]
-            confidence.answer_confidences(
-                model, tokenizer, prompts, responses, batch_size, tuned_full, bar("tuned answers")
-            )
-            out["full_ece"]["tuned"] = tuned_full
+    if tuned_full:
+        confidence.answer_confidences(
+            qm.module, tokenizer, prompts, responses, batch_size, tuned_full, bar("tuned answers")
+        )
     return out
 
 
-def add_verbalized(cfg, model, tokenizer, rows, confidences: dict) -> dict:
+def add_verbalized(cfg, qm: QueryModel, tokenizer, rows, confidences: dict) -> dict:
     """Base model's verbalized confidence on the first `verbalized.max_examples` rows."""
     settings = cfg.eval.verbalized
     if not settings.enabled:
         return {"enabled": False}
     limit = min(len(rows), settings.max_examples or len(rows))
-    with base_mode(model):
+    with qm.base_mode():
         values, unparseable = confidence.verbalized_confidences(
-            model,
+            qm.module,
             tokenizer,
             verbalized_prompts(cfg, tokenizer, rows[:limit]),
             cfg.eval.batch_size,
@@ -340,7 +341,7 @@ def fit_and_score_policy(cfg, fitted: dict, val: dict, y_val, val_domains, test,
 # -- cost of tuning
 
 
-def tuning_cost(cfg, model, tokenizer, rows: list[dict]) -> dict:
+def tuning_cost(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> dict:
     """Tuned vs base greedy answers on a seeded sample of test: agreement, and tuned accuracy.
 
     Both sides are generated here with the same batches and settings (the data stage's
@@ -357,8 +358,9 @@ def tuning_cost(cfg, model, tokenizer, rows: list[dict]) -> dict:
     settings = {**generation_kwargs(cfg.data), "num_samples": 1, "temperature": 0.0}
     settings["batch_size"] = cfg.eval.batch_size
     prompts = [r["prompt"] for r in rows]
+    model = qm.module
     tuned = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
-    with base_mode(model):
+    with qm.base_mode():
         base = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
     same = [normalize(t) == normalize(b) for t, b in zip(tuned, base, strict=True)]
     stored = [normalize(t) == normalize(r["response"]) for t, r in zip(tuned, rows, strict=True)]
@@ -410,11 +412,8 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model)
     splits = load_examples(cfg, model, tokenizer)
-    if adapter_path is not None:
-        from peft import PeftModel
-
-        log.info("adapter %s", adapter_path)
-        model = PeftModel.from_pretrained(model, str(adapter_path)).eval()
+    log.info("adapter %s", adapter_path)
+    qm = attach_adapter(model, adapter_path)
     tuned = adapter_path is not None
     y_val = np.array([float(r["correct"]) for r in splits["val"]])
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
@@ -423,7 +422,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     val_answers = bool(ANSWER_METHODS & set(eval_cfg.recalibrate_methods))
     val = compute_confidences(
         cfg,
-        model,
+        qm,
         tokenizer,
         splits["val"],
         "val",
@@ -432,11 +431,11 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         full_ece=False,
     )
     test = compute_confidences(
-        cfg, model, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
+        cfg, qm, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
     )
     full_ece = summarize_full_ece(test.pop("full_ece"))
     val.pop("full_ece")
-    verbalized = add_verbalized(cfg, model, tokenizer, splits["test"], test)
+    verbalized = add_verbalized(cfg, qm, tokenizer, splits["test"], test)
 
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)
@@ -474,7 +473,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     for method in domain_methods:
         threshold = scoring.threshold_for_risk(val[method], y_val, eval_cfg.target_risk)
         selective[method] = scoring.selective_at_threshold(test[method], y_test, threshold)
-    cost = tuning_cost(cfg, model, tokenizer, splits["test"]) if tuned else None
+    cost = tuning_cost(cfg, qm, tokenizer, splits["test"]) if tuned else None
 
     result = {
         "schema_version": SCHEMA_VERSION,

@@ -1,16 +1,19 @@
-"""Shared model parts: loading (embedded default, local dirs, hub ids), prompts, query tokens."""
+"""Shared model parts: loading (embedded default, local dirs, hub ids), answer prompts, and the
+uncertainty query (`calibtune.models.confidence`)."""
 
-from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
-from calibtune.models.prompts import (
+from calibtune.models.confidence import (
+    QueryModel,
     QueryTokens,
     find_query_tokens,
     query_confidence,
     query_logits,
-    render_answer_prompt,
     render_query_prompt,
 )
+from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
+from calibtune.models.prompts import render_answer_prompt
 
 __all__ = [
+    "QueryModel",
     "QueryTokens",
     "find_query_tokens",
     "load_model",

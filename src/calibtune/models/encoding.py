@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from calibtune.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class EncodedAnswer:
@@ -32,6 +34,14 @@ def encode_answer(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
     prompt_ids = encode_text(tokenizer, prompt)
     response_ids = encode_text(tokenizer, response)
     return EncodedAnswer(input_ids=prompt_ids + response_ids, answer_start=len(prompt_ids))
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Prompt indices grouped into batches of similar length (longest first, ties by index)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def pad_sequences(

@@ -225,3 +225,20 @@ def sha256_file_list(digests: dict[str, str]) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
+ADAPTER_FILES = ("adapter_config.json", "probe_config.json")  # a PEFT adapter, a probe head
+
+
+def find_adapter_dir(path: str | os.PathLike, key: str) -> Path:
+    """The adapter dir of a train output dir (its adapter/) or an adapter dir itself: a PEFT
+    adapter (LoRA, aLoRA) or a probe head. `key` names the setting in the error."""
+    path = Path(path)
+    for candidate in (path / "adapter", path):
+        if any((candidate / name).is_file() for name in ADAPTER_FILES):
+            return candidate
+    raise ConfigError(
+        f"{key}={str(path)!r} holds no adapter ({' or '.join(ADAPTER_FILES)}, there or in the "
+        f"adapter/ folder of a train output dir); give the train output dir of a run, an "
+        f"adapter dir, or {key}=null for the base model only"
+    )

@@ -25,8 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from calibtune import __version__
-from calibtune.errors import InputError
-from calibtune.eval.confidence import alora_invocation_tokens
+from calibtune.errors import ConfigError, InputError
 from calibtune.io import write_json_atomic, write_text_atomic
 from calibtune.models.loading import load_tokenizer, model_fingerprint
 from calibtune.runtime import git_commit, is_rank_zero
@@ -157,8 +156,13 @@ def run_export(cfg: DictConfig) -> Path:
     adapter = adapter_dir(cfg.serve.adapter)
     calibrator = resolve_calibrator(cfg)
     metrics = read_eval_metrics(cfg.serve.export.metrics)
-    model = load_tuned_model(cfg.model, adapter)
-    activated = alora_invocation_tokens(model) is not None
+    query_model = load_tuned_model(cfg.model, adapter)
+    if query_model.kind not in ("lora", "alora"):
+        raise ConfigError(
+            f"serve.adapter={str(adapter)!r} is a {query_model.kind} adapter: export ships a "
+            "LoRA or activated LoRA; score a probe with `calibtune score serve.adapter=...`"
+        )
+    model, activated = query_model.module, query_model.kind == "alora"
     if not activated:
         model = model.merge_and_unload()
     tokenizer = load_tokenizer(cfg.model)

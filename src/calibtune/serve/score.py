@@ -5,13 +5,12 @@
     calibtune score run_dir=<pipeline run dir> serve.score.input=pairs.jsonl
     calibtune score serve.model_dir=<exported dir> serve.score.input=pairs.jsonl
 
-The confidence is the eval stage's tuned `ptrue`: `render_query_prompt` -> `last_token_logits`
--> `query_confidence`, the same shared helpers, then the post-hoc calibrator when there is one
+The confidence is the eval stage's tuned `ptrue`: `calibtune.models.confidence` renders the
+query and runs the same passes as eval and train validation (same batching by length), so with
+the same batch size the numbers are bit-identical to eval's; every row carries explicit position
+ids, so another batch size changes them only by rounding. Then the post-hoc calibrator, if any
 (per-domain maps when the rows carry a `domain`; the global map for unknown domains), and the
 eval stage's answer / retrieve / escalate policy when there is one (`Scorer.decide`).
-Pairs are batched by length exactly as the eval stage batches them (the data stage's
-`length_sorted_batches`), so with the same batch size the numbers are bit-identical to eval's;
-every row carries explicit position ids, so another batch size changes them only by rounding.
 """
 
 from __future__ import annotations
@@ -24,21 +23,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from calibtune.errors import ConfigError, InputError
 from calibtune.io import read_jsonl, write_json_atomic, write_jsonl_atomic
-from calibtune.models.encoding import encode_text, last_token_logits, pad_sequences
-from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import (
+from calibtune.models.confidence import (
+    QueryModel,
     QueryTokens,
-    find_query_tokens,
-    query_confidence,
-    render_answer_prompt,
+    attach_adapter,
+    confidences,
+    encode_query,
+    query_tokens_of,
+    query_two_way_logits,
     render_query_prompt,
 )
+from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
+from calibtune.models.prompts import render_answer_prompt
 from calibtune.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -49,27 +50,13 @@ Calibrator = Callable[[np.ndarray], np.ndarray]
 
 
 def adapter_dir(path: str | os.PathLike) -> Path:
-    """The PEFT adapter dir of a train output dir (its `adapter/`), or `path` itself."""
-    path = Path(path)
-    if (path / "adapter" / "adapter_config.json").is_file():
-        return path / "adapter"
-    if (path / "adapter_config.json").is_file():
-        return path
-    raise ConfigError(
-        f"serve.adapter={str(path)!r} holds no PEFT adapter (adapter_config.json, or "
-        "adapter/adapter_config.json of a train output dir); set run_dir=<the run that trained "
-        "it>, serve.adapter=<train output dir>, or serve.model_dir=<a `calibtune export` dir>"
-    )
+    """The adapter dir of a train output dir (its `adapter/`), or `path` itself."""
+    return find_adapter_dir(path, "serve.adapter")
 
 
-def load_tuned_model(model_cfg, adapter: str | os.PathLike | None) -> PreTrainedModel:
+def load_tuned_model(model_cfg, adapter: str | os.PathLike | None) -> QueryModel:
     """The base model of `model_cfg` with the adapter applied (not merged), in eval mode."""
-    model = load_model(model_cfg)
-    if adapter is None:
-        return model
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, adapter_dir(adapter)).eval()
+    return attach_adapter(load_model(model_cfg), None if adapter is None else adapter_dir(adapter))
 
 
 def load_calibrator(path: str | os.PathLike, name: str) -> tuple[dict, Calibrator]:
@@ -110,7 +97,7 @@ class Scorer:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: QueryModel | PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         prompt_cfg,
         calibrator: Calibrator | None = None,
@@ -119,15 +106,14 @@ class Scorer:
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        self.model = model.eval()
+        self.query_model = model if isinstance(model, QueryModel) else QueryModel.of(model.eval())
+        self.model = self.query_model.module
         self.tokenizer = tokenizer
         self.prompt_cfg = prompt_cfg
         self.calibrator = calibrator
         self.batch_size = batch_size
         self.policy = policy
-        self.query_tokens: QueryTokens = find_query_tokens(
-            tokenizer, prompt_cfg.query_yes, prompt_cfg.query_no
-        )
+        self.query_tokens: QueryTokens = query_tokens_of(tokenizer, prompt_cfg)
 
     @classmethod
     def from_pretrained(
@@ -154,11 +140,8 @@ class Scorer:
             }
         )
         calibrator = serve.get("calibrator")
-        model = load_model(model_cfg)
-        if serve.get("adapter_subdir"):
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, path / serve["adapter_subdir"])
+        subdir = serve.get("adapter_subdir")
+        model = attach_adapter(load_model(model_cfg), path / subdir if subdir else None)
         return cls(
             model,
             load_tokenizer(model_cfg),
@@ -201,20 +184,6 @@ class Scorer:
             for question, answer, choice in zip(questions, answers, choices, strict=True)
         ]
 
-    @torch.no_grad()
-    def raw_confidences_of_prompts(self, prompts: Sequence[str]) -> np.ndarray:
-        """Uncalibrated P(yes)/(P(yes)+P(no)) for rendered query prompts, batched by length."""
-        from calibtune.data.generation import length_sorted_batches
-
-        encoded = [encode_text(self.tokenizer, prompt) for prompt in prompts]
-        device = next(self.model.parameters()).device
-        confidences = np.empty(len(encoded), dtype=np.float64)
-        for rows in length_sorted_batches([len(ids) for ids in encoded], self.batch_size):
-            batch = pad_sequences([encoded[i] for i in rows], self.tokenizer.pad_token_id, "left")
-            logits = last_token_logits(self.model, {k: v.to(device) for k, v in batch.items()})
-            confidences[rows] = query_confidence(logits, self.query_tokens).double().cpu().numpy()
-        return confidences
-
     def raw_confidences(
         self,
         questions: Sequence[str],
@@ -223,27 +192,28 @@ class Scorer:
     ) -> np.ndarray:
         """The tuned model's uncalibrated confidence that each answer is correct."""
         queries = self.query_prompts(questions, answers, choices)
-        if self.prompt_cfg.get("query_style") != "followup":
-            return self.raw_confidences_of_prompts(queries)
-        from calibtune.eval.confidence import followup_ptrue, followup_suffix_text
-
         choices = choices or [None] * len(questions)
-        rows = [
-            {
-                "prompt": render_answer_prompt(self.tokenizer, self.prompt_cfg, question, choice),
-                "response": answer,
-                "query": query,
-            }
-            for question, answer, choice, query in zip(
-                questions, answers, choices, queries, strict=True
+        encoded = [
+            encode_query(
+                self.tokenizer,
+                {
+                    "prompt": render_answer_prompt(self.tokenizer, self.prompt_cfg, q, c),
+                    "response": answer,
+                    "query": query,
+                },
             )
+            for q, answer, c, query in zip(questions, answers, choices, queries, strict=True)
         ]
-        suffix = followup_suffix_text(rows)
-        if suffix is None:  # e.g. an empty answer list
-            return self.raw_confidences_of_prompts(queries)
-        return followup_ptrue(
-            self.model, self.tokenizer, rows, suffix, self.query_tokens, self.batch_size
+        if not encoded:
+            return np.empty(0, dtype=np.float64)
+        two_way = query_two_way_logits(
+            self.query_model,
+            encoded,
+            self.query_tokens,
+            self.tokenizer.pad_token_id,
+            self.batch_size,
         )
+        return confidences(two_way)
 
     def calibrate(self, raw: np.ndarray, domains: Sequence[str | None] | None = None) -> np.ndarray:
         """Apply the post-hoc calibrator (identity when there is none); with `domains`, each

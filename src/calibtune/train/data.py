@@ -15,15 +15,13 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from calibtune.models.confidence import common_suffix_ids, encode_query
 from calibtune.models.encoding import (
     EncodedAnswer,
     collate_answers,
     collate_followup,
-    encode_answer,
-    encode_text,
     pad_sequences,
 )
-from calibtune.models.prompts import query_suffix
 
 MEGABATCH_FACTOR = 50  # like transformers' LengthGroupedSampler: sort within 50 batches
 
@@ -51,24 +49,11 @@ def tokenize_examples(
     prompt + response."""
     examples = []
     for row in rows:
-        suffix = query_suffix(row["prompt"], row["response"], row["query"])
-        if suffix is not None:
-            answer = encode_answer(tokenizer, row["prompt"], row["response"])
-            suffix_ids = tuple(encode_text(tokenizer, suffix))
-            query_ids = answer.input_ids + list(suffix_ids)
-        else:
-            answer = EncodedAnswer(input_ids=[], answer_start=0)
-            if with_answers:
-                answer = encode_answer(tokenizer, row["prompt"], row["response"])
-            suffix_ids, query_ids = None, encode_text(tokenizer, row["query"])
-        examples.append(TrainExample(query_ids, answer, float(row["correct"]), suffix_ids))
+        query = encode_query(tokenizer, row, with_answer=with_answers)
+        examples.append(
+            TrainExample(query.query_ids, query.answer, float(row["correct"]), query.suffix_ids)
+        )
     return examples
-
-
-def shared_suffix(examples: Sequence[TrainExample]) -> tuple[int, ...] | None:
-    """The query suffix every example shares (follow-up queries), else None."""
-    suffixes = {e.suffix_ids for e in examples}
-    return suffixes.pop() if len(suffixes) == 1 else None
 
 
 def plan_batches(
@@ -117,7 +102,7 @@ def collate(examples: Sequence[TrainExample], pad_id: int, with_answers: bool) -
         "answer": None,
         "answer_rows": None,
     }
-    suffix = shared_suffix(examples)
+    suffix = common_suffix_ids(examples)
     if suffix is not None:
         batch["followup"] = collate_followup([e.answer for e in examples], suffix, pad_id)
         batch["count_answers"] = with_answers

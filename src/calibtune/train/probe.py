@@ -1,12 +1,12 @@
 """`method=probe`: a small head on the frozen model's last hidden state at the query's last
 token, trained with the same CE on `correct` (no KL needed: the model itself never changes).
 
-Saved as `adapter/probe.safetensors` + `adapter/probe_config.json`; `load_probe(dir)` and
-`probe_features(...)` give the eval stage the tuned confidence `sigmoid(head(features))`."""
+Saved as `adapter/probe.safetensors` + `adapter/probe_config.json` (the head is
+`calibtune.models.probe`); validation and every later stage score it with
+`calibtune.models.confidence` (the head on `query_features`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -14,14 +14,13 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from calibtune.config import save_config
-from calibtune.errors import CalibtuneError
 from calibtune.io import write_json_atomic
-from calibtune.models.encoding import pad_sequences
+from calibtune.models.confidence import query_features, query_tokens_of
 from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import find_query_tokens
+from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, ProbeHead
 from calibtune.runtime import is_rank_zero, set_seed
 from calibtune.tracking import Tracker
 from calibtune.train.checkpoint import TrainState, replace_dir, verify_saved_tensors
@@ -30,56 +29,6 @@ from calibtune.train.loss import soft_binary_cross_entropy
 from calibtune.train.steps import validation_metrics
 
 log = logging.getLogger(__name__)
-PROBE_WEIGHTS = "probe.safetensors"
-PROBE_CONFIG = "probe_config.json"
-
-
-class ProbeHead(torch.nn.Module):
-    """Linear (hidden=0) or one-hidden-layer head: features [N, H] -> logit of correct [N]."""
-
-    def __init__(self, in_features: int, hidden: int = 0, dropout: float = 0.0):
-        super().__init__()
-        self.in_features, self.hidden = in_features, hidden
-        if hidden > 0:
-            self.net = torch.nn.Sequential(
-                torch.nn.Dropout(dropout),
-                torch.nn.Linear(in_features, hidden),
-                torch.nn.GELU(),
-                torch.nn.Linear(hidden, 1),
-            )
-        else:
-            self.net = torch.nn.Sequential(
-                torch.nn.Dropout(dropout), torch.nn.Linear(in_features, 1)
-            )
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Logit that the proposed answer is correct."""
-        return self.net(features.float()).squeeze(-1)
-
-    def two_way(self, features: torch.Tensor) -> torch.Tensor:
-        """[no, yes] logits, so the query loss and metrics apply unchanged."""
-        logit = self(features)
-        return torch.stack([torch.zeros_like(logit), logit], dim=-1)
-
-
-@torch.no_grad()
-def probe_features(
-    model, query_ids: list[list[int]], pad_id: int, batch_size: int, device
-) -> torch.Tensor:
-    """Last-layer hidden state at each query's last token, [N, H] (float32, on CPU)."""
-    feats = torch.empty(len(query_ids), model.config.hidden_size)
-    order = sorted(range(len(query_ids)), key=lambda i: -len(query_ids[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = pad_sequences([query_ids[i] for i in chunk], pad_id, side="left")
-        out = model(
-            **{k: v.to(device) for k, v in batch.items()},
-            output_hidden_states=True,
-            logits_to_keep=1,
-            use_cache=False,
-        )
-        feats[chunk] = out.hidden_states[-1][:, -1].float().cpu()
-    return feats
 
 
 def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
@@ -97,17 +46,6 @@ def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_probe(adapter_dir: str | Path) -> ProbeHead:
-    """The probe head saved in `adapter_dir`, in eval mode."""
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / PROBE_CONFIG).is_file():
-        raise CalibtuneError(f"{adapter_dir}: no {PROBE_CONFIG}; not a probe adapter")
-    config = json.loads((adapter_dir / PROBE_CONFIG).read_text())
-    head = ProbeHead(config["in_features"], config["hidden"])
-    head.load_state_dict(load_file(adapter_dir / PROBE_WEIGHTS))
-    return head.eval()
-
-
 def train_probe(cfg: DictConfig) -> Path:
     """Features from the frozen model once, then epochs of AdamW on the head; best head by
     `train.best_metric` on val is saved as adapter/."""
@@ -118,15 +56,14 @@ def train_probe(cfg: DictConfig) -> Path:
     train_rows, val_rows = read_training_data(cfg)
     check_train_config(cfg, len(train_rows), 1)
     tokenizer = load_tokenizer(cfg.model)
-    find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
+    query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
     model = load_model(cfg.model).eval()
-    pad_id, device = tokenizer.pad_token_id, model.device
+    pad_id = tokenizer.pad_token_id
 
     def features(rows):
         examples = tokenize_examples(tokenizer, rows, with_answers=False)
-        ids = [e.query_ids for e in examples]
-        return probe_features(model, ids, pad_id, int(tc.eval_batch_size), device), torch.tensor(
+        return query_features(model, examples, pad_id, int(tc.eval_batch_size)), torch.tensor(
             [e.correct for e in examples]
         )
 

@@ -32,8 +32,14 @@ from calibtune.config import save_config
 from calibtune.errors import ConfigError
 from calibtune.examples import MANIFEST, read_labeled_split
 from calibtune.io import sha256_file, write_json_atomic
+from calibtune.models.confidence import (
+    QueryModel,
+    QueryTokens,
+    common_suffix_ids,
+    query_tokens_of,
+    query_two_way_logits,
+)
 from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
-from calibtune.models.prompts import QueryTokens, find_query_tokens
 from calibtune.runtime import git_commit, set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
@@ -43,12 +49,11 @@ from calibtune.train.data import (
     count_tokens,
     plan_batches,
     shard_and_split,
-    shared_suffix,
     to_device,
     tokenize_examples,
 )
 from calibtune.train.methods import attach_lora, save_adapter
-from calibtune.train.steps import micro_step_loss, query_confidences, validation_metrics
+from calibtune.train.steps import micro_step_loss, validation_metrics
 
 log = logging.getLogger(__name__)
 HIGHER_IS_BETTER = {"auroc"}
@@ -125,7 +130,7 @@ def alora_invocation(cfg: DictConfig, examples: list[TrainExample]) -> tuple[int
     """method=alora: the query suffix all examples share (the adapter's invocation tokens)."""
     if cfg.method.name != "alora":
         return None
-    suffix = shared_suffix(examples)
+    suffix = common_suffix_ids(examples)
     if suffix is None:
         raise ConfigError(
             f"method=alora needs follow-up queries that all end in the same suffix, and the "
@@ -194,7 +199,7 @@ def is_better(metric: str, value: float | None, best: float | None) -> bool:
 # ---------------------------------------------------------------------------- validation
 
 
-def validate(
+def validation_logits(
     accelerator: Accelerator,
     model: torch.nn.Module,
     peft_model: torch.nn.Module,
@@ -203,31 +208,29 @@ def validate(
     pad_id: int,
     batch_size: int,
     activated: bool,
-) -> dict[str, float]:
-    """Tuned-confidence metrics on val, each process scoring every world_size-th example."""
+) -> torch.Tensor:
+    """Two-way query logits [N, 2] of the tuned model on val (the shared confidence passes),
+    each process scoring every world_size-th example, gathered in example order."""
     was_training = model.training
     model.eval()
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(val_examples), world))
+    qm = QueryModel.training(model, peft_model, activated)
     with accelerator.autocast():
-        logits, _ = query_confidences(
-            model,
-            peft_model,
+        logits = query_two_way_logits(
+            qm,
             [val_examples[i] for i in mine],
             tokens,
             pad_id,
             batch_size,
-            accelerator.device,
-            activated,
+            device=accelerator.device,
         )
     rows = [(i, logits[k].tolist()) for k, i in enumerate(mine)]
     if world > 1:
         rows = gather_object(rows)
     rows.sort()
-    two_way = torch.tensor([r[1] for r in rows])
-    correct = torch.tensor([val_examples[i].correct for i, _ in rows])
     model.train(was_training)
-    return validation_metrics(two_way, correct)
+    return torch.tensor([r[1] for r in rows])
 
 
 @dataclass(frozen=True)
@@ -293,7 +296,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
     train_rows, val_rows = read_training_data(cfg)
     check_train_config(cfg, len(train_rows), accelerator.num_processes)
     tokenizer = load_tokenizer(cfg.model)
-    tokens = find_query_tokens(tokenizer, cfg.prompt.query_yes, cfg.prompt.query_no)
+    tokens = query_tokens_of(tokenizer, cfg.prompt)
     train_examples = tokenize_examples(tokenizer, train_rows, with_answers=float(tc.beta) > 0)
     val_examples = tokenize_examples(tokenizer, val_rows, with_answers=False)
     invocation = alora_invocation(cfg, train_examples + val_examples)
@@ -332,8 +335,10 @@ def train_lora(cfg: DictConfig) -> TrainResult:
         max_grad_norm=float(tc.max_grad_norm) if tc.max_grad_norm else None,
     )
 
+    val_correct = torch.tensor([example.correct for example in val_examples])
+
     def run_validation() -> None:
-        scores = validate(
+        two_way = validation_logits(
             accelerator,
             model,
             peft_model,
@@ -343,6 +348,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
             int(tc.eval_batch_size),
             run.activated,
         )
+        scores = validation_metrics(two_way, val_correct)
         tracker.log({f"val/{k}": v for k, v in scores.items()}, step=state.step)
         if is_better(tc.best_metric, scores[tc.best_metric], state.best_value):
             state.best_step, state.best_value = state.step, scores[tc.best_metric]

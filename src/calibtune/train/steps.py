@@ -5,17 +5,14 @@ from __future__ import annotations
 import torch
 from peft import PeftModel
 
+from calibtune.models.confidence import QueryTokens, query_logits, yes_probability
 from calibtune.models.encoding import (
     answer_token_logits,
-    collate_followup,
     followup_full_pass,
     followup_prefix_pass,
     followup_suffix_logits,
     last_token_logits,
-    pad_sequences,
 )
-from calibtune.models.prompts import QueryTokens, query_logits
-from calibtune.train.data import TrainExample
 from calibtune.train.loss import LossTerms, calibration_loss, soft_binary_cross_entropy
 
 
@@ -67,44 +64,11 @@ def micro_step_loss(
     )
 
 
-@torch.no_grad()
-def query_confidences(
-    model: torch.nn.Module,
-    peft_model: PeftModel,
-    examples: list[TrainExample],
-    tokens: QueryTokens,
-    pad_id: int,
-    batch_size: int,
-    device: torch.device,
-    activated: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two-way [no, yes] logits [N, 2] and confidences P(yes|yes or no) [N] for each example's
-    query, in batches sorted by length (returned in the input order). `activated`: the adapter
-    acts on the query suffix only, over the base model's KV cache of prompt + response."""
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].query_ids))
-    logits = torch.empty(len(examples), 2)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        if activated:
-            batch = collate_followup(
-                [examples[i].answer for i in chunk], examples[chunk[0]].suffix_ids, pad_id
-            )
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with peft_model.disable_adapter():
-                _, cache = followup_prefix_pass(peft_model, batch, answer_logits=False)
-            last = followup_suffix_logits(model, batch, cache)
-        else:
-            batch = pad_sequences([examples[i].query_ids for i in chunk], pad_id, side="left")
-            last = last_token_logits(model, {k: v.to(device) for k, v in batch.items()})
-        logits[chunk] = query_logits(last, tokens).float().cpu()
-    return logits, torch.softmax(logits, dim=-1)[:, 1]
-
-
 def validation_metrics(two_way_logits: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
     """ECE (15 bins), Brier, AUROC of the confidence, and the CE part of the loss, on val."""
     from calibtune import metrics
 
-    confidence = torch.softmax(two_way_logits.float(), dim=-1)[:, 1].double().numpy()
+    confidence = yes_probability(two_way_logits).double().numpy()
     labels = correct.double().numpy()
     return {
         "ece": metrics.ece(confidence, labels, n_bins=15),

@@ -13,7 +13,8 @@ import torch
 
 from calibtune.examples import MANIFEST, SPLITS, split_path
 from calibtune.io import write_json_atomic, write_jsonl_atomic
-from calibtune.models.prompts import render_answer_prompt, render_query_prompt
+from calibtune.models.confidence import render_query_prompt
+from calibtune.models.prompts import render_answer_prompt
 
 CAPITALS = {
     "France": "Paris",

@@ -1,0 +1,120 @@
+"""One uncertainty query, one computation: train validation, the eval stage and `Scorer` give
+bit-identical confidences for the same model, rows and batch size (LoRA, activated LoRA and
+probe; follow-up and restated queries)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+
+from calibtune.eval.stage import compute_confidences
+from calibtune.examples import read_labeled_split
+from calibtune.models.confidence import (
+    QueryModel,
+    attach_adapter,
+    common_suffix_ids,
+    confidences,
+    query_tokens_of,
+)
+from calibtune.models.loading import load_model, load_tokenizer
+from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, ProbeHead
+from calibtune.serve.score import Scorer
+from calibtune.train.data import tokenize_examples
+from calibtune.train.methods import attach_lora, save_adapter
+from calibtune.train.recipe import validation_logits
+from calibtune.train.synthetic import write_synthetic_labeled_set
+
+BATCH = 4  # 11 val rows: three batches, each with left padding
+
+
+def perturbed_lora(cfg) -> torch.nn.Module:
+    """The train stage's (plain) LoRA on the tiny model with non-zero B weights."""
+    torch.manual_seed(0)
+    peft_model = attach_lora(load_model(cfg.model), cfg.lora)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5)
+    return peft_model.eval()
+
+
+def eval_and_scorer(cfg, tokenizer, adapter_dir, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Tuned ptrue of the eval stage and of `Scorer`, each loading the saved adapter."""
+    cfg.eval.batch_size = BATCH
+    qm = attach_adapter(load_model(cfg.model), adapter_dir)
+    evaluated = compute_confidences(
+        cfg, qm, tokenizer, rows, "val", tuned=True, answers=True, full_ece=True
+    )["tuned/ptrue"]
+    scorer = Scorer(attach_adapter(load_model(cfg.model), adapter_dir), tokenizer, cfg.prompt)
+    scorer.batch_size = BATCH
+    scored = scorer.raw_confidences([r["question"] for r in rows], [r["response"] for r in rows])
+    return evaluated, scored
+
+
+@pytest.mark.parametrize(
+    ("method", "style"), [("lora", "followup"), ("alora", "followup"), ("lora", "restate")]
+)
+def test_train_validation_eval_and_scorer_agree_bitwise(compose_cfg, tmp_path, method, style):
+    cfg = compose_cfg("train", [f"method={method}", f"prompt.query_style={style}"])
+    tokenizer = load_tokenizer(cfg.model)
+    data = write_synthetic_labeled_set(
+        tmp_path / "data", tokenizer, cfg.prompt, {"train": 2, "val": 11, "test": 2}, seed=1
+    )
+    rows = read_labeled_split(data, "val")
+    examples = tokenize_examples(tokenizer, rows, with_answers=False)
+    activated = method == "alora"
+    peft_model = perturbed_lora(cfg)
+    trained = validation_logits(
+        Accelerator(cpu=True),
+        peft_model,
+        peft_model,
+        examples,
+        query_tokens_of(tokenizer, cfg.prompt),
+        tokenizer.pad_token_id,
+        BATCH,
+        activated,
+    )
+    invocation = common_suffix_ids(examples) if activated else None
+    save_adapter(peft_model, tmp_path / "train" / "adapter", invocation)
+    evaluated, scored = eval_and_scorer(cfg, tokenizer, tmp_path / "train" / "adapter", rows)
+
+    assert attach_adapter(load_model(cfg.model), tmp_path / "train" / "adapter").kind == method
+    validated = confidences(trained)
+    assert np.array_equal(validated, evaluated)
+    assert np.array_equal(validated, scored)
+    base = compute_confidences(
+        cfg,
+        QueryModel.of(load_model(cfg.model)),
+        tokenizer,
+        rows,
+        "val",
+        tuned=False,
+        answers=False,
+        full_ece=False,
+    )["base/ptrue"]
+    assert np.abs(validated - base).max() > 1e-3  # the adapter matters
+
+
+def test_probe_scores_the_same_in_eval_and_scorer(compose_cfg, tmp_path):
+    from safetensors.torch import save_file
+
+    from calibtune.io import write_json_atomic
+
+    cfg = compose_cfg("eval")
+    tokenizer = load_tokenizer(cfg.model)
+    data = write_synthetic_labeled_set(
+        tmp_path / "data", tokenizer, cfg.prompt, {"train": 2, "val": 11, "test": 2}, seed=2
+    )
+    rows = read_labeled_split(data, "val")
+    torch.manual_seed(0)
+    head = ProbeHead(load_model(cfg.model).config.hidden_size, hidden=8)
+    adapter = tmp_path / "probe" / "adapter"
+    adapter.mkdir(parents=True)
+    save_file(head.state_dict(), adapter / PROBE_WEIGHTS)
+    write_json_atomic(adapter / PROBE_CONFIG, {"in_features": head.in_features, "hidden": 8})
+    assert attach_adapter(load_model(cfg.model), adapter).kind == "probe"
+    evaluated, scored = eval_and_scorer(cfg, tokenizer, adapter, rows)
+    assert np.array_equal(evaluated, scored)
+    assert len(set(np.round(evaluated, 6))) > 1
