@@ -102,8 +102,10 @@ def policy_resplits(val: dict, test: dict, n_splits: int, seed: int) -> dict:
         "violation_share": violations / n_splits,
         "delta": POLICY["delta"],
         "target": POLICY["answer_risk"],
-        "answered_risk_mean": float(np.nanmean(risks)),
-        "answered_risk_p95": float(np.nanpercentile(risks, 95)),
+        "answered_risk_mean": float(np.nanmean(risks)) if np.isfinite(risks).any() else None,
+        "answered_risk_p95": float(np.nanpercentile(risks, 95))
+        if np.isfinite(risks).any()
+        else None,
         "splits_answering_nothing": int(np.isnan(risks).sum()),
         "shares_mean": {a: float(np.mean(s)) for a, s in shares.items()},
     }
@@ -295,7 +297,8 @@ def summarize(results: dict) -> str:
     r = results["policy_resplits"]
     lines.append(
         f"policy re-splits: {r['splits']} splits, violation share {r['violation_share']:.3f} "
-        f"(delta {r['delta']}), mean answered risk {r['answered_risk_mean']:.3f}, "
+        f"(delta {r['delta']}, target {r['target']}), mean answered risk {r['answered_risk_mean']}, "
+        f"splits answering nothing {r['splits_answering_nothing']}, "
         f"shares {r['shares_mean']}"
     )
     d = results["drift"]
@@ -334,7 +337,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--method", default=METHOD)
+    parser.add_argument("--answer-risk", type=float, default=POLICY["answer_risk"])
+    parser.add_argument("--escalate-risk", type=float, default=POLICY["escalate_risk"])
     args = parser.parse_args(argv)
+    POLICY.update(answer_risk=args.answer_risk, escalate_risk=args.escalate_risk)
     val = load(args.eval_dir, "val_predictions.jsonl", args.method)
     test = load(args.eval_dir, "predictions.jsonl", args.method)
     results = {
