@@ -9,13 +9,18 @@ the script checks they agree, prints each time, the ratio, and peak extra memory
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from calibtune.metrics import FullECE, full_ece_reference
+from calibtune.metrics import FullECE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared test fixtures
+from fixtures.reference import full_ece_reference  # noqa: E402
 
 
 def time_streaming(logits: torch.Tensor, targets: torch.Tensor, batch: int) -> tuple[float, float]:

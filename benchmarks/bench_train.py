@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared test fixtures
+
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports KiB)."""
@@ -57,11 +59,12 @@ def base_overrides(args) -> list[str]:
 def make_data(args, out_dir: Path) -> Path:
     """steps x batch training examples: a seeded sample of `--data`'s train split, or synthetic
     (responses right or wrong at random; no generation)."""
+    from fixtures.labeled import write_synthetic_labeled_set  # tests/fixtures, shared
+
     from calibtune.config import compose
     from calibtune.examples import MANIFEST, read_labeled_split, split_path
     from calibtune.io import write_jsonl_atomic
     from calibtune.models import load_tokenizer
-    from calibtune.train.synthetic import write_synthetic_labeled_set
 
     cfg = compose("train", base_overrides(args))
     n_train = args.steps * args.batch

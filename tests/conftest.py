@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from fixtures import build_tiny_model_dir  # noqa: E402
+from fixtures import build_tiny_model_dir, tiny_overrides_for  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from calibtune.config import compose  # noqa: E402
@@ -27,14 +27,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_overrides(tiny_model_dir: Path, tmp_path: Path) -> list[str]:
     """Overrides that point a stage at the tiny model, CPU fp32, no logger, output in tmp_path."""
-    return [
-        f"model.name_or_path={tiny_model_dir}",
-        "model.device=cpu",
-        "model.dtype=float32",
-        "model.attn_implementation=eager",
-        "logger=none",
-        f"run_dir={tmp_path / 'run'}",
-    ]
+    return tiny_overrides_for(tiny_model_dir, tmp_path / "run")
 
 
 @pytest.fixture

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from calibtune.errors import ConfigError
 from calibtune.io import write_text_atomic
@@ -38,7 +41,117 @@ def compose(stage: str, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name=stage, overrides=list(overrides))
+        cfg = hydra_compose(config_name=stage, overrides=list(overrides))
+    check_config(cfg)
+    return cfg
+
+
+UNRESOLVED = object()  # a value that cannot be known yet (`???`, `${hydra:...}` outside an app)
+
+
+def _plain(node: DictConfig | ListConfig) -> object:
+    """Plain, resolved data of a config node; values that cannot resolve yet are UNRESOLVED."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    items = []
+    for key in keys:
+        try:
+            value = node[key]
+        except (InterpolationResolutionError, MissingMandatoryValue, ValueError):
+            value = UNRESOLVED
+        if isinstance(value, DictConfig | ListConfig):
+            value = _plain(value)
+        items.append((key, value))
+    if isinstance(node, ListConfig):
+        return [value for _, value in items]
+    return {str(key): value for key, value in items}
+
+
+def _without_unresolved(data: object, path: tuple = ()) -> tuple[object, set[tuple]]:
+    """`data` without its UNRESOLVED values, and the paths where they were."""
+    if isinstance(data, dict):
+        kept, skipped = {}, set()
+        for key, value in data.items():
+            if value is UNRESOLVED:
+                skipped.add((*path, key))
+                continue
+            kept[key], inner = _without_unresolved(value, (*path, key))
+            skipped |= inner
+        return kept, skipped
+    return data, set()
+
+
+def _data_path(data: object, loc: tuple) -> tuple[str, ...]:
+    """The part of a pydantic error location that names keys of `data` (then the missing or
+    unknown key itself), without pydantic's union-member tags."""
+    path: list[str] = []
+    for part in loc:
+        if (
+            isinstance(data, dict)
+            and part in data
+            or isinstance(data, list)
+            and isinstance(part, int)
+            and part < len(data)
+        ):
+            data = data[part]
+        elif not isinstance(data, dict):
+            break
+        path.append(str(part))
+        if not isinstance(data, dict | list):
+            break
+    return tuple(path)
+
+
+def config_errors(cfg: DictConfig) -> list[str]:
+    """Every way `cfg` breaks `calibtune.schema.Config`, one line each naming the key."""
+    from pydantic import ValidationError
+
+    from calibtune.schema import Config
+
+    data, unresolved = _without_unresolved(_plain(cfg))
+    data.pop("hydra", None)  # Hydra's own node (inside a Hydra app): Hydra checks it
+    try:
+        Config.model_validate(data)
+    except ValidationError as err:
+        lines: dict[str, list[str]] = {}
+        for error in err.errors():
+            loc = _data_path(data, error["loc"])
+            if error["type"] == "missing" and loc in unresolved:
+                continue
+            key = ".".join(loc)
+            if error["type"] == "extra_forbidden":
+                line = f"{key}: unknown key (add it, with its type, to calibtune/schema.py)"
+            elif error["type"] == "missing":
+                line = f"{key}: missing (calibtune/schema.py requires it)"
+            else:
+                line = f"{key}={error.get('input')!r}: {error['msg']}"
+            lines.setdefault(key, []).append(line)
+        return [" or ".join(dict.fromkeys(found)) for found in lines.values()]
+        return lines
+    return []
+
+
+# Searched keys (prefix) -> the methods that use them; a sweep may search only those.
+SEARCH_KEY_METHODS = {"train.beta": ("lora",), "lora.": ("lora", "alora"), "probe.": ("probe",)}
+
+
+def search_space_errors(cfg: DictConfig) -> list[str]:
+    """Keys of an Optuna search space (hydra.sweeper.params) that cfg.method ignores."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    method = cfg.method.name
+    return [
+        f"hydra.sweeper.params searches {key}, which method={method} does not use: choose "
+        f"search_space={method}"
+        for key in params
+        for prefix, methods in SEARCH_KEY_METHODS.items()
+        if str(key).startswith(prefix) and method not in methods
+    ]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail, naming each bad key and what it allows, when `cfg` does not fit the schema."""
+    errors = config_errors(cfg) + search_space_errors(cfg)
+    if errors:
+        raise ConfigError("invalid config: " + "; ".join(errors))
 
 
 def redact(container: object) -> object:
@@ -61,3 +174,23 @@ def resolved_container(cfg: DictConfig) -> dict:
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
     """Write the resolved config (secrets redacted) as YAML, atomically."""
     write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(resolved_container(cfg))))
+
+
+class CheckConfig(Callback):
+    """Hydra callback (conf/hydra/default.yaml): the schema check before Hydra creates the run
+    dir, so a bad config exits (status 2, one line) having written nothing."""
+
+    def _check(self, config: DictConfig) -> None:
+        try:
+            check_config(config)
+        except ConfigError as err:
+            print(f"calibtune: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        """Before a single run."""
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        """Before a sweep (each trial is checked again by its stage)."""
+        self._check(config)

@@ -1,4 +1,4 @@
-"""The labeled confidence example format (DESIGN.md §4): the file contract between the data
+"""The labeled confidence example format (docs/data.md): the file contract between the data
 stage (which writes it) and the train and eval stages (which read it).
 
 A labeled set is a directory holding `train.jsonl`, `val.jsonl`, `test.jsonl` and

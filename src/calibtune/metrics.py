@@ -1,4 +1,4 @@
-"""Calibration and discrimination metrics (DESIGN.md §3): one definition each, pure functions.
+"""Calibration and discrimination metrics (docs/evaluation.md): one definition each, pure functions.
 
 Inputs are confidences `c` in [0, 1] and outcomes `y` in {0, 1} or soft labels in [0, 1].
 Invalid inputs (NaN, values outside [0, 1], mismatched or empty arrays) raise `MetricError`
@@ -473,15 +473,3 @@ class FullECE:
             return None
         gap = (self.hit_count - self.confidence_sum).abs().sum()
         return float(gap / self.positions)
-
-
-def full_ece_reference(logits: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> float:
-    """Straightforward NumPy Full-ECE that materialises every probability (for tests/benchmarks)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    outcome = np.zeros_like(probs)
-    outcome[np.arange(len(targets)), targets] = 1.0
-    bins = np.minimum((probs * n_bins).astype(np.int64), n_bins - 1)
-    gaps = np.bincount(bins.ravel(), weights=(outcome - probs).ravel(), minlength=n_bins)
-    return float(np.abs(gaps).sum() / len(targets))

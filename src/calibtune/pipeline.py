@@ -12,41 +12,27 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from calibtune.config import check_config
 from calibtune.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 
 
-def _fmt(value: object) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _fmt_delta(delta: dict | None) -> str:
-    if not delta or delta.get("value") is None:
-        return "n/a"
-    lo, hi = delta.get("ci95") or (None, None)
-    interval = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
-    return f"{delta['value']:+.3f}{interval}"
-
-
 def results_table(metrics: dict) -> str:
-    """Base vs tuned ptrue: ECE, Brier, AUROC with the delta and its 95 % interval."""
-    base = metrics["methods"].get("base/ptrue", {})
-    tuned = metrics["methods"].get("tuned/ptrue", {})
-    deltas = metrics.get("deltas", {})
-    lines = [f"{'metric':<8} {'base':>8} {'tuned':>8}   delta (tuned - base) [95% CI]"]
-    for name in ("ece", "brier", "auroc"):
-        lines.append(
-            f"{name:<8} {_fmt(base.get(name)):>8} {_fmt(tuned.get(name)):>8}   "
-            f"{_fmt_delta(deltas.get(name))}"
-        )
-    lines.append(f"accuracy {_fmt(metrics.get('accuracy'))}   n_test {metrics.get('n_test')}")
-    lines.append(f"answer agreement tuned vs base {_fmt(metrics.get('answer_agreement'))}")
-    return "\n".join(lines)
+    """Base vs tuned ptrue: ECE, Brier, AUROC with the delta and its 95 % interval (the eval
+    report's headline table), accuracy and answer agreement."""
+    from calibtune.eval.report import fmt, headline_table, markdown_table
+
+    table = markdown_table(headline_table(metrics, ("ece", "brier", "auroc")))
+    return (
+        f"{table}\naccuracy {fmt(metrics.get('accuracy'))}   n_test {metrics.get('n_test')}\n"
+        f"answer agreement tuned vs base {fmt(metrics.get('answer_agreement'))}"
+    )
 
 
 def run_pipeline(cfg: DictConfig) -> Path:
     """Run the data, train and eval stages in order and print where the report is."""
+    check_config(cfg)
     from calibtune.data.stage import run_data_stage
     from calibtune.eval.stage import run_eval_stage
     from calibtune.train.recipe import run_train_stage

@@ -68,3 +68,22 @@ def git_commit(repo_dir: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def provenance() -> dict:
+    """What produced an output: calibtune's and its numeric libraries' versions, the git commit
+    (the block every manifest, metrics file and export carries)."""
+    import accelerate
+    import peft
+    import transformers
+
+    import calibtune
+
+    versions = {
+        "calibtune": calibtune.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+    }
+    return {"versions": versions, "git_commit": git_commit()}

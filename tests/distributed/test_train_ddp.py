@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.labeled import write_synthetic_labeled_set
 from safetensors.torch import load_file
 
 from calibtune.config import compose
 from calibtune.models import load_tokenizer
 from calibtune.tracking import read_metrics
-from calibtune.train.synthetic import write_synthetic_labeled_set
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "train" / "calibrate.py"

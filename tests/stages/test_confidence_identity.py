@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from fixtures.adapters import perturb_lora_
+from fixtures.labeled import write_synthetic_labeled_set
 
 from calibtune.eval.stage import compute_confidences
 from calibtune.examples import read_labeled_split
@@ -24,7 +26,6 @@ from calibtune.serve.score import Scorer
 from calibtune.train.data import tokenize_examples
 from calibtune.train.methods import attach_lora, save_adapter
 from calibtune.train.recipe import validation_logits
-from calibtune.train.synthetic import write_synthetic_labeled_set
 
 BATCH = 4  # 11 val rows: three batches, each with left padding
 
@@ -32,12 +33,7 @@ BATCH = 4  # 11 val rows: three batches, each with left padding
 def perturbed_lora(cfg) -> torch.nn.Module:
     """The train stage's (plain) LoRA on the tiny model with non-zero B weights."""
     torch.manual_seed(0)
-    peft_model = attach_lora(load_model(cfg.model), cfg.lora)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.5)
-    return peft_model.eval()
+    return perturb_lora_(attach_lora(load_model(cfg.model), cfg.lora)).eval()
 
 
 def eval_and_scorer(cfg, tokenizer, adapter_dir, rows) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,9 @@ def test_builds_labeled_set_with_manifest(compose_cfg, capsys):
             assert "Is your answer correct?" in row["query"]
     qids = {s: {r["qid"] for r in split_rows} for s, split_rows in rows.items()}
     assert not qids["train"] & (qids["val"] | qids["test"])  # split by question
+    groups = {s: {r["group"] for r in split_rows} for s, split_rows in rows.items()}
+    assert not groups["train"] & groups["val"] and not groups["val"] & groups["test"]
+    assert not groups["train"] & groups["test"]  # and by entity: the rows carry their group
     manifest = json.loads((out_dir / MANIFEST).read_text())
     assert manifest["counts"] == {"train": 24, "val": 8, "test": 8}
     assert set(manifest["files"]) == {"train.jsonl", "val.jsonl", "test.jsonl"}

@@ -12,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.adapters import write_adapter as fixture_adapter
+from fixtures.labeled import write_synthetic_labeled_set
 
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval.recalibrate import calibrator_from_params
 from calibtune.eval.stage import resolve_adapter, run_eval_stage, split_by_question
 from calibtune.examples import read_labeled_split
-from calibtune.io import write_json_atomic, write_jsonl_atomic
-from calibtune.models.confidence import QueryModel, query_suffix, render_query_prompt
+from calibtune.io import write_jsonl_atomic
+from calibtune.models.confidence import QueryModel, query_suffix
 from calibtune.models.encoding import encode_text
 from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.prompts import render_answer_prompt
 
 QUESTIONS = [
     ("capitals", "What is the capital of France?", "Paris", ["Paris", "Lima", "Berlin"]),
@@ -32,61 +33,18 @@ QUESTIONS = [
 ]
 
 
-def labeled_rows(cfg, tokenizer, split: str, n: int, seed: int) -> list[dict]:
-    """n labeled examples of one split: a question, one of its candidate answers, graded."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for index in range(n):
-        domain, question, gold, candidates = QUESTIONS[index % len(QUESTIONS)]
-        response = candidates[int(rng.integers(0, len(candidates)))]
-        rows.append(
-            {
-                "id": f"{split}-{index}",
-                "qid": f"{split}-q{index}",
-                "domain": domain,
-                "question": question,
-                "answers": [gold],
-                "choices": None,
-                "prompt": render_answer_prompt(tokenizer, cfg.prompt, question, None),
-                "response": response,
-                "correct": int(response == gold),
-                "grader": "exact",
-                "split": split,
-                "query": render_query_prompt(tokenizer, cfg.prompt, question, None, response),
-            }
-        )
-    return rows
-
-
 def write_labeled_set(path: Path, cfg, tokenizer, n_val: int = 30, n_test: int = 40) -> Path:
-    """A labeled set directory as the data stage writes it."""
-    counts = {"train": 10, "val": n_val, "test": n_test}
-    for seed, (split, n) in enumerate(counts.items()):
-        write_jsonl_atomic(path / f"{split}.jsonl", labeled_rows(cfg, tokenizer, split, n, seed))
-    write_json_atomic(path / "manifest.json", {"counts": counts})
-    return path
+    """A labeled set directory as the data stage writes it (the shared synthetic builder)."""
+    sizes = {"train": 10, "val": n_val, "test": n_test}
+    return write_synthetic_labeled_set(path, tokenizer, cfg.prompt, sizes, seed=0)
 
 
 def write_adapter(path: Path, cfg, alora_invocation_tokens: list[int] | None = None) -> Path:
-    """A LoRA adapter (an activated LoRA with invocation tokens) on the tiny model with perturbed
-    (non-zero) weights."""
-    from peft import LoraConfig, get_peft_model
+    """The shared perturbed adapter on the stage's model."""
+    from calibtune.models.loading import resolve_model_source
 
-    torch.manual_seed(0)
-    lora = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=4,
-        lora_alpha=8,
-        target_modules=["q_proj", "v_proj"],
-        alora_invocation_tokens=alora_invocation_tokens,
-    )
-    model = get_peft_model(load_model(cfg.model), lora)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                param.normal_(0.0, 0.5)
-    model.save_pretrained(path / "adapter")
-    return path
+    model_dir = resolve_model_source(cfg.model.name_or_path)  # the embedded model's cache dir
+    return fixture_adapter(model_dir, path, alora_invocation_tokens)
 
 
 @pytest.fixture
@@ -382,7 +340,10 @@ def test_answer_agreement_measures_the_adapter_alone(compose_cfg, tmp_path):
     cfg = compose_cfg("eval", ["eval.batch_size=4", "eval.agreement_max_examples=12"])
     cfg.data.max_new_tokens = 6
     tokenizer = load_tokenizer(cfg.model)
-    rows = labeled_rows(cfg, tokenizer, "test", 12, seed=3)
+    data = write_synthetic_labeled_set(
+        tmp_path / "data", tokenizer, cfg.prompt, {"train": 2, "val": 2, "test": 12}, seed=3
+    )
+    rows = read_labeled_split(data, "test")
     model = get_peft_model(
         load_model(cfg.model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     )

@@ -5,37 +5,21 @@ and the eval deltas, and questions without answers are answered first."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import run_cli, tiny_overrides_for
+from fixtures.adapters import write_adapter
+from fixtures.labeled import write_synthetic_labeled_set
 
 from calibtune.config import compose
 from calibtune.eval.policy import decide
 from calibtune.examples import read_labeled_split
 from calibtune.models import load_tokenizer
 from calibtune.serve.score import Scorer
-from calibtune.train.synthetic import write_synthetic_labeled_set
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_serve_score import make_adapter  # noqa: E402  (the perturbed-adapter helper)
 
 CALIBRATOR = "tuned/ptrue+temperature"
-
-
-def calibtune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, "-m", "calibtune.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +28,7 @@ def evaluated(tiny_model_dir, tmp_path_factory):
     from calibtune.eval.stage import run_eval_stage
 
     run_dir = tmp_path_factory.mktemp("serve-run")
-    overrides = [
-        f"model.name_or_path={tiny_model_dir}",
-        "model.device=cpu",
-        "model.dtype=float32",
-        "model.attn_implementation=eager",
-        "logger=none",
-        f"run_dir={run_dir}",
-    ]
+    overrides = tiny_overrides_for(tiny_model_dir, run_dir)
     cfg = compose(
         "eval",
         [
@@ -65,7 +42,7 @@ def evaluated(tiny_model_dir, tmp_path_factory):
     tokenizer = load_tokenizer(cfg.model)
     sizes = {"train": 4, "val": 12, "test": 12}
     write_synthetic_labeled_set(cfg.data.output_dir, tokenizer, cfg.prompt, sizes, seed=3)
-    make_adapter(tiny_model_dir, Path(cfg.train.output_dir))
+    write_adapter(tiny_model_dir, Path(cfg.train.output_dir))
     run_eval_stage(cfg)
     return run_dir, overrides
 
@@ -80,7 +57,7 @@ def test_score_matches_eval_tuned_confidences_exactly(evaluated, tmp_path):
             for r in test_rows
         )
     )
-    result = calibtune(
+    result = run_cli(
         "score",
         *overrides,
         f"serve.score.input={pairs}",
@@ -106,7 +83,7 @@ def test_score_matches_eval_tuned_confidences_exactly(evaluated, tmp_path):
 
 def test_export_carries_calibrator_and_eval_deltas(evaluated, tmp_path):
     run_dir, overrides = evaluated
-    result = calibtune("export", *overrides, f"serve.calibrator_name={CALIBRATOR}", cwd=tmp_path)
+    result = run_cli("export", *overrides, f"serve.calibrator_name={CALIBRATOR}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     out = run_dir / "export"
     serve = json.loads((out / "calibtune.json").read_text())
@@ -114,7 +91,7 @@ def test_export_carries_calibrator_and_eval_deltas(evaluated, tmp_path):
     assert serve["calibrator"] == {"name": CALIBRATOR, "params": fitted[CALIBRATOR]}
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     card = (out / "README.md").read_text()
-    assert f"{metrics['deltas']['ece']['value']:.4f}" in card
+    assert f"{metrics['deltas']['ece']['value']:+.3f}" in card
     test_rows = read_labeled_split(run_dir / "data", "test")
     merged = Scorer.from_pretrained(out, device="cpu", dtype="float32", batch_size=5)
     got = merged.score([r["question"] for r in test_rows], [r["response"] for r in test_rows])
@@ -136,7 +113,7 @@ def test_questions_without_answers_are_answered_then_scored(evaluated, tmp_path)
         + "\n"
     )
     out = tmp_path / "scores.jsonl"
-    result = calibtune(
+    result = run_cli(
         "score",
         *overrides,
         f"serve.score.input={pairs}",

@@ -4,31 +4,17 @@ then `calibtune leaderboard` ranking the trials."""
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fixtures import run_cli
+from fixtures.labeled import write_synthetic_labeled_set
 from omegaconf import OmegaConf
 
 from calibtune.launch.sweep import trial_metrics
 from calibtune.models import load_tokenizer
-from calibtune.train.synthetic import write_synthetic_labeled_set
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def calibtune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, "-m", "calibtune.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env=env,
-    )
 
 
 @pytest.fixture
@@ -43,7 +29,7 @@ def labeled_dir(compose_cfg, tmp_path: Path) -> Path:
 def test_two_trial_optuna_sweep_and_leaderboard(tiny_overrides, labeled_dir, tmp_path):
     sweep_dir = tmp_path / "sweep"
     overrides = [o for o in tiny_overrides if not o.startswith("run_dir=")]
-    result = calibtune(
+    result = run_cli(
         "train",
         "+sweep=optuna",
         *overrides,
@@ -70,7 +56,7 @@ def test_two_trial_optuna_sweep_and_leaderboard(tiny_overrides, labeled_dir, tmp
     overrides_seen = [OmegaConf.load(p / ".hydra" / "overrides.yaml") for p in trial_dirs]
     assert all(any(str(o).startswith("optim.lr=") for o in ov) for ov in overrides_seen)
 
-    board = calibtune("leaderboard", str(sweep_dir), cwd=tmp_path)
+    board = run_cli("leaderboard", str(sweep_dir), cwd=tmp_path)
     assert board.returncode == 0, board.stderr
     with (sweep_dir / "leaderboard.csv").open() as handle:
         rows = list(csv.DictReader(handle))

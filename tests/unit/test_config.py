@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import open_dict
 
 from calibtune.config import STAGES, compose, redact, save_config
 
@@ -29,7 +30,9 @@ def test_saved_config_redacts_secrets(tmp_path):
     assert redact({"logger": {"api_key": "abc", "project": "p"}}) == {
         "logger": {"api_key": "<redacted>", "project": "p"}
     }
-    cfg = compose("data", [f"run_dir={tmp_path}", "+logger.api_key=sekret"])
+    cfg = compose("data", [f"run_dir={tmp_path}"])
+    with open_dict(cfg):
+        cfg.logger.api_key = "sekret"
     save_config(cfg, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     assert "sekret" not in text and "<redacted>" in text

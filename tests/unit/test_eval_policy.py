@@ -98,4 +98,4 @@ def test_domain_calibration_scores_resample_whole_questions():
     assert mean["per_domain"]["value"] < mean["global"]["value"]
     assert mean["delta"]["ci95"][1] < 0
     assert scores["domains"]["a"]["n"] == 200
-    assert mean["resampled"] == "question ids within each domain"
+    assert mean["resampled"] == "groups within each domain"

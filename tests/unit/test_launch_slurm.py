@@ -1,4 +1,5 @@
-"""SLURM scripts without a cluster: syntax, shellcheck, and the exact commands of dry runs."""
+"""SLURM scripts without a cluster: syntax, shellcheck, and the exact commands of dry runs.
+tests/slurm/ runs them on a real local cluster (`make test-slurm`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from calibtune.config import compose
 from calibtune.launch.slurm import DryRun, dry_run, slurm_dir
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = sorted(slurm_dir().glob("*.sbatch")) + [slurm_dir() / "pipeline.sh"]
+SCRIPTS = sorted(slurm_dir().glob("*.sbatch")) + sorted(slurm_dir().glob("*.sh"))
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"
 OVERRIDES = ["optim.lr=3e-4", "seed=7"]
 
@@ -26,6 +27,8 @@ def test_all_scripts_are_present():
         "data.sbatch",
         "eval.sbatch",
         "pipeline.sh",
+        "common.sh",
+        "local-cluster.sh",
     }
 
 
@@ -33,7 +36,7 @@ def test_all_scripts_are_present():
 def test_script_parses_and_opens_with_its_command(script):
     subprocess.run(["bash", "-n", str(script)], check=True)
     second_line = script.read_text().splitlines()[1]
-    assert second_line.startswith(("# sbatch ", "# launch/slurm/pipeline.sh"))
+    assert second_line.startswith(("# sbatch ", "# launch/slurm/", "# source "))
     assert str(script.relative_to(REPO)) in second_line
     if script.suffix == ".sbatch":
         assert "#SBATCH --requeue" in script.read_text()
@@ -49,7 +52,14 @@ def test_shellcheck_passes_on_every_script():
 
 @pytest.fixture(scope="module")
 def train_run() -> DryRun:
-    return dry_run("train", [*OVERRIDES, "+tag=two words"], nodes=2, gpus_per_node=8, job_id=4242)
+    return dry_run(
+        "train",
+        [*OVERRIDES, "+tag=two words"],
+        nodes=2,
+        gpus_per_node=8,
+        cpus_per_task=32,
+        job_id=4242,
+    )
 
 
 def accelerate_args(argv: list[str]):
@@ -58,10 +68,19 @@ def accelerate_args(argv: list[str]):
     return launch_command_parser().parse_args(argv[2:])
 
 
-def test_train_srun_runs_one_task_per_node_and_kills_on_bad_exit(train_run):
+def test_train_srun_runs_one_task_per_node_with_the_jobs_cpus(train_run):
     (srun,) = train_run.srun_commands()
     options = srun[: srun.index("bash")]
-    assert set(options) == {"--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"}
+    assert set(options) == {
+        "--nodes=2",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=32",  # srun does not inherit it since SLURM 22.05
+        "--kill-on-bad-exit=1",
+    }
+    # 32 CPUs per node over 8 processes: 4 threads each
+    assert "32 CPUs per node, 4 threads per process" in train_run.lines[0]
+    # the launchers ignore SIGUSR1; only the trainer processes handle it
+    assert srun[srun.index("-c") + 1].startswith('trap "" USR1; exec accelerate launch')
 
 
 def test_train_accelerate_commands_for_2_nodes_x_8_gpus(train_run):
@@ -119,22 +138,37 @@ def test_train_accelerate_config_and_run_dir_can_be_chosen(backend):
     assert args[0].training_script_args[0] == "run_dir=/scratch/r"
 
 
-def test_data_array_task_runs_its_shard_and_plain_job_runs_all():
+def test_train_on_nodes_without_gpus_runs_one_cpu_process_per_node():
+    run = dry_run("train", nodes=1, gpus_per_node=0, cpus_per_task=2)
+    (command,) = run.node_commands()[0]
+    args = accelerate_args(command)
+    assert args.config_file == "launch/accelerate/cpu.yaml"
+    assert (args.num_machines, args.num_processes) == (1, 1)
+    assert "2 CPUs per node, 2 threads per process" in run.lines[0]
+
+
+def test_data_array_task_answers_its_shard_and_never_merges():
     shard = dry_run("data", OVERRIDES, nodes=1, job_id=77, array_task=3, array_count=8)
+    (srun,) = shard.srun_commands()
+    assert "--cpus-per-task=8" in srun
     (command,) = shard.node_commands()[0]
     assert command[:2] == ["calibtune", "data"]
     assert command[2:] == [
         "run_dir=outputs/slurm/77",
         "data.shard=3",
         "data.num_shards=8",
+        "data.merge=false",
         *OVERRIDES,
     ]
     cfg = compose("data", command[2:])
-    assert (cfg.data.shard, cfg.data.num_shards) == (3, 8)
+    assert (cfg.data.shard, cfg.data.num_shards, cfg.data.merge) == (3, 8, False)
     assert cfg.data.output_dir == "outputs/slurm/77/data"
-    whole = dry_run("data", OVERRIDES, nodes=1, job_id=78)
+    # without an array: every unfinished shard, then the merge (the pipeline's merge job)
+    whole = dry_run("data", ["data.num_shards=8", *OVERRIDES], nodes=1, job_id=78)
     (command,) = whole.node_commands()[0]
-    assert command[2:] == ["run_dir=outputs/slurm/78", *OVERRIDES]
+    assert command[2:] == ["run_dir=outputs/slurm/78", "data.num_shards=8", *OVERRIDES]
+    cfg = compose("data", command[2:])
+    assert (cfg.data.shard, cfg.data.merge) == (None, True)
 
 
 def test_eval_evaluates_then_exports_the_same_run_dir():
@@ -146,26 +180,41 @@ def test_eval_evaluates_then_exports_the_same_run_dir():
     assert [c[1] for c in no_export.node_commands()[0]] == ["eval"]
 
 
-def test_pipeline_chains_jobs_with_afterok_and_one_run_dir(tmp_path):
+def test_pipeline_chains_array_merge_train_eval_with_afterok_and_one_run_dir(tmp_path):
     result = subprocess.run(
         ["bash", str(slurm_dir() / "pipeline.sh"), *OVERRIDES],
-        env={**os.environ, "DRY_RUN": "1", "SHARDS": "4"},
+        env={
+            **os.environ,
+            "DRY_RUN": "1",
+            "SHARDS": "4",
+            "RUN_DIR": str(tmp_path / "run"),
+            "TRAIN_SBATCH_ARGS": "--time=60 --signal=B:USR1@120",
+        },
         capture_output=True,
         text=True,
         check=True,
     )
     submits = [shlex.split(line)[1:] for line in result.stdout.splitlines() if line.startswith("+")]
-    assert [s[-3] for s in submits] == [
+    scripts = [next(a for a in s if a.startswith("launch/slurm/")) for s in submits]
+    assert scripts == [
+        "launch/slurm/data.sbatch",
         "launch/slurm/data.sbatch",
         "launch/slurm/train.sbatch",
         "launch/slurm/eval.sbatch",
     ]
-    assert all(s[-2:] == OVERRIDES for s in submits)
-    assert "--array=0-3" in submits[0]
-    for previous_id, submit in zip((1001, 1002), submits[1:], strict=True):
+    data, merge, train, evaluate = submits
+    assert data[-2:] == merge[-2:] == train[-2:] == evaluate[-2:] == OVERRIDES
+    assert "--array=0-3" in data and not any(a.startswith("--dependency") for a in data)
+    assert "--array=0-3" not in merge and "data.num_shards=4" in merge  # one merge, no array
+    for previous_id, submit in zip((1001, 1002, 1003), (merge, train, evaluate), strict=True):
         assert f"--dependency=afterok:{previous_id}" in submit
-        assert "--export=ALL,RUN_DIR=outputs/slurm/1001" in submit
-    assert "--nodes=2" in submits[1] and "--gpus-per-node=8" in submits[1]
+        assert "--kill-on-invalid-dep=yes" in submit
+    for submit in submits:
+        assert f"--export=ALL,RUN_DIR={tmp_path / 'run'}" in submit
+        assert any(a.startswith(f"--output={tmp_path / 'run'}/logs/") for a in submit)
+    assert "--nodes=2" in train and "--gpus-per-node=8" in train
+    assert "--time=60" in train and "--signal=B:USR1@120" in train
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
 
 
 def test_cli_dry_run_prints_the_commands():

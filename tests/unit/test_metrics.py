@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from fixtures.reference import full_ece_reference
 
 from calibtune import metrics
 from calibtune.metrics import MetricError
@@ -207,7 +208,7 @@ def test_full_ece_streams_and_matches_references():
         streamed.update(logits[part : part + 70], targets[part : part + 70])
     whole = metrics.FullECE()
     whole.update(logits.to(torch.bfloat16).float(), targets)
-    reference = metrics.full_ece_reference(logits.double().numpy(), targets.numpy())
+    reference = full_ece_reference(logits.double().numpy(), targets.numpy())
     assert streamed.compute() == pytest.approx(reference, abs=1e-6)
     # Full-ECE is the binary calibration error over all (position, token) pairs, times V
     probs = torch.softmax(logits.double(), -1).flatten()

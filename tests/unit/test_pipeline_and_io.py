@@ -17,10 +17,9 @@ def test_results_table_shows_values_deltas_and_missing():
         "deltas": {"ece": {"value": -0.15, "ci95": [-0.17, -0.13]}},
     }
     lines = results_table(metrics).splitlines()
-    assert lines[1].split()[:3] == ["ece", "0.200", "0.050"]
-    assert "-0.150 [-0.170, -0.130]" in lines[1]
-    assert lines[3].split()[:3] == ["auroc", "n/a", "0.700"]
-    assert lines[2].endswith("n/a")  # brier delta absent
+    assert lines[2].startswith("| ece | 0.200 | 0.050 | -0.150 [-0.170, -0.130] |")
+    assert lines[4].startswith("| auroc | n/a | 0.700 |")
+    assert lines[3].endswith("| n/a (not computed) |")  # brier delta absent
     assert "0.995" in lines[-1]
 
 
@@ -40,3 +39,21 @@ def test_atomic_write_gives_usual_permissions_and_no_leftovers(tmp_path):
         tmp.write_text("partial")
         raise RuntimeError("crash mid-write")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    import pytest
+
+    from calibtune.io import atomic_dir
+
+    target = tmp_path / "adapter"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("half of v2")
+        raise RuntimeError("crash mid-write")
+    assert (target / "weights").read_text() == "v1"
+    with atomic_dir(target) as tmp:
+        (tmp / "other").write_text("v3")
+    assert sorted(p.name for p in target.iterdir()) == ["other"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no temp or .old dirs

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_serve_score import ANSWERS, QUESTIONS, make_adapter
+from fixtures.adapters import write_adapter
+from fixtures.labeled import ANSWERS, QUESTIONS
 
 from calibtune.models.encoding import encode_text, pad_sequences
 from calibtune.models.loading import load_tokenizer
@@ -56,7 +57,7 @@ def exported(tiny_model_dir, tmp_path_factory):
     from calibtune.config import compose
 
     root = tmp_path_factory.mktemp("export")
-    make_adapter(tiny_model_dir, root / "train")
+    write_adapter(tiny_model_dir, root / "train")
     (root / "eval").mkdir()
     (root / "eval" / "metrics.json").write_text(json.dumps(METRICS))
     cfg = compose(
@@ -83,7 +84,7 @@ def test_export_dir_holds_safetensors_tokenizer_card_and_serve_config(exported):
     serve = json.loads((out / SERVE_CONFIG).read_text())
     assert serve["prompt"]["query_yes"] == "yes" and serve["calibrator"] is None
     card = (out / "README.md").read_text()
-    assert "| ece | 0.1800 | 0.0300 | -0.1500 | [-0.1900, -0.1100] |" in card
+    assert "| ece | 0.180 | 0.030 | -0.150 [-0.190, -0.110] |" in card
     assert "n = 120" in card
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".export.")]  # no temp dir
 
@@ -137,5 +138,5 @@ def test_plain_transformers_loads_the_export_without_calibtune(exported):
 
 def test_delta_table_marks_missing_values():
     table = delta_table({"methods": {"base/ptrue": {"ece": 0.2}}, "deltas": {}})
-    assert "| ece | 0.2000 | n/a | n/a | n/a |" in table
+    assert "| ece | 0.200 | n/a (no adapter) | n/a (not computed) |" in table
     assert "auroc" not in table

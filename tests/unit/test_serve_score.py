@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.adapters import write_adapter
+from fixtures.labeled import ANSWERS, QUESTIONS
 
 import calibtune
 from calibtune.errors import ConfigError, InputError
@@ -16,40 +18,11 @@ from calibtune.models.encoding import encode_text, last_token_logits, pad_sequen
 from calibtune.models.loading import load_model, load_tokenizer
 from calibtune.serve.score import Scorer, adapter_dir, load_tuned_model, run_score
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "What is the capital of Peru?",
-    "Which continent is Japan in?",
-    "What is 2 plus 3?",
-    "What is the atomic number of the element with symbol A?",
-    "What is the currency of Germany?",
-    "Which city is the capital of Japan?",
-]
-ANSWERS = ["Paris", "Lima", "Asia", "5", "2", "euro", "Tokyo is the capital city of Japan"]
-
-
-def make_adapter(model_dir: Path, out_dir: Path, seed: int = 1) -> Path:
-    """A LoRA adapter on the tiny model with random (non-zero) B weights, saved like train does."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft_model = get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"])
-    )
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    peft_model.save_pretrained(out_dir / "adapter")
-    return out_dir
-
 
 @pytest.fixture
 def train_dir(tiny_model_dir: Path, tmp_path: Path) -> Path:
     """A train-stage-like output dir holding adapter/."""
-    return make_adapter(tiny_model_dir, tmp_path / "train")
+    return write_adapter(tiny_model_dir, tmp_path / "train")
 
 
 @pytest.fixture

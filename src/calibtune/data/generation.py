@@ -1,4 +1,4 @@
-"""Batched answer generation (DESIGN.md §1 step 1): left-padded greedy or sampled decoding through
+"""Batched answer generation (docs/data.md): left-padded greedy or sampled decoding through
 Hugging Face `generate`, or vLLM's `LLM.generate` behind the same call.
 
 Prompts are sorted by token length so each batch pads little; answers come back in the order of

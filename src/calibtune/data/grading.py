@@ -1,4 +1,4 @@
-"""Graders (DESIGN.md §1 step 2): does a free-text answer match the gold answers?
+"""Graders (docs/data.md): does a free-text answer match the gold answers?
 
 The default model answers in sentences ("The capital of France is Paris."), so the text graders
 look for the gold answer inside the response, and reject a response that offers two different
@@ -17,10 +17,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import get_args
 
 from calibtune.errors import ConfigError
+from calibtune.schema import Grader
 
-GRADERS = ("exact", "numeric", "choice", "substring", "judge", "country", "continent", "symbol")
+GRADERS = get_args(Grader)  # the allowed values live in calibtune.schema
 ARTICLES = {"a", "an", "the"}
 # Words that join alternative answers, and words that carry no answer inside an alternative.
 ALTERNATIVE_WORDS = {"or", "either"}

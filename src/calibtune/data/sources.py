@@ -1,4 +1,4 @@
-"""QA sources, each mapped to the QA input format of DESIGN.md §4:
+"""QA sources, each mapped to the QA input format of docs/data.md:
 
     {"id": "...", "question": "...", "answers": ["alias", ...], "domain": "...", "choices": null}
 
@@ -84,7 +84,7 @@ def validate_qa_row(row: dict, path: object, line: int | None) -> dict:
 
 
 def read_qa_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read and validate a QA JSONL file (DESIGN.md §4); errors name file, line and field."""
+    """Read and validate a QA JSONL file (docs/data.md); errors name file, line and field."""
     path = Path(path)
     rows = read_jsonl(path)  # bad JSON, non-objects and empty files fail here, naming the line
     with path.open(encoding="utf-8") as handle:

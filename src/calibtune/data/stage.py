@@ -1,4 +1,4 @@
-"""The data stage (DESIGN.md §1 steps 1-2, §4): answer questions with the base model, grade the
+"""The data stage (docs/data.md): answer questions with the base model, grade the
 answers, and write a labeled confidence set (train/val/test JSONL + manifest.json).
 
     calibtune data [overrides]            # or: python data/build_dataset.py [overrides]
@@ -9,8 +9,9 @@ question -> answer and grade them in chunks (each finished chunk is cached under
 write the splits and the manifest atomically -> print per-domain accuracy.
 
 Scale-out: `data.shard=i data.num_shards=n` answers only shard i (a SLURM array task or one GPU
-each); whichever run finds every shard finished merges them into the final files. A run with
-`data.shard=null` answers every shard that is not finished yet, then merges.
+each); whichever run finds every shard finished merges them into the final files (`data.merge=false`:
+never, for SLURM array tasks that may finish together). A run with `data.shard=null` answers
+every shard that is not finished yet, then merges.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-import calibtune
-from calibtune.config import resolved_container, save_config
+from calibtune.config import check_config, resolved_container, save_config
 from calibtune.data.generation import generate_answers
 from calibtune.data.grading import auto_grader, grade, judge_grades
 from calibtune.data.sources import SOURCE_KEY, load_qa_rows, question_key
@@ -38,7 +38,7 @@ from calibtune.io import read_jsonl, sha256_file, sha256_text, write_json_atomic
 from calibtune.models import load_model, load_tokenizer, model_fingerprint
 from calibtune.models.confidence import render_query_prompt
 from calibtune.models.prompts import render_answer_prompt
-from calibtune.runtime import git_commit, is_rank_zero, set_seed
+from calibtune.runtime import is_rank_zero, provenance, set_seed
 
 log = logging.getLogger(__name__)
 PARTIAL = ".partial"
@@ -380,8 +380,7 @@ def write_labeled_set(cfg, out_dir: Path, rows: list[dict], source: str | None =
         "holdout_domains": list(data_cfg.get("holdout_domains") or []),
         "counts": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
         "accuracy": accuracy_table(rows),
-        "calibtune_version": calibtune.__version__,
-        "git_commit": git_commit(),
+        **provenance(),
         "files": files,
     }
     write_json_atomic(out_dir / MANIFEST, manifest)
@@ -429,6 +428,7 @@ def load_generator(cfg):
 
 def run_data_stage(cfg: DictConfig) -> Path:
     """Build the labeled confidence set into cfg.data.output_dir and return that path."""
+    check_config(cfg)
     out_dir = Path(cfg.data.output_dir)
     if not is_rank_zero():
         return out_dir
@@ -468,6 +468,9 @@ def run_data_stage(cfg: DictConfig) -> Path:
             total / max(elapsed, 1e-9),
         )
 
+    if not cfg.data.merge:
+        print(f"shard(s) {list(shards)} done; data.merge=false leaves the merge to a later run")
+        return out_dir
     missing = [
         s
         for s in range(num_shards)

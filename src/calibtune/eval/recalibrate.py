@@ -1,4 +1,4 @@
-"""Post-hoc recalibrators of a confidence (DESIGN.md §2): temperature, Platt, isotonic, histogram.
+"""Post-hoc recalibrators of a confidence (docs/evaluation.md): temperature, Platt, isotonic, histogram.
 
 Each is fitted on the validation split only and stored as plain parameters (a JSON-able dict
 with a `kind`), so `calibrator_from_params` can apply it anywhere (export, score) without
@@ -14,6 +14,7 @@ outweighs the bias it removes; unknown domains at serve time also get the global
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
@@ -21,8 +22,9 @@ from sklearn.isotonic import IsotonicRegression
 
 from calibtune.errors import ConfigError
 from calibtune.metrics import as_inputs, bin_indices
+from calibtune.schema import Recalibrator
 
-KINDS = ("temperature", "platt", "isotonic", "histogram")
+KINDS = get_args(Recalibrator)  # the allowed values live in calibtune.schema
 LOGIT_EPS = 1e-6
 
 Calibrator = Callable[[np.ndarray], np.ndarray]

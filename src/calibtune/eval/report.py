@@ -59,18 +59,19 @@ def delta_cell(delta: dict | None) -> str:
 # -- tables (rows of strings; rendered as markdown or HTML)
 
 
-def headline_table(metrics: dict) -> list[list[str]]:
-    """Base vs tuned ptrue with tuned-minus-base deltas and 95 % intervals."""
+def headline_table(metrics: dict, names: tuple[str, ...] = HEADLINE) -> list[list[str]]:
+    """Base vs tuned ptrue with tuned-minus-base deltas and 95 % intervals (the one base-vs-tuned
+    table: report, model card, `calibtune run`'s summary)."""
     base = metrics["methods"].get("base/ptrue", {})
     tuned = metrics["methods"].get("tuned/ptrue", {})
     rows = [["metric", "base ptrue", "tuned ptrue", "delta (tuned - base) [95% CI]"]]
-    for name in HEADLINE:
+    for name in names:
         rows.append(
             [
                 name,
                 metric_cell(base, name),
                 metric_cell(tuned, name) if tuned else "n/a (no adapter)",
-                delta_cell(metrics["deltas"].get(name)),
+                delta_cell(metrics.get("deltas", {}).get(name)),
             ]
         )
     return rows
@@ -277,15 +278,14 @@ def reliability_figure(metrics: dict) -> bytes:
             color=COLORS[side],
             label=f"{side} ptrue (ECE {fmt(scores.get('ece'))})",
         )
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="confidence",
-        ylabel="accuracy",
-        title="Reliability: base vs tuned (test)",
-    )
+    _unit_square(ax, "confidence", "accuracy", "Reliability: base vs tuned (test)")
     ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
+
+
+def _unit_square(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Axes over [0, 1] x [0, 1] with labels and a title."""
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 def risk_coverage_figure(metrics: dict) -> bytes:
@@ -303,13 +303,7 @@ def risk_coverage_figure(metrics: dict) -> bytes:
                 label=f"{method} (AURC {fmt(aurc)})",
             )
     ax.axhline(1 - metrics["accuracy"], color="grey", linestyle=":", label="risk answering all")
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="coverage",
-        ylabel="risk (error rate of answered)",
-        title="Risk-coverage (test)",
-    )
+    _unit_square(ax, "coverage", "risk (error rate of answered)", "Risk-coverage (test)")
     ax.legend(fontsize=8)
     return _png(fig)
 

@@ -209,10 +209,10 @@ def domain_calibration_scores(
     groups: Sequence[str] | None = None,
 ) -> dict:
     """Global vs per-domain calibrator on test: pooled ECE/Brier, per-domain ECE, and the mean
-    per-domain ECE of each with 95 % intervals from a paired bootstrap over groups (questions,
-    when `groups` gives each row's question id; else rows) within each domain."""
+    per-domain ECE of each with 95 % intervals from a paired bootstrap over groups (entities or
+    questions, when `groups` gives each row's group; else rows) within each domain."""
     domains = np.asarray([str(d) for d in domains])
-    resampled = "rows" if groups is None else "question ids within each domain"
+    resampled = "rows" if groups is None else "groups within each domain"
     groups = np.arange(domains.size) if groups is None else np.asarray([str(g) for g in groups])
     table = {}
     for domain in sorted(set(domains.tolist())):

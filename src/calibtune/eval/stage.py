@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval import confidence, policy, report, scoring
 from calibtune.eval.recalibrate import (
@@ -42,7 +43,7 @@ from calibtune.models.confidence import (
     shared_suffix,
 )
 from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
-from calibtune.runtime import is_rank_zero, set_seed
+from calibtune.runtime import is_rank_zero, provenance, set_seed
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -79,17 +80,28 @@ def check_data_path(data_dir: str) -> Path:
     return data_path
 
 
-def load_examples(cfg: DictConfig, model, tokenizer) -> dict[str, list[dict]]:
-    """Labeled val and test rows: from a labeled set, or answered and graded from a QA JSONL."""
+def read_inputs(cfg: DictConfig) -> dict[str, list[dict]] | list[dict]:
+    """Before any model loads: the labeled val and test rows, or every (validated) row of a raw
+    QA JSONL file, whose errors name file, line and field."""
     data_path = check_data_path(cfg.eval.data_dir)
     if (data_path / MANIFEST).is_file():
-        splits = {split: read_labeled_split(data_path, split) for split in ("val", "test")}
+        return {split: read_labeled_split(data_path, split) for split in ("val", "test")}
+    from calibtune.data.sources import read_qa_jsonl
+
+    return read_qa_jsonl(data_path)
+
+
+def load_examples(cfg: DictConfig, model, tokenizer, inputs) -> dict[str, list[dict]]:
+    """Labeled val and test rows: `read_inputs`' splits, or its raw QA rows answered and graded
+    by the base model and split by question."""
+    data_path = Path(cfg.eval.data_dir)
+    if isinstance(inputs, dict):
+        splits = inputs
     else:
-        from calibtune.data.sources import read_qa_jsonl
         from calibtune.data.stage import label_qa_rows, write_labeled_set
 
         log.info("answering and grading %s with the base model", data_path)
-        rows = label_qa_rows(model, tokenizer, read_qa_jsonl(data_path), cfg)
+        rows = label_qa_rows(model, tokenizer, inputs, cfg)
         splits = split_by_question(rows, cfg.seed, cfg.eval.val_fraction)
         if is_rank_zero():  # the graded answers, beside metrics.json: what was graded how
             labeled = [{**row, "split": name} for name, part in splits.items() for row in part]
@@ -407,11 +419,12 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     eval_cfg = cfg.eval
     output_dir = Path(eval_cfg.output_dir)
     set_seed(cfg.seed)
+    check_config(cfg)
     adapter_path = resolve_adapter(eval_cfg.adapter)
-    check_data_path(eval_cfg.data_dir)
+    inputs = read_inputs(cfg)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model)
-    splits = load_examples(cfg, model, tokenizer)
+    splits = load_examples(cfg, model, tokenizer, inputs)
     log.info("adapter %s", adapter_path)
     qm = attach_adapter(model, adapter_path)
     tuned = adapter_path is not None
@@ -502,9 +515,10 @@ def run_eval_stage(cfg: DictConfig) -> Path:
             test,
             y_test,
             domains,
-            [r.get("qid") or r["id"] for r in splits["test"]],
+            [r.get("group") or r.get("qid") or r["id"] for r in splits["test"]],
         ),
         "policy": policy_block,
+        **provenance(),
     }
     if is_rank_zero():
         report.write_outputs(

@@ -109,6 +109,7 @@ def write_stand_ins(bin_dir: Path) -> None:
 def slurm_environment(
     nodes: int,
     gpus_per_node: int,
+    cpus_per_task: int,
     job_id: int,
     array_task: int | None,
     array_count: int | None,
@@ -121,6 +122,7 @@ def slurm_environment(
         "SLURM_JOB_NUM_NODES": str(nodes),
         "SLURM_JOB_NODELIST": f"{host_prefix}[000-{nodes - 1:03d}]",
         "SLURM_GPUS_ON_NODE": str(gpus_per_node),
+        "SLURM_CPUS_PER_TASK": str(cpus_per_task),
         "SLURM_RESTART_COUNT": "0",
         "CALIBTUNE_DRY_RUN_HOST": host_prefix,
     }
@@ -138,6 +140,7 @@ def dry_run(
     overrides: Sequence[str] = (),
     nodes: int = 2,
     gpus_per_node: int = 8,
+    cpus_per_task: int = 8,
     job_id: int = 4242,
     array_task: int | None = None,
     array_count: int | None = None,
@@ -156,10 +159,13 @@ def dry_run(
         write_stand_ins(bin_dir)
         run_env = {
             **os.environ,
-            **slurm_environment(nodes, gpus_per_node, job_id, array_task, array_count, host_prefix),
+            **slurm_environment(
+                nodes, gpus_per_node, cpus_per_task, job_id, array_task, array_count, host_prefix
+            ),
             **(env or {}),
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "CALIBTUNE_VENV": str(Path(tmp) / "no-venv"),  # keep the real programs off PATH
+            "CALIBTUNE_ROOT": str(path.parents[2]),  # where the scripts find common.sh
         }
         result = subprocess.run(
             ["bash", str(path), *overrides],
@@ -184,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("script", choices=SCRIPTS)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--cpus-per-task", type=int, default=8)
     parser.add_argument("--job-id", type=int, default=4242)
     parser.add_argument("--array-task", type=int)
     parser.add_argument("--array-count", type=int)
@@ -194,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             overrides,
             nodes=args.nodes,
             gpus_per_node=args.gpus_per_node,
+            cpus_per_task=args.cpus_per_task,
             job_id=args.job_id,
             array_task=args.array_task,
             array_count=args.array_count,

@@ -50,8 +50,6 @@ from calibtune.models.prompts import (
     uses_chat,
 )
 
-KINDS = ("base", "lora", "alora", "probe")
-
 # ---------------------------------------------------------------------------- rendering
 
 

@@ -7,8 +7,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from transformers import (
 )
 
 from calibtune.errors import CalibtuneError, ConfigError
-from calibtune.io import sha256_file, write_json_atomic
+from calibtune.io import atomic_dir, sha256_file, write_json_atomic
 from calibtune.runtime import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -93,9 +91,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, gguf_sha256: str) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp_dir:
         model.save_pretrained(tmp_dir, safe_serialization=True)
         tokenizer.save_pretrained(tmp_dir)
         sizes = {p.name: p.stat().st_size for p in sorted(tmp_dir.iterdir()) if p.is_file()}
@@ -103,10 +99,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path, gguf_sha256: str) -> Path:
             tmp_dir / CACHE_MARKER,
             {"source": str(gguf_path), "gguf_sha256": gguf_sha256, "file_sizes": sizes},
         )
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp_dir, out_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return out_dir
 
 

@@ -18,17 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from calibtune import __version__
+from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
-from calibtune.io import write_json_atomic, write_text_atomic
+from calibtune.eval.report import headline_table, markdown_table
+from calibtune.io import atomic_dir, write_json_atomic, write_text_atomic
 from calibtune.models.loading import load_tokenizer, model_fingerprint
-from calibtune.runtime import git_commit, is_rank_zero
+from calibtune.runtime import is_rank_zero, provenance
 from calibtune.serve.score import (
     ADAPTER_SUBDIR,
     SERVE_CONFIG,
@@ -61,20 +61,9 @@ def _fmt(value: object) -> str:
 def delta_table(metrics: dict) -> str:
     """Markdown table: base and tuned `ptrue` metrics and the tuned-minus-base delta with its CI."""
     methods = metrics.get("methods", {})
-    base, tuned = methods.get("base/ptrue", {}), methods.get("tuned/ptrue", {})
-    deltas = metrics.get("deltas", {})
-    lines = ["| metric | base | tuned | delta (tuned - base) | 95 % CI |", "|---|---|---|---|---|"]
-    for name in CARD_METRICS:
-        if name not in base and name not in tuned and name not in deltas:
-            continue
-        delta = deltas.get(name, {})
-        ci = delta.get("ci95")
-        ci_text = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a"
-        lines.append(
-            f"| {name} | {_fmt(base.get(name))} | {_fmt(tuned.get(name))} "
-            f"| {_fmt(delta.get('value'))} | {ci_text} |"
-        )
-    return "\n".join(lines)
+    present = {n for m in ("base/ptrue", "tuned/ptrue") for n in methods.get(m, {})}
+    names = tuple(n for n in CARD_METRICS if n in present or n in metrics.get("deltas", {}))
+    return markdown_table(headline_table(metrics, names))
 
 
 def model_card(base_name: str, serve_config: dict, metrics: dict | None) -> str:
@@ -152,6 +141,7 @@ Exported by calibtune {__version__} (git {serve_config.get("git_commit") or "unk
 
 def run_export(cfg: DictConfig) -> Path:
     """Merge the adapter into the base weights and write the export directory atomically."""
+    check_config(cfg)
     output_dir = Path(cfg.serve.export.output_dir)
     adapter = adapter_dir(cfg.serve.adapter)
     calibrator = resolve_calibrator(cfg)
@@ -167,8 +157,7 @@ def run_export(cfg: DictConfig) -> Path:
         model = model.merge_and_unload()
     tokenizer = load_tokenizer(cfg.model)
     serve_config = {
-        "calibtune_version": __version__,
-        "git_commit": git_commit(),
+        **provenance(),
         "base_model": model_fingerprint(cfg.model),
         "adapter": str(adapter.resolve()),
         "attn_implementation": cfg.model.get("attn_implementation") or "sdpa",
@@ -181,9 +170,7 @@ def run_export(cfg: DictConfig) -> Path:
     }
     if not is_rank_zero():
         return output_dir
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with atomic_dir(output_dir) as tmp_dir:
         if activated:
             model.get_base_model().save_pretrained(tmp_dir, safe_serialization=True)
             model.save_pretrained(tmp_dir / ADAPTER_SUBDIR, safe_serialization=True)
@@ -193,10 +180,6 @@ def run_export(cfg: DictConfig) -> Path:
         write_json_atomic(tmp_dir / SERVE_CONFIG, serve_config)
         card = model_card(str(cfg.model.name_or_path), serve_config, metrics)
         write_text_atomic(tmp_dir / "README.md", card)
-        shutil.rmtree(output_dir, ignore_errors=True)
-        os.replace(tmp_dir, output_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     print(
         f"exported {'base model + aLoRA adapter' if activated else 'merged model'} to {output_dir}"
     )

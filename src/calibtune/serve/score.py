@@ -19,14 +19,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
+from calibtune.eval.recalibrate import Calibrator, calibrator_from_params
 from calibtune.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from calibtune.models.confidence import (
     QueryModel,
@@ -46,7 +48,6 @@ log = logging.getLogger(__name__)
 
 SERVE_CONFIG = "calibtune.json"  # written by `calibtune export` beside the merged weights
 ADAPTER_SUBDIR = "adapter"  # an export's unmerged (activated LoRA) adapter
-Calibrator = Callable[[np.ndarray], np.ndarray]
 
 
 def adapter_dir(path: str | os.PathLike) -> Path:
@@ -78,13 +79,6 @@ def load_calibrator(path: str | os.PathLike, name: str) -> tuple[dict, Calibrato
         )
     params = entries[name]
     return params, calibrator_from_params(params)
-
-
-def calibrator_from_params(params: dict) -> Calibrator:
-    """The function that applies fitted calibrator params (the eval stage's `recalibrate`)."""
-    from calibtune.eval.recalibrate import calibrator_from_params as from_params
-
-    return from_params(params)
 
 
 class Scorer:
@@ -359,6 +353,7 @@ def score_rows(scorer: Scorer, rows: list[dict], max_new_tokens: int) -> list[di
 
 def run_score(cfg: DictConfig) -> Path:
     """`calibtune score`: write scores.jsonl (+ score_summary.json) and report pairs/s."""
+    check_config(cfg)
     rows = read_pairs(cfg.serve.score.input)
     scorer = Scorer.from_config(cfg)
     start = time.perf_counter()

@@ -7,11 +7,9 @@ directory and renamed, so a directory named step_N is always complete."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from calibtune.errors import CalibtuneError, ConfigError
-from calibtune.io import write_json_atomic
+from calibtune.io import atomic_dir, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -124,8 +122,7 @@ def save_checkpoint(
     root = output_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{state.step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{state.step}.", dir=root))
-    try:
+    with atomic_dir(final) as tmp:
         save_file(trainable_state(model), tmp / "trainable.safetensors")
         opt_tensors, opt_meta = _optimizer_to_files(optimizer)
         save_file(opt_tensors, tmp / "optimizer.safetensors")
@@ -141,10 +138,6 @@ def save_checkpoint(
                 "rng": rng_meta,
             },
         )
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -201,13 +194,3 @@ def verify_saved_tensors(path: Path, expected: dict[str, torch.Tensor] | None = 
         raise CalibtuneError(
             f"{path}: saved {len(tensors)} tensors, expected {len(expected)} trainable tensors"
         )
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written temp directory to `final`, replacing what was there."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The calibration-tuning loss (DESIGN.md §1 step 4), as pure functions over logits.
+"""The calibration-tuning loss (docs/training.md), as pure functions over logits.
 
     loss_i = CE([no, yes] query logits_i, correct_i) + beta * mean_t KL(p_base || p_tuned)_it
 

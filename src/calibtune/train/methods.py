@@ -3,8 +3,6 @@ the adapter saved with PEFT's `save_pretrained`, verified after every save."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +11,8 @@ from hydra.utils import instantiate
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from calibtune.errors import ConfigError
-from calibtune.train.checkpoint import replace_dir, trainable_state, verify_saved_tensors
+from calibtune.io import atomic_dir
+from calibtune.train.checkpoint import trainable_state, verify_saved_tensors
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -72,18 +71,15 @@ def save_adapter(
     """PEFT `save_pretrained` into a temp dir, check the tensors, then move it to `out_dir`.
     With `alora_invocation_tokens` the saved config is an activated LoRA's (same weights)."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     config = peft_model.peft_config["default"]
     saved = (config.alora_invocation_tokens, config.task_type)
     try:
         if alora_invocation_tokens is not None:
             config.alora_invocation_tokens = list(alora_invocation_tokens)
             config.task_type = "CAUSAL_LM"
-        peft_model.save_pretrained(tmp, safe_serialization=True)
-        verify_saved_tensors(tmp / ADAPTER_WEIGHTS, trainable_state(peft_model))
-        replace_dir(tmp, out_dir)
+        with atomic_dir(out_dir) as tmp:
+            peft_model.save_pretrained(tmp, safe_serialization=True)
+            verify_saved_tensors(tmp / ADAPTER_WEIGHTS, trainable_state(peft_model))
     finally:
         config.alora_invocation_tokens, config.task_type = saved
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

@@ -8,8 +8,6 @@ Saved as `adapter/probe.safetensors` + `adapter/probe_config.json` (the head is
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,13 +15,13 @@ from omegaconf import DictConfig
 from safetensors.torch import save_file
 
 from calibtune.config import save_config
-from calibtune.io import write_json_atomic
+from calibtune.io import atomic_dir, write_json_atomic
 from calibtune.models.confidence import query_features, query_tokens_of
 from calibtune.models.loading import load_model, load_tokenizer
 from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, ProbeHead
 from calibtune.runtime import is_rank_zero, set_seed
 from calibtune.tracking import Tracker
-from calibtune.train.checkpoint import TrainState, replace_dir, verify_saved_tensors
+from calibtune.train.checkpoint import TrainState, verify_saved_tensors
 from calibtune.train.data import tokenize_examples
 from calibtune.train.loss import soft_binary_cross_entropy
 from calibtune.train.steps import validation_metrics
@@ -33,17 +31,12 @@ log = logging.getLogger(__name__)
 
 def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
     """probe.safetensors + probe_config.json into out_dir (temp dir + rename, verified)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
         save_file(state, tmp / PROBE_WEIGHTS)
         verify_saved_tensors(tmp / PROBE_WEIGHTS, state)
         config = {"type": "probe", "in_features": head.in_features, "hidden": head.hidden, **extra}
         write_json_atomic(tmp / PROBE_CONFIG, config)
-        replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def train_probe(cfg: DictConfig) -> Path:
@@ -130,17 +123,15 @@ def train_probe(cfg: DictConfig) -> Path:
 
 def _shared_manifest_fields(cfg: DictConfig) -> dict:
     """Dataset link, model fingerprint, versions and commit, as in the LoRA manifest."""
-    import calibtune
     from calibtune.examples import MANIFEST
     from calibtune.io import sha256_file
     from calibtune.models.loading import model_fingerprint
-    from calibtune.runtime import git_commit
+    from calibtune.runtime import provenance
 
     dataset_manifest = Path(cfg.train.data_dir, MANIFEST).resolve()
     return {
         "dataset": {"manifest": str(dataset_manifest), "sha256": sha256_file(dataset_manifest)},
         "model": model_fingerprint(cfg.model),
-        "versions": {"calibtune": calibtune.__version__, "torch": torch.__version__},
-        "git_commit": git_commit(),
+        **provenance(),
         "adapter": "adapter",
     }

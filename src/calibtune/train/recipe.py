@@ -20,6 +20,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
 import torch
 from accelerate import Accelerator
@@ -28,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
-from calibtune.config import save_config
+from calibtune.config import check_config, save_config
 from calibtune.errors import ConfigError
 from calibtune.examples import MANIFEST, read_labeled_split
 from calibtune.io import sha256_file, write_json_atomic
@@ -40,9 +41,11 @@ from calibtune.models.confidence import (
     query_two_way_logits,
 )
 from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
-from calibtune.runtime import git_commit, set_seed
+from calibtune.runtime import provenance, set_seed
+from calibtune.schema import BestMetric
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
+from calibtune.train import preemption
 from calibtune.train.data import (
     TrainExample,
     collate,
@@ -57,7 +60,7 @@ from calibtune.train.steps import micro_step_loss, validation_metrics
 
 log = logging.getLogger(__name__)
 HIGHER_IS_BETTER = {"auroc"}
-BEST_METRICS = ("ece", "brier", "auroc", "val_loss")
+BEST_METRICS = get_args(BestMetric)  # the allowed values live in calibtune.schema
 
 
 @dataclass
@@ -73,11 +76,13 @@ class TrainResult:
 
 def run_train_stage(cfg: DictConfig) -> Path:
     """Train on cfg.train.data_dir and return cfg.train.output_dir (adapter/, manifest, ...)."""
+    check_config(cfg)
     if cfg.method.name == "probe":
         from calibtune.train.probe import train_probe
 
         return train_probe(cfg)
-    return train_lora(cfg).output_dir
+    with preemption.stop_on_signals():  # SIGUSR1/SIGTERM: checkpoint at the next step, exit 75
+        return train_lora(cfg).output_dir
 
 
 # ---------------------------------------------------------------------------- setup
@@ -407,14 +412,18 @@ def train_lora(cfg: DictConfig) -> TrainResult:
 
             if state.step == steps or (tc.eval_every and state.step % int(tc.eval_every) == 0):
                 run_validation()
-            if tc.checkpoint_every and (
-                state.step % int(tc.checkpoint_every) == 0 and state.step < steps
+            stop = preemption.stop_requested(accelerator) and state.step < steps
+            if stop or (
+                tc.checkpoint_every
+                and (state.step % int(tc.checkpoint_every) == 0 and state.step < steps)
             ):
                 if rank0:
                     ckpt.save_checkpoint(
                         output_dir, peft_model, optimizer, scheduler, state, int(tc.keep_last)
                     )
                 accelerator.wait_for_everyone()
+            if stop:
+                preemption.exit_stopped(state.step)
             if state.step >= steps:
                 break
         else:
@@ -441,11 +450,6 @@ def write_train_manifest(
     accelerator: Accelerator,
 ) -> None:
     """manifest.json: dataset link (path + sha256), model, seed, versions, commit, best step."""
-    import accelerate
-    import peft
-    import transformers
-
-    import calibtune
 
     dataset_manifest = Path(cfg.train.data_dir, MANIFEST).resolve()
     write_json_atomic(
@@ -469,14 +473,7 @@ def write_train_manifest(
             "final": asdict(state),
             "query_tokens": {"yes": list(tokens.yes_ids), "no": list(tokens.no_ids)},
             "adapter": "adapter",
-            "versions": {
-                "calibtune": calibtune.__version__,
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "peft": peft.__version__,
-                "accelerate": accelerate.__version__,
-            },
-            "git_commit": git_commit(),
+            **provenance(),
             "config": OmegaConf.to_container(cfg.train, resolve=True),
         },
     )
