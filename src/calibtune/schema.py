@@ -138,6 +138,9 @@ class TrainCfg(Group):
     data_dir: str
     output_dir: str
     resume: str  # auto | never | <checkpoint dir>
+    strategy: Literal["auto", "ddp", "fsdp2"]
+    timeout_s: int = Field(ge=1)
+    gradient_checkpointing: bool
     epochs: int = NonNegInt
     max_steps: int | None = Field(ge=1)
     max_examples: int | None = Field(ge=1)

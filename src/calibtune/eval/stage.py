@@ -43,7 +43,7 @@ from calibtune.models.confidence import (
     shared_suffix,
 )
 from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
-from calibtune.runtime import is_rank_zero, provenance, set_seed
+from calibtune.runtime import is_rank_zero, process_group, provenance, set_seed, share_work
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -414,6 +414,39 @@ def normalize(text: str) -> str:
 # -- the stage
 
 
+def confidences_on_ranks(group, cfg, qm, tokenizer, splits: dict, tuned: bool) -> tuple:
+    """The model passes of the stage: val and test confidences, verbalized confidence and the
+    cost of tuning, as four tasks spread over the launched processes (task k on rank k % N)
+    and returned on every rank. Each task runs as in one process (2 processes matched
+    1 process to 1e-5 in tests); more than four processes leave the rest idle."""
+    val_answers = bool(ANSWER_METHODS & set(cfg.eval.recalibrate_methods))
+
+    def verbalized_task() -> tuple[dict, dict]:
+        extra: dict = {}
+        return add_verbalized(cfg, qm, tokenizer, splits["test"], extra), extra
+
+    tasks = {
+        "val": lambda: compute_confidences(
+            cfg,
+            qm,
+            tokenizer,
+            splits["val"],
+            "val",
+            tuned=tuned,
+            answers=val_answers,
+            full_ece=False,
+        ),
+        "test": lambda: compute_confidences(
+            cfg, qm, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
+        ),
+        "verbalized": verbalized_task,
+        "cost": lambda: tuning_cost(cfg, qm, tokenizer, splits["test"]) if tuned else None,
+    }
+    done = share_work(group, tasks)
+    verbalized, extra = done["verbalized"]
+    return done["val"], {**done["test"], **extra}, verbalized, done["cost"]
+
+
 def run_eval_stage(cfg: DictConfig) -> Path:
     """Evaluate base vs tuned on cfg.eval.data_dir; write the report to cfg.eval.output_dir."""
     eval_cfg = cfg.eval
@@ -423,7 +456,8 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     adapter_path = resolve_adapter(eval_cfg.adapter)
     inputs = read_inputs(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model)
+    group = process_group(str(cfg.model.device))  # several processes: see confidences_on_ranks
+    model = load_model(cfg.model, device=group.device if group is not None else None)
     splits = load_examples(cfg, model, tokenizer, inputs)
     log.info("adapter %s", adapter_path)
     qm = attach_adapter(model, adapter_path)
@@ -432,23 +466,9 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
 
     log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
-    val_answers = bool(ANSWER_METHODS & set(eval_cfg.recalibrate_methods))
-    val = compute_confidences(
-        cfg,
-        qm,
-        tokenizer,
-        splits["val"],
-        "val",
-        tuned=tuned,
-        answers=val_answers,
-        full_ece=False,
-    )
-    test = compute_confidences(
-        cfg, qm, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
-    )
+    val, test, verbalized, cost = confidences_on_ranks(group, cfg, qm, tokenizer, splits, tuned)
     full_ece = summarize_full_ece(test.pop("full_ece"))
     val.pop("full_ece")
-    verbalized = add_verbalized(cfg, qm, tokenizer, splits["test"], test)
 
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)
@@ -486,7 +506,6 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     for method in domain_methods:
         threshold = scoring.threshold_for_risk(val[method], y_val, eval_cfg.target_risk)
         selective[method] = scoring.selective_at_threshold(test[method], y_test, threshold)
-    cost = tuning_cost(cfg, qm, tokenizer, splits["test"]) if tuned else None
 
     result = {
         "schema_version": SCHEMA_VERSION,
