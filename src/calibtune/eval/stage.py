@@ -24,8 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
-from calibtune.eval import confidence, report, scoring
-from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
+from calibtune.eval import confidence, policy, report, scoring
+from calibtune.eval.recalibrate import (
+    CalibrationUnavailable,
+    apply_calibrator,
+    fit_calibrator,
+    fit_domain_calibrators,
+)
 from calibtune.examples import MANIFEST, read_labeled_split
 from calibtune.metrics import FullECE, MetricError
 from calibtune.models.confidence import (
@@ -253,6 +258,98 @@ def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
     return recalibrated, fitted, unavailable
 
 
+# -- per-domain calibrators and the decision policy (production use of the confidence)
+
+
+def main_method(confidences: dict) -> str:
+    """The confidence production uses: tuned ptrue when there is an adapter, else base ptrue."""
+    return "tuned/ptrue" if "tuned/ptrue" in confidences else "base/ptrue"
+
+
+def fit_domain_calibration(cfg, val: dict, y_val, val_domains: list[str]) -> tuple[dict, dict]:
+    """Per-domain calibrators `<method>+per_domain` fitted on val; reasons for those not fitted."""
+    settings = cfg.eval.domain_calibration
+    fitted, unavailable = {}, {}
+    for method in settings.methods:
+        if method not in val:
+            continue
+        name = f"{method}+per_domain"
+        try:
+            fitted[name] = fit_domain_calibrators(
+                settings.kind, val[method], y_val, val_domains, settings.min_count, cfg.eval.n_bins
+            )
+        except (CalibrationUnavailable, MetricError) as err:
+            unavailable[name] = str(err)
+    return fitted, unavailable
+
+
+def domain_calibration_report(
+    cfg, fitted: dict, test: dict, y_test, test_domains, groups: list[str]
+) -> dict:
+    """metrics.json `per_domain_calibration`: global vs per-domain maps of the main method on test."""
+    method = main_method(test)
+    params = fitted.get(f"{method}+per_domain")
+    if params is None:
+        return {"method": method, "reason": "per-domain calibrators not fitted"}
+    c_global = apply_calibrator(params["global"], test[method])
+    c_domain = apply_calibrator(params, test[method], test_domains)
+    scores = scoring.domain_calibration_scores(
+        c_global,
+        c_domain,
+        y_test,
+        test_domains,
+        cfg.eval.n_bins,
+        cfg.eval.n_boot,
+        cfg.seed,
+        groups,
+    )
+    for domain, entry in scores["domains"].items():
+        entry["calibrator"] = "per-domain" if domain in params["domains"] else "global (fallback)"
+    return {
+        "method": method,
+        "kind": params["base_kind"],
+        "min_count": params["min_count"],
+        "fallback": params["fallback"],
+        **scores,
+    }
+
+
+def policy_batch_size(setting, n_test: int) -> int | None:
+    """The number of future items the policy's guarantee is about (`auto`: the test split)."""
+    if setting in (None, "null", "none"):
+        return None
+    return n_test if setting == "auto" else int(setting)
+
+
+def fit_and_score_policy(cfg, fitted: dict, val: dict, y_val, val_domains, test, y_test, domains):
+    """The answer/retrieve/escalate policy on per-domain calibrated confidence: thresholds on
+    val (Learn-then-Test), action shares and realised risk on test. Returns (policy, block)."""
+    settings, method = cfg.eval.policy, main_method(test)
+    params = fitted.get(f"{method}+per_domain")
+    if not settings.enabled or params is None:
+        reason = "disabled (eval.policy.enabled=false)" if not settings.enabled else "no calibrator"
+        return None, {"reason": reason}
+    c_val = apply_calibrator(params, val[method], val_domains)
+    fitted_policy = policy.fit_policy(
+        c_val,
+        y_val,
+        val_domains,
+        answer_risk=settings.answer_risk,
+        escalate_risk=settings.escalate_risk,
+        delta=settings.delta,
+        batch_size=policy_batch_size(settings.batch_size, len(y_test)),
+        per_domain=settings.per_domain,
+        min_count=settings.min_count,
+    )
+    fitted_policy["calibrator"] = f"{method}+per_domain"
+    c_test = apply_calibrator(params, test[method], domains)
+    block = {
+        **fitted_policy,
+        "test": policy.evaluate_policy(fitted_policy, c_test, y_test, domains),
+    }
+    return fitted_policy, block
+
+
 # -- cost of tuning
 
 
@@ -375,6 +472,18 @@ def run_eval_stage(cfg: DictConfig) -> Path:
 
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)
+    val_domains = [str(r.get("domain") or "all") for r in splits["val"]]
+    domains = [str(r.get("domain") or "all") for r in splits["test"]]
+    domain_fitted, domain_not_fitted = fit_domain_calibration(cfg, val, y_val, val_domains)
+    calibrators.update(domain_fitted)
+    not_fitted.update(domain_not_fitted)
+    for name, params in domain_fitted.items():
+        method = name.removesuffix("+per_domain")
+        test[name] = apply_calibrator(params, test[method], domains)
+        val[name] = apply_calibrator(params, val[method], val_domains)
+    decision_policy, policy_block = fit_and_score_policy(
+        cfg, domain_fitted, val, y_val, val_domains, test, y_test, domains
+    )
 
     log.info("scoring %d methods", len(test))
     methods = {name: scoring.score_method(c, y_test, eval_cfg.n_bins) for name, c in test.items()}
@@ -391,7 +500,6 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         )
     else:
         deltas = scoring.no_deltas("no adapter (eval.adapter=null): base model only")
-    domains = [str(r.get("domain") or "all") for r in splits["test"]]
     domain_methods = {m: test[m] for m in ("base/ptrue", "tuned/ptrue") if m in test}
     per_domain = scoring.per_domain(domains, y_test, domain_methods, eval_cfg.n_bins)
     selective = {}
@@ -420,9 +528,25 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         "selective": {"target_risk": float(eval_cfg.target_risk), **selective},
         "risk_coverage": {m: scoring.risk_coverage(test[m], y_test) for m in domain_methods},
         "calibrators_not_fitted": not_fitted,
+        "per_domain_calibration": domain_calibration_report(
+            cfg,
+            domain_fitted,
+            test,
+            y_test,
+            domains,
+            [r.get("group") or r.get("qid") or r["id"] for r in splits["test"]],
+        ),
+        "policy": policy_block,
         **provenance(),
     }
     if is_rank_zero():
-        report.write_outputs(cfg, output_dir, result, calibrators, splits["test"], test)
+        report.write_outputs(
+            cfg,
+            output_dir,
+            result,
+            calibrators,
+            {"test": (splits["test"], test), "val": (splits["val"], val)},
+            decision_policy,
+        )
     log.info("eval report: %s", output_dir / "report.html")
     return output_dir
