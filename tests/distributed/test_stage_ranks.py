@@ -4,18 +4,14 @@ process writes: the same labeled-set bytes, the same metrics.json."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from fixtures.adapters import write_stage_adapter
+from fixtures.distributed import torchrun
 
 from calibtune.data.stage import run_data_stage
 from calibtune.examples import SPLITS
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "stages"))
-from test_eval_stage import write_adapter  # noqa: E402
-from test_strategies import torchrun  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +48,7 @@ def test_data_and_eval_stages_on_two_processes_match_one(compose_cfg, tiny_overr
     for split in SPLITS:
         assert (two / f"{split}.jsonl").read_bytes() == (one / f"{split}.jsonl").read_bytes()
 
-    adapter = write_adapter(tmp_path / "train", compose_cfg("eval"))
+    adapter = write_stage_adapter(tmp_path / "train", compose_cfg("eval"))
     inputs = [*EVAL, f"eval.data_dir={one}", f"eval.adapter={adapter}", *DATA]
     script = str(REPO / "eval/run_eval.py")
     single, double = tmp_path / "eval-1", tmp_path / "eval-2"

@@ -9,23 +9,19 @@ One torchrun launch per strategy runs all its methods (full run + resumed run ea
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from fixtures.distributed import torchrun
 from fixtures.labeled import write_synthetic_labeled_set
+from run_strategy import method_overrides  # tests/distributed/run_strategy.py, the driver
 from safetensors.torch import load_file
 
 from calibtune.config import compose
 from calibtune.models import load_tokenizer
 from calibtune.tracking import read_metrics
 from calibtune.train.recipe import run_train_stage
-
-sys.path.insert(0, str(Path(__file__).parent))
-from run_strategy import method_overrides  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 DRIVER = Path(__file__).with_name("run_strategy.py")
@@ -121,26 +117,6 @@ def launched(common: list[str], tmp_path_factory: pytest.TempPathFactory):
         return done[name]
 
     return get
-
-
-def torchrun(nproc: int, args: list[str], env: dict[str, str], cwd: Path) -> None:
-    """`torchrun --nproc_per_node nproc args` on CPU; fail with the end of its output."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-    full_env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "PYTHONPATH": os.pathsep.join(sys.path),
-        **env,
-    }
-    proc = subprocess.run(
-        [*cmd, "--standalone", *args], cwd=cwd, capture_output=True, text=True, env=full_env
-    )
-    if proc.returncode != 0:
-        output = proc.stdout + proc.stderr
-        start = output.find("Traceback")
-        pytest.fail(f"torchrun exited {proc.returncode}:\n{output[start : start + 6000]}")
 
 
 def adapter(train_dir: Path, method: str) -> dict[str, torch.Tensor]:

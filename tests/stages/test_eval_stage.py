@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures.adapters import write_adapter as fixture_adapter
+from fixtures.adapters import write_stage_adapter as write_adapter
 from fixtures.labeled import write_synthetic_labeled_set
 
 from calibtune.errors import ConfigError, InputError
@@ -37,14 +37,6 @@ def write_labeled_set(path: Path, cfg, tokenizer, n_val: int = 30, n_test: int =
     """A labeled set directory as the data stage writes it (the shared synthetic builder)."""
     sizes = {"train": 10, "val": n_val, "test": n_test}
     return write_synthetic_labeled_set(path, tokenizer, cfg.prompt, sizes, seed=0)
-
-
-def write_adapter(path: Path, cfg, alora_invocation_tokens: list[int] | None = None) -> Path:
-    """The shared perturbed adapter on the stage's model."""
-    from calibtune.models.loading import resolve_model_source
-
-    model_dir = resolve_model_source(cfg.model.name_or_path)  # the embedded model's cache dir
-    return fixture_adapter(model_dir, path, alora_invocation_tokens)
 
 
 @pytest.fixture
