@@ -11,8 +11,8 @@ the full vocabulary on the answer tokens, base = adapter disabled), optimizer (A
 and effective batch (micro-batch x gradient accumulation). Each side runs in its own process;
 the script prints tokens/s (non-padding query tokens, plus answer tokens when the KL term uses
 them, over the wall time of all training steps), peak resident memory of the process, the
-ratio, and achieved FLOP/s against a measured fp32 matmul peak. FLOPs counted per DESIGN.md
-§9: 4 x non-embedding params per trained token, 2 per token that only needs a no-grad pass
+ratio, and achieved FLOP/s against a measured fp32 matmul peak. FLOPs counted as
+(frozen base weights, no weight gradients): 4 x non-embedding params per trained token, 2 per token that only needs a no-grad pass
 (the base pass; alora's prompt + answer), + 2 x vocab x hidden per position whose logits the
 loss needs (x2 with grad).
 
@@ -82,7 +82,7 @@ def make_data(args, out_dir: Path) -> Path:
 
 
 def useful_flops(model, examples, beta: float, method: str) -> float:
-    """Training FLOPs the loss needs (DESIGN.md §9), summed over `examples`."""
+    """Training FLOPs the loss needs (the count in the module docstring), summed over `examples`."""
     cfg = model.config
     embed = cfg.vocab_size * cfg.hidden_size
     non_embedding = sum(p.numel() for p in model.parameters()) - embed

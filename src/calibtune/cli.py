@@ -1,6 +1,6 @@
 """`calibtune <command> [hydra overrides]`: one entry point for every stage.
 
-Stage commands (data, train, eval, run, export, score) run as Hydra apps over `conf/`, so
+Stage commands (data, train, eval, run, export, score, monitor) run as Hydra apps over `conf/`, so
 `--cfg job`, `-m` sweeps and every override work as they do for the entry scripts.
 `calibtune leaderboard <sweep dir>` gathers a sweep's results.
 """
@@ -21,6 +21,7 @@ COMMANDS = {
     "run": ("run", "calibtune.pipeline:run_pipeline"),
     "export": ("eval", "calibtune.serve.export:run_export"),
     "score": ("eval", "calibtune.serve.score:run_score"),
+    "monitor": ("monitor", "calibtune.serve.monitor:run_monitor"),
 }
 OTHER_COMMANDS = {"leaderboard": "calibtune.launch.leaderboard:main"}
 
@@ -33,7 +34,8 @@ commands:
   eval         calibration of base vs tuned, with intervals, baselines and a report
   run          data -> train -> eval
   export       merge the adapter into the base weights (+ calibrator, model card)
-  score        calibrated confidences for (question, answer) pairs
+  score        calibrated confidences for (question, answer) pairs (+ answer/retrieve/escalate)
+  monitor      calibration of scored traffic over time: drift alarms, refit, rollback
   leaderboard  gather a sweep's trials into one table
 
 `calibtune <command> --cfg job` prints the resolved config; `-m` runs a sweep."""

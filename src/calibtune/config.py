@@ -15,7 +15,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from calibtune.errors import ConfigError
 from calibtune.io import write_text_atomic
 
-STAGES = ("data", "train", "eval", "run")
+STAGES = ("data", "train", "eval", "run", "monitor")
 SECRET_KEY = re.compile(r"(api_key|token|secret|password)", re.IGNORECASE)
 
 

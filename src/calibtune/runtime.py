@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from calibtune.errors import ConfigError
 
+T = TypeVar("T")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -30,6 +33,32 @@ def rank() -> int:
 def is_rank_zero() -> bool:
     """True on the process that writes files and logs."""
     return rank() == 0
+
+
+def process_group(device: str):
+    """accelerate's PartialState when launched with several processes (torchrun, accelerate
+    launch): it joins the process group and gives this rank its device; None for one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=device == "cpu")
+
+
+def share_work(state, tasks: dict[str, Callable[[], T]]) -> dict[str, T]:
+    """Run each task once: task k on rank k % world_size (every task on this process when
+    `state` is None), and return every result on every rank. Each task runs exactly as it
+    would in one process, so the results do not depend on the number of processes."""
+    if state is None:
+        return {name: task() for name, task in tasks.items()}
+    from accelerate.utils import gather_object
+
+    mine = [
+        (name, task())
+        for k, (name, task) in enumerate(tasks.items())
+        if k % state.num_processes == state.process_index
+    ]
+    return dict(gather_object(mine))
 
 
 def resolve_device(device: str) -> torch.device:

@@ -138,6 +138,9 @@ class TrainCfg(Group):
     data_dir: str
     output_dir: str
     resume: str  # auto | never | <checkpoint dir>
+    strategy: Literal["auto", "ddp", "fsdp2"]
+    timeout_s: int = Field(ge=1)
+    gradient_checkpointing: bool
     epochs: int = NonNegInt
     max_steps: int | None = Field(ge=1)
     max_examples: int | None = Field(ge=1)
@@ -170,6 +173,22 @@ class VerbalizedCfg(Group):
     template: str
 
 
+class DomainCalibrationCfg(Group):
+    kind: Recalibrator
+    min_count: int = Field(ge=1)
+    methods: list[ConfidenceMethod]
+
+
+class PolicyCfg(Group):
+    enabled: bool
+    answer_risk: float = Field(gt=0.0, lt=1.0)
+    escalate_risk: float = Field(gt=0.0, lt=1.0)
+    delta: float = Field(gt=0.0, lt=1.0)
+    batch_size: Literal["auto"] | int | None  # auto: the test split; null: population risk
+    per_domain: bool
+    min_count: int = Field(ge=1)
+
+
 class EvalCfg(Group):
     data_dir: str
     adapter: str | None
@@ -189,6 +208,8 @@ class EvalCfg(Group):
     token_temperature: TokenTemperatureCfg
     verbalized: VerbalizedCfg
     agreement_max_examples: int | None = Field(ge=1)
+    domain_calibration: DomainCalibrationCfg
+    policy: PolicyCfg
 
 
 class ExportCfg(Group):
@@ -208,8 +229,44 @@ class ServeCfg(Group):
     model_dir: str | None
     calibrator: str | None  # auto | null | <calibrators.json>
     calibrator_name: str
+    policy: str | None  # auto | null | <policy.json>
     export: ExportCfg
     score: ScoreCfg
+
+
+class MonitorWindowCfg(Group):
+    size: int = Field(ge=1)
+    time: str | None  # 30m, 2h, 1d
+
+
+class RefittingCfg(Group):
+    kind: Recalibrator
+    min_count: int = Field(ge=1)
+    window: int = Field(ge=1)
+    holdout_fraction: float = Field(gt=0.0, lt=1.0)
+    metric: Literal["brier", "ece"]
+
+
+class MonitorCfg(Group):
+    input: str | None
+    output_dir: str
+    reference: str | None
+    reference_method: str
+    reference_split: Literal["test", "val"]
+    reference_size: int = Field(ge=2)
+    fail_on_alarm: bool
+    false_alarm: float = Field(gt=0.0, lt=1.0)
+    horizon: int | None = Field(ge=1)
+    window: MonitorWindowCfg
+    mix_window: int = Field(ge=2)
+    unseen_min_count: int = Field(ge=1)
+    min_domain_reference: int = Field(ge=2)
+    n_bins: int = Field(ge=1)
+    policy: str | None  # auto | null | <policy.json>
+    refit: bool
+    export: str
+    refitting: RefittingCfg
+    rollback: str | int | None  # previous | <version>
 
 
 class SweepCfg(Group):
@@ -221,7 +278,7 @@ class SweepCfg(Group):
 class Config(Group):
     """A composed stage config (data.yaml, train.yaml, eval.yaml, run.yaml)."""
 
-    stage: Literal["data", "train", "eval", "run"]
+    stage: Literal["data", "train", "eval", "run", "monitor"]
     seed: int
     run_dir: str
     model: ModelCfg
@@ -236,4 +293,5 @@ class Config(Group):
     train: TrainCfg
     eval: EvalCfg
     serve: ServeCfg
+    monitor: MonitorCfg
     sweep: SweepCfg | None = None  # +sweep=...

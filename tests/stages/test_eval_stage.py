@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures.adapters import write_adapter as fixture_adapter
+from fixtures.adapters import write_stage_adapter as write_adapter
 from fixtures.labeled import write_synthetic_labeled_set
 
 from calibtune.errors import ConfigError, InputError
@@ -39,14 +39,6 @@ def write_labeled_set(path: Path, cfg, tokenizer, n_val: int = 30, n_test: int =
     return write_synthetic_labeled_set(path, tokenizer, cfg.prompt, sizes, seed=0)
 
 
-def write_adapter(path: Path, cfg, alora_invocation_tokens: list[int] | None = None) -> Path:
-    """The shared perturbed adapter on the stage's model."""
-    from calibtune.models.loading import resolve_model_source
-
-    model_dir = resolve_model_source(cfg.model.name_or_path)  # the embedded model's cache dir
-    return fixture_adapter(model_dir, path, alora_invocation_tokens)
-
-
 @pytest.fixture
 def eval_inputs(compose_cfg, tmp_path):
     """(cfg overrides, labeled set dir, train dir with adapter/)."""
@@ -65,6 +57,7 @@ def eval_inputs(compose_cfg, tmp_path):
         "data.max_new_tokens=4",
         "eval.token_temperature.steps=4",
         "eval.within_min_per_class=3",
+        "eval.domain_calibration.min_count=10",
     ]
     return overrides, data, train
 
@@ -148,6 +141,7 @@ def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, 
     raw = np.array([p["tuned/ptrue"] for p in predictions])
     recal = calibrator_from_params(fitted["tuned/ptrue+platt"])(raw)
     assert recal == pytest.approx([p["tuned/ptrue+platt"] for p in predictions])
+    check_production_outputs(out, metrics, fitted, predictions)
 
     # same seed -> identical metrics.json
     again = run_eval_stage(compose_cfg("eval", [*overrides, f"eval.output_dir={tmp_path / 'b'}"]))
@@ -157,6 +151,27 @@ def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, 
     assert f"{versus['baseline']} (best val AUROC)" in (out / "report.md").read_text()
 
 
+def check_production_outputs(out: Path, metrics: dict, fitted: dict, predictions: list) -> None:
+    """Per-domain calibrators (applied by domain), val predictions, and the fitted policy."""
+    per_domain = fitted["tuned/ptrue+per_domain"]
+    assert set(per_domain["domains"]) == {"capitals", "arithmetic"}  # 30 val rows, min_count 10
+    domains = [p["domain"] for p in predictions]
+    raw = np.array([p["tuned/ptrue"] for p in predictions])
+    by_domain = calibrator_from_params(per_domain)(raw, domains)
+    assert by_domain == pytest.approx([p["tuned/ptrue+per_domain"] for p in predictions])
+    assert not np.allclose(by_domain, calibrator_from_params(per_domain)(raw))  # global map
+    block = metrics["per_domain_calibration"]
+    assert block["method"] == "tuned/ptrue" and set(block["domains"]) == set(domains)
+    mean = block["mean_domain_ece"]["per_domain"]
+    assert mean["ci95"][0] <= mean["value"] <= mean["ci95"][1]
+    val_rows = (out / "val_predictions.jsonl").read_text().splitlines()
+    assert len(val_rows) == metrics["n_val"] == 30
+    policy = json.loads((out / "policy.json").read_text())
+    assert policy["batch_size"] == 40 and policy["calibrator"] == "tuned/ptrue+per_domain"
+    shares = metrics["policy"]["test"]["shares"]
+    assert sum(s["k"] for s in shares.values()) == 40
+
+
 def check_report(out: Path, metrics: dict) -> None:
     """The HTML is self-contained with decodable PNGs and the tables; screenshot if chromium."""
     page = (out / "report.html").read_text()
@@ -164,7 +179,7 @@ def check_report(out: Path, metrics: dict) -> None:
     assert len(images) == 2
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in images)
     assert "http://" not in page and "https://" not in page
-    assert page.count("<table>") == 6 and "delta (tuned - base) [95% CI]" in page
+    assert page.count("<table>") == 8 and "delta (tuned - base) [95% CI]" in page
     lo, hi = metrics["deltas"]["ece"]["ci95"]
     assert f"[{lo:+.3f}, {hi:+.3f}]" in page
     markdown = (out / "report.md").read_text()

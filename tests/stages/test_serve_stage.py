@@ -14,6 +14,7 @@ from fixtures.adapters import write_adapter
 from fixtures.labeled import write_synthetic_labeled_set
 
 from calibtune.config import compose
+from calibtune.eval.policy import decide
 from calibtune.examples import read_labeled_split
 from calibtune.models import load_tokenizer
 from calibtune.serve.score import Scorer
@@ -96,6 +97,9 @@ def test_export_carries_calibrator_and_eval_deltas(evaluated, tmp_path):
     got = merged.score([r["question"] for r in test_rows], [r["response"] for r in test_rows])
     predictions = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").open()]
     np.testing.assert_allclose(got, [p[CALIBRATOR] for p in predictions], rtol=0, atol=1e-5)
+    policy = json.loads((run_dir / "eval" / "policy.json").read_text())
+    assert serve["policy"] == policy and merged.policy == policy  # the export ships the policy
+    assert merged.decide(got) == decide(policy, got)
 
 
 def test_questions_without_answers_are_answered_then_scored(evaluated, tmp_path):

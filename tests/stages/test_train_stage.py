@@ -170,6 +170,7 @@ def write_rows(labeled_dir: Path, split: str, edit) -> None:
         (["lora.target_modules=[q_proj,c_attn]"], None, ConfigError, "c_attn"),
         (["lora.layers_to_transform=[7]"], None, ConfigError, "out of range"),
         (["train.batch_size=64"], None, ConfigError, "at most 16"),
+        (["train.gradient_checkpointing=true"], None, ConfigError, "prefix KV cache"),
         (["prompt.query_yes=zyzzyva"], None, ConfigError, "prompt.query_yes"),
         (
             [],

@@ -103,8 +103,8 @@ def test_malformed_qa_file_is_reported_before_the_model_loads(tmp_path):
 def test_a_key_the_schema_does_not_know_fails_loudly():
     cfg = compose("eval")
     with open_dict(cfg):
-        cfg.eval.policy = {"abstain_below": 0.3}  # e.g. a key another branch adds in YAML
-    with pytest.raises(ConfigError, match=r"eval.policy: unknown key \(add it, with its type"):
+        cfg.eval.abstention = {"below": 0.3}  # e.g. a key another branch adds in YAML
+    with pytest.raises(ConfigError, match=r"eval.abstention: unknown key \(add it, with its type"):
         check_config(cfg)
 
 

@@ -89,3 +89,26 @@ def test_unfittable_cases_say_why():
         calibrator_from_params({"kind": "pickle"})
     with pytest.raises(metrics.MetricError, match="NaN"):
         fit_calibrator("temperature", [0.1, float("nan")], [0, 1])
+
+
+def test_per_domain_calibrators_fix_domain_offsets_and_fall_back_for_small_domains():
+    from calibtune.eval.recalibrate import fit_domain_calibrators
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    domains = rng.choice(["easy", "hard", "tiny"], size=n, p=[0.49, 0.49, 0.02])
+    c = rng.uniform(0.05, 0.95, n)
+    shift = np.select([domains == "easy", domains == "hard"], [0.15, -0.25], 0.0)
+    y = (rng.uniform(size=n) < np.clip(c + shift, 0, 1)).astype(float)
+    params = fit_domain_calibrators("platt", c, y, domains, min_count=100)
+    assert set(params["domains"]) == {"easy", "hard"} and "tiny" in params["fallback"]
+    per_domain = apply_calibrator(params, c, domains)
+    global_map = apply_calibrator(params["global"], c)
+    for name in ("easy", "hard"):
+        index = domains == name
+        gap = abs(np.mean(per_domain[index]) - np.mean(y[index]))
+        assert gap < abs(np.mean(global_map[index]) - np.mean(y[index]))
+    tiny = domains == "tiny"
+    assert per_domain[tiny] == pytest.approx(global_map[tiny])
+    unseen = calibrator_from_params(json.loads(json.dumps(params)))(c[:5], ["new"] * 5)
+    assert unseen == pytest.approx(global_map[:5])

@@ -54,7 +54,7 @@ def test_shellcheck_passes_on_every_script():
 def train_run() -> DryRun:
     return dry_run(
         "train",
-        [*OVERRIDES, "+tag=two words"],
+        [*OVERRIDES, "logger.group=two words"],
         nodes=2,
         gpus_per_node=8,
         cpus_per_task=32,
@@ -103,7 +103,7 @@ def test_train_accelerate_commands_for_2_nodes_x_8_gpus(train_run):
             "run_dir=outputs/slurm/4242",
             "train.resume=auto",
             *OVERRIDES,
-            "+tag=two words",
+            "logger.group=two words",
         ]
     # every node runs the same command apart from its rank
     first, second = (per_node[n][0] for n in (0, 1))
@@ -119,7 +119,7 @@ def test_train_overrides_compose_into_the_train_config(train_run):
     assert cfg.train.output_dir == "outputs/slurm/4242/train"
     assert cfg.train.data_dir == "outputs/slurm/4242/data"
     assert cfg.train.resume == "auto"
-    assert cfg.seed == 7 and cfg.tag == "two words"
+    assert cfg.seed == 7 and cfg.logger.group == "two words"
 
 
 @pytest.mark.parametrize("backend", ["fsdp", "deepspeed_zero2", "deepspeed_zero3"])

@@ -121,12 +121,49 @@ def test_run_score_writes_scores_in_input_order(score_cfg, train_dir, tmp_path, 
     assert "pairs/s" in capsys.readouterr().out
 
 
+def test_score_applies_each_domains_calibrator_and_the_policy(score_cfg, tmp_path):
+    from calibtune.eval.policy import decide
+    from calibtune.eval.recalibrate import apply_calibrator
+
+    platt = {"kind": "platt", "a": 1.0, "b": 0.0}
+    per_domain = {
+        "kind": "per_domain",
+        "global": platt,
+        "domains": {"geo": {"kind": "platt", "a": 1.0, "b": 2.0}},
+    }
+    calibrators = tmp_path / "calibrators.json"
+    calibrators.write_text(json.dumps({"calibrators": {"tuned/ptrue+per_domain": per_domain}}))
+    policy = {"answer_threshold": 0.7, "escalate_threshold": 0.4, "domains": {}}
+    policy_path = tmp_path / "policy.json"
+    policy_path.write_text(json.dumps(policy))
+    domains = ["geo", "never-seen", "geo", None, "math", "geo", "geo"]
+    rows = [
+        {"question": q, "answer": a, **({"domain": d} if d else {})}
+        for q, a, d in zip(QUESTIONS, ANSWERS, domains, strict=True)
+    ]
+    cfg = score_cfg(
+        f"serve.score.input={write_pairs(tmp_path / 'pairs.jsonl', rows)}",
+        f"serve.calibrator={calibrators}",
+        "serve.calibrator_name=tuned/ptrue+per_domain",
+        f"serve.policy={policy_path}",
+    )
+    scored = [json.loads(line) for line in run_score(cfg).read_text().splitlines()]
+    raw = np.array([r["raw_confidence"] for r in scored])
+    expected = apply_calibrator(per_domain, raw, domains)
+    np.testing.assert_allclose([r["confidence"] for r in scored], expected, atol=1e-9)
+    assert expected[0] > raw[0] and expected[1] == pytest.approx(raw[1])  # unknown: global map
+    assert [r["action"] for r in scored] == decide(policy, expected, domains)
+    scorer = Scorer.from_config(cfg)
+    assert scorer.decide([0.9, 0.5, 0.1]) == ["answer", "retrieve", "escalate"]
+
+
 @pytest.mark.parametrize(
     ("bad_row", "field"),
     [
         ({"answer": "Paris"}, "question"),
         ({"question": "Q?", "answer": 3}, "answer"),
         ({"question": "Q?", "answer": "x", "choices": "A"}, "choices"),
+        ({"question": "Q?", "answer": "x", "domain": 7}, "domain"),
     ],
 )
 def test_bad_input_names_line_and_field_and_writes_nothing(score_cfg, tmp_path, bad_row, field):

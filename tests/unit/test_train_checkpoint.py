@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import save_file
 from transformers import get_scheduler
 
+from calibtune.errors import CalibtuneError
 from calibtune.tracking import Tracker, read_metrics
 from calibtune.train import checkpoint as ckpt
+from calibtune.train import strategy as dist
 
 
 def setup(seed: int):
@@ -29,6 +33,20 @@ def step(model, optimizer, scheduler):
     optimizer.zero_grad()
 
 
+def snapshot(model, optimizer, scheduler, state: ckpt.TrainState) -> ckpt.Snapshot:
+    """What the recipe gathers for a checkpoint, for a plain (one-process) model."""
+    strategy = dist.Strategy("ddp", accumulation_steps=1)
+    tensors, meta = dist.full_optimizer_state(strategy, model, optimizer)
+    return ckpt.Snapshot(
+        trainable=dist.full_trainable_state(strategy, model),
+        optimizer=tensors,
+        optimizer_meta=meta,
+        scheduler=scheduler.state_dict(),
+        rng=dist.every_rank_rng(1),
+        train=ckpt.TrainState(**vars(state)),
+    )
+
+
 def test_checkpoint_round_trip_continues_identically(tmp_path):
     model, optimizer, scheduler = setup(0)
     for _ in range(3):
@@ -36,24 +54,42 @@ def test_checkpoint_round_trip_continues_identically(tmp_path):
     state = ckpt.TrainState(step=3, epoch=0, batch_in_epoch=3, best_step=2, best_value=0.1)
     for n in (1, 2, 3):
         state.step = n
-        ckpt.save_checkpoint(tmp_path, model, optimizer, scheduler, state, keep_last=2)
+        ckpt.save_checkpoint(tmp_path, snapshot(model, optimizer, scheduler, state), keep_last=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_2", "step_3"]
     assert ckpt.find_resume_checkpoint("auto", tmp_path).name == "step_3"
     assert ckpt.find_resume_checkpoint("never", tmp_path) is None
     for _ in range(2):
         step(model, optimizer, scheduler)
-    expected = ckpt.trainable_state(model)
+    expected = dist.full_trainable_state(dist.Strategy("ddp", 1), model)
 
-    other, other_opt, other_sched = setup(1)
+    other, _, _ = setup(1)
     other[0].weight.data.copy_(model[0].weight)  # the frozen base is the same model
-    restored = ckpt.load_checkpoint(tmp_path / "checkpoints/step_3", other, other_opt, other_sched)
-    assert restored.step == 3 and restored.best_value == 0.1
+    saved = ckpt.load_checkpoint(tmp_path / "checkpoints/step_3")
+    dist.load_trainable_state(other, saved.trainable)
+    other_opt = torch.optim.AdamW([p for p in other.parameters() if p.requires_grad], lr=0.1)
+    other_sched = get_scheduler("cosine", other_opt, num_warmup_steps=1, num_training_steps=10)
+    dist.load_optimizer_state(
+        dist.Strategy("ddp", 1), other, other_opt, saved.optimizer, saved.optimizer_meta
+    )
+    other_sched.load_state_dict(saved.scheduler)
+    dist.set_rng_state(*saved.rng[0])
+    assert saved.train.step == 3 and saved.train.best_value == 0.1
     for _ in range(2):
         step(other, other_opt, other_sched)
-    got = ckpt.trainable_state(other)
+    got = dist.full_trainable_state(dist.Strategy("ddp", 1), other)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
-    saved = json.loads((tmp_path / "checkpoints/step_3/state.json").read_text())
-    assert saved["train"]["step"] == 3
+    meta = json.loads((tmp_path / "checkpoints/step_3/state.json").read_text())
+    assert meta["train"]["step"] == 3
+
+
+def test_saved_tensors_are_checked_by_shape_not_count(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file({"a": torch.ones(4, 2), "b": torch.ones(1, 3)}, path)  # b: half of a [2, 3] shard
+    ckpt.verify_saved_tensors(path, {"a": (4, 2), "b": (1, 3)})
+    with pytest.raises(CalibtuneError, match=r"b is \(1, 3\), expected \(2, 3\)"):
+        ckpt.verify_saved_tensors(path, {"a": (4, 2), "b": (2, 3)})
+    with pytest.raises(CalibtuneError, match="missing"):
+        ckpt.verify_saved_tensors(path, {"a": (4, 2), "c": (1, 3)})
 
 
 def test_tracker_writes_metrics_and_an_offline_wandb_run(tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ from calibtune.io import read_jsonl, sha256_file, sha256_text, write_json_atomic
 from calibtune.models import load_model, load_tokenizer, model_fingerprint
 from calibtune.models.confidence import render_query_prompt
 from calibtune.models.prompts import render_answer_prompt
-from calibtune.runtime import is_rank_zero, provenance, set_seed
+from calibtune.runtime import is_rank_zero, process_group, provenance, set_seed, share_work
 
 log = logging.getLogger(__name__)
 PARTIAL = ".partial"
@@ -298,28 +298,51 @@ def shard_rows(rows: list[dict], shard: int, num_shards: int) -> list[dict]:
     return [r for r in rows if int(sha256_text(r["id"])[:8], 16) % num_shards == shard]
 
 
-def answer_shard(model, tokenizer, rows: list[dict], cfg, shard_dir: Path, bar) -> list[dict]:
-    """Label one shard chunk by chunk; finished chunks are read back instead of redone."""
+def answer_shard(
+    model, tokenizer, rows: list[dict], cfg, shard_dir: Path, bar, group=None
+) -> list[dict]:
+    """Label one shard chunk by chunk; finished chunks are read back instead of redone. With
+    several processes (`group`), chunk k is labeled by rank k % world_size (see label_chunk)."""
     prompts_len = [len(r["question"]) + sum(len(c) for c in r["choices"] or []) for r in rows]
     order = sorted(range(len(rows)), key=lambda i: (-prompts_len[i], i))
     chunk = int(cfg.data.batch_size) * int(cfg.data.batches_per_chunk)
+    parts = [
+        [rows[i] for i in order[start : start + chunk]] for start in range(0, len(order), chunk)
+    ]
+    world = group.num_processes if group is not None else 1
     labeled: list[dict] = []
     done_here = 0
-    for number, start in enumerate(range(0, len(order), chunk)):
-        path = shard_dir / f"chunk-{number:05d}.jsonl"
-        part = [rows[i] for i in order[start : start + chunk]]
-        cached = read_jsonl(path) if path.is_file() else []
-        if [r["id"] for r in cached] == [r["id"] for r in part]:
-            labeled += cached
-        else:
-            result = label_qa_rows(model, tokenizer, part, cfg)
-            write_jsonl_atomic(path, result)
+    for first in range(0, len(parts), world):
+        tasks = {
+            number: (lambda n=number: label_chunk(model, tokenizer, parts[n], cfg, shard_dir, n))
+            for number in range(first, min(first + world, len(parts)))
+        }
+        for number, (result, fresh) in sorted(share_work(group, tasks).items()):
+            if fresh and is_rank_zero():
+                write_jsonl_atomic(chunk_path(shard_dir, number), result)
+                done_here += 1
+                if after_chunk is not None:
+                    after_chunk(done_here)
             labeled += result
-            done_here += 1
-            if after_chunk is not None:
-                after_chunk(done_here)
-        bar.update(len(part))
+            bar.update(len(result))
     return labeled
+
+
+def chunk_path(shard_dir: Path, number: int) -> Path:
+    """Cache file of one finished chunk."""
+    return shard_dir / f"chunk-{number:05d}.jsonl"
+
+
+def label_chunk(
+    model, tokenizer, part: list[dict], cfg, shard_dir: Path, number: int
+) -> tuple[list[dict], bool]:
+    """A chunk's labeled rows, read back from its cache file when it is finished there, and
+    whether they were labeled now (to be written) rather than read back."""
+    path = chunk_path(shard_dir, number)
+    cached = read_jsonl(path) if path.is_file() else []
+    if [r["id"] for r in cached] == [r["id"] for r in part]:
+        return cached, False
+    return label_qa_rows(model, tokenizer, part, cfg), True
 
 
 def shard_dir_of(partial: Path, shard: int, num_shards: int) -> Path:
@@ -403,11 +426,11 @@ def print_accuracy(manifest: dict, out_dir: Path) -> None:
 # --- the stage ---------------------------------------------------------------------------------
 
 
-def load_generator(cfg):
-    """(model, tokenizer) for data.backend: hf (transformers) or vllm."""
+def load_generator(cfg, device=None):
+    """(model, tokenizer) for data.backend: hf (transformers, on `device` when given) or vllm."""
     tokenizer = load_tokenizer(cfg.model)
     if cfg.data.backend == "hf":
-        return load_model(cfg.model), tokenizer
+        return load_model(cfg.model, device=device), tokenizer
     if cfg.data.backend == "vllm":
         try:
             from vllm import LLM
@@ -430,8 +453,7 @@ def run_data_stage(cfg: DictConfig) -> Path:
     """Build the labeled confidence set into cfg.data.output_dir and return that path."""
     check_config(cfg)
     out_dir = Path(cfg.data.output_dir)
-    if not is_rank_zero():
-        return out_dir
+    group = process_group(str(cfg.model.device))  # several processes: each answers chunks
     set_seed(int(cfg.seed))
     num_shards = int(cfg.data.num_shards)
     shards = range(num_shards) if cfg.data.shard is None else [int(cfg.data.shard)]
@@ -448,17 +470,19 @@ def run_data_stage(cfg: DictConfig) -> Path:
 
     todo = [s for s in shards if not (shard_dir_of(partial, s, num_shards) / "done.json").is_file()]
     if todo:
-        model, tokenizer = load_generator(cfg)
+        model, tokenizer = load_generator(cfg, group.device if group is not None else None)
         total = sum(len(shard_rows(rows, s, num_shards)) for s in todo)
-        bar = tqdm(total=total, desc="answers", unit="ans", disable=not cfg.data.progress)
+        show = bool(cfg.data.progress) and is_rank_zero()
+        bar = tqdm(total=total, desc="answers", unit="ans", disable=not show)
         started = time.perf_counter()
         for shard in todo:
             shard_dir = shard_dir_of(partial, shard, num_shards)
             labeled = answer_shard(
-                model, tokenizer, shard_rows(rows, shard, num_shards), cfg, shard_dir, bar
+                model, tokenizer, shard_rows(rows, shard, num_shards), cfg, shard_dir, bar, group
             )
-            write_jsonl_atomic(shard_dir / "shard.jsonl", labeled)
-            write_json_atomic(shard_dir / "done.json", {"n": len(labeled)})
+            if is_rank_zero():
+                write_jsonl_atomic(shard_dir / "shard.jsonl", labeled)
+                write_json_atomic(shard_dir / "done.json", {"n": len(labeled)})
         bar.close()
         elapsed = time.perf_counter() - started
         log.info(
@@ -468,6 +492,8 @@ def run_data_stage(cfg: DictConfig) -> Path:
             total / max(elapsed, 1e-9),
         )
 
+    if not is_rank_zero():
+        return out_dir
     if not cfg.data.merge:
         print(f"shard(s) {list(shards)} done; data.merge=false leaves the merge to a later run")
         return out_dir

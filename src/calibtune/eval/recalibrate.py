@@ -4,6 +4,11 @@ Each is fitted on the validation split only and stored as plain parameters (a JS
 with a `kind`), so `calibrator_from_params` can apply it anywhere (export, score) without
 pickles. A calibrator that cannot be fitted on the given data raises `CalibrationUnavailable`
 with the reason; the report then shows the method as n/a.
+
+Per-domain calibrators (`fit_domain_calibrators`, kind `per_domain`) hold one map per domain
+plus the global one. Small-domain fallback: a domain with fewer than `min_count` val examples
+(or a single outcome class) uses the global map, because there a per-domain fit's variance
+outweighs the bias it removes; unknown domains at serve time also get the global map.
 """
 
 from __future__ import annotations
@@ -105,10 +110,54 @@ def fit_calibrator(kind: str, c, y, n_bins: int = 15) -> dict:
     return fit_histogram(c, y, n_bins)
 
 
-def apply_calibrator(params: dict, c) -> np.ndarray:
-    """Recalibrated confidences for raw confidences `c` under fitted `params`."""
+def fit_domain_calibrators(kind: str, c, y, domains, min_count: int, n_bins: int = 15) -> dict:
+    """One calibrator `kind` per domain with >= `min_count` val examples, plus the global map.
+
+    Domains below the count (or whose fit is unavailable) fall back to the global map; the
+    reason is kept under `fallback`."""
+    c, y = as_inputs(c, y)
+    domains = np.asarray([str(d) for d in domains])
+    if domains.shape != c.shape:
+        raise ConfigError(f"{domains.size} domains for {c.size} confidences")
+    fitted = {"kind": "per_domain", "base_kind": kind, "min_count": int(min_count)}
+    fitted["global"] = fit_calibrator(kind, c, y, n_bins)
+    fitted["domains"], fitted["fallback"], fitted["n_val"] = {}, {}, {}
+    for domain in sorted(set(domains.tolist())):
+        index = domains == domain
+        fitted["n_val"][domain] = int(index.sum())
+        if index.sum() < min_count:
+            fitted["fallback"][domain] = f"{int(index.sum())} val examples < min_count {min_count}"
+            continue
+        try:
+            fitted["domains"][domain] = fit_calibrator(kind, c[index], y[index], n_bins)
+        except CalibrationUnavailable as err:
+            fitted["fallback"][domain] = str(err)
+    return fitted
+
+
+def apply_domain_calibrators(params: dict, c, domains=None) -> np.ndarray:
+    """Per-domain recalibration: each domain's map, the global map for unknown/None domains."""
+    c = np.asarray(c, dtype=np.float64)
+    out = apply_calibrator(params["global"], c)
+    if domains is None:
+        return out
+    domains = np.asarray([str(d) if d is not None else "" for d in domains])
+    if domains.shape != c.shape:
+        raise ConfigError(f"{domains.size} domains for {c.size} confidences")
+    for domain, domain_params in params["domains"].items():
+        index = domains == domain
+        if index.any():
+            out[index] = apply_calibrator(domain_params, c[index])
+    return out
+
+
+def apply_calibrator(params: dict, c, domains=None) -> np.ndarray:
+    """Recalibrated confidences for raw confidences `c` under fitted `params` (domains: for
+    per-domain params; ignored by a single map)."""
     c = np.asarray(c, dtype=np.float64)
     kind = params.get("kind")
+    if kind == "per_domain":
+        return apply_domain_calibrators(params, c, domains)
     if kind == "temperature":
         return sigmoid(logit(c) / params["temperature"])
     if kind == "platt":
@@ -119,10 +168,12 @@ def apply_calibrator(params: dict, c) -> np.ndarray:
         upper = np.asarray(params["upper_edges"])
         index = np.minimum(np.searchsorted(upper[:-1], c, side="left"), len(upper) - 1)
         return np.asarray(params["values"])[index]
-    raise ConfigError(f"calibrator params have unknown kind {kind!r}; expected one of {KINDS}")
+    raise ConfigError(
+        f"calibrator params have unknown kind {kind!r}; expected one of {KINDS} or per_domain"
+    )
 
 
 def calibrator_from_params(params: dict) -> Calibrator:
-    """A function applying the fitted calibrator `params` (as read from calibrators.json)."""
+    """A function `f(c, domains=None)` applying the fitted calibrator `params` (calibrators.json)."""
     apply_calibrator(params, np.array([0.5]))  # fail now on unknown kinds or missing keys
-    return lambda c: apply_calibrator(params, c)
+    return lambda c, domains=None: apply_calibrator(params, c, domains)

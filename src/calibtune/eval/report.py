@@ -204,6 +204,57 @@ def summary_table(metrics: dict) -> list[list[str]]:
     return rows
 
 
+def domain_calibration_table(metrics: dict) -> list[list[str]]:
+    """Global vs per-domain calibrator on test: ECE per domain, pooled, and the domain mean."""
+    block = metrics.get("per_domain_calibration") or {}
+    rows = [["domain", "n", "accuracy", "calibrator", "ECE global map", "ECE per-domain map"]]
+    if "domains" not in block:
+        return [*rows, ["n/a", "", "", "", fmt(None, block.get("reason")), ""]]
+    for domain, entry in block["domains"].items():
+        rows.append(
+            [
+                domain,
+                str(entry["n"]),
+                fmt(entry["accuracy"]),
+                entry["calibrator"],
+                fmt(entry["global_ece"]),
+                fmt(entry["per_domain_ece"]),
+            ]
+        )
+    mean = block["mean_domain_ece"]
+    cells = [delta_cell(mean["global"]), delta_cell(mean["per_domain"])]
+    rows.append(["mean over domains [95% CI]", "", "", "", *(c.lstrip("+") for c in cells)])
+    pooled = block["pooled"]
+    rows.append(
+        ["pooled", "", "", "", fmt(pooled["global"]["ece"]), fmt(pooled["per_domain"]["ece"])]
+    )
+    return rows
+
+
+def policy_table(metrics: dict) -> list[list[str]]:
+    """The answer / retrieve / escalate policy: thresholds from val, shares and risk on test."""
+    block = metrics.get("policy") or {}
+    rows = [["quantity", "value [95% CI]"]]
+    if "test" not in block:
+        return [*rows, ["policy", fmt(None, block.get("reason"))]]
+    rows.append(
+        [
+            "target: answered risk / escalate above / delta",
+            f"{block['answer_risk']:.2f} / {block['escalate_risk']:.2f} / {block['delta']:.2f}",
+        ]
+    )
+    rows.append(["answer threshold", fmt(block["answer_threshold"], "none certified")])
+    rows.append(["escalate threshold", fmt(block["escalate_threshold"], "none certified")])
+    test = block["test"]
+    for action, share in test["shares"].items():
+        rows.append([f"share {action} (test)", delta_cell(share).lstrip("+")])
+    rows.append(["realised risk of answered (test)", delta_cell(test["answered_risk"]).lstrip("+")])
+    rows.append(
+        ["risk of non-escalated (test)", delta_cell(test["non_escalated_risk"]).lstrip("+")]
+    )
+    return rows
+
+
 def markdown_table(rows: list[list[str]]) -> str:
     """Rows as a GitHub markdown table (first row is the header)."""
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -306,6 +357,8 @@ def sections(metrics: dict) -> list[tuple[str, list[list[str]]]]:
         ("All methods and baselines (recalibrators fitted on val only)", methods_table(metrics)),
         ("Full-ECE, selective prediction and what tuning cost", summary_table(metrics)),
         ("Per domain", domain_table(metrics)),
+        ("Per-domain vs global calibrator (test)", domain_calibration_table(metrics)),
+        ("Decision policy: answer / retrieve / escalate", policy_table(metrics)),
         (
             "Pooled vs within-domain (mean over domains with both classes well represented)",
             within_table(metrics),
@@ -360,6 +413,8 @@ def prediction_rows(test_rows: list[dict], confidences: dict[str, np.ndarray]) -
     records = []
     for index, row in enumerate(test_rows):
         record = {"id": row["id"], "domain": row.get("domain"), "correct": row["correct"]}
+        if row.get("qid") is not None:
+            record["qid"] = row["qid"]
         for method, values in confidences.items():
             value = float(values[index])
             record[method] = None if math.isnan(value) else value
@@ -372,10 +427,13 @@ def write_outputs(
     output_dir: Path,
     metrics: dict,
     calibrators: dict,
-    test_rows: list[dict],
-    confidences: dict[str, np.ndarray],
+    splits: dict[str, tuple[list[dict], dict[str, np.ndarray]]],
+    decision_policy: dict | None = None,
 ) -> None:
-    """Render everything first, then write each file atomically (and log to wandb when on)."""
+    """Render everything first, then write each file atomically (and log to wandb when on).
+
+    `splits` maps "test" (and "val") to its rows and per-method confidences: predictions.jsonl
+    and val_predictions.jsonl; the policy, when fitted, goes to policy.json."""
     images = figures(metrics)
     documents = {
         "report.md": render_markdown(metrics, list(images)),
@@ -392,7 +450,11 @@ def write_outputs(
         tmp = output_dir / f".{name}.tmp"
         tmp.write_bytes(png)
         tmp.replace(output_dir / name)
-    write_jsonl_atomic(output_dir / "predictions.jsonl", prediction_rows(test_rows, confidences))
+    for split, (rows, confidences) in splits.items():
+        name = "predictions.jsonl" if split == "test" else f"{split}_predictions.jsonl"
+        write_jsonl_atomic(output_dir / name, prediction_rows(rows, confidences))
+    if decision_policy is not None:
+        write_json_atomic(output_dir / "policy.json", decision_policy)
     write_json_atomic(output_dir / "calibrators.json", calibrator_file)
     save_config(cfg, output_dir / "config.yaml")
     for name, text in documents.items():

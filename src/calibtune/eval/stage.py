@@ -24,8 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
-from calibtune.eval import baselines, confidence, report, scoring
-from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
+from calibtune.eval import baselines, confidence, policy, report, scoring
+from calibtune.eval.recalibrate import (
+    CalibrationUnavailable,
+    apply_calibrator,
+    fit_calibrator,
+    fit_domain_calibrators,
+)
 from calibtune.examples import MANIFEST, read_labeled_split
 from calibtune.metrics import FullECE, MetricError
 from calibtune.models.confidence import (
@@ -38,7 +43,7 @@ from calibtune.models.confidence import (
     shared_suffix,
 )
 from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
-from calibtune.runtime import is_rank_zero, provenance, set_seed
+from calibtune.runtime import is_rank_zero, process_group, provenance, set_seed, share_work
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -277,6 +282,11 @@ def add_trained_baselines(
     if reason is not None:
         return {baselines.DOMAIN_PRIOR: reason, baselines.LOGREG: reason}
     log.info("base confidences on %d train rows for the trained baselines", len(train_rows))
+    if not set(baselines.FEATURE_METHODS) <= set(val):  # val answers not computed for recalibration
+        extra = compute_confidences(
+            cfg, qm, tokenizer, splits["val"], "val", tuned=False, answers=True, full_ece=False
+        )
+        val.update({k: v for k, v in extra.items() if k in baselines.FEATURE_METHODS})
     train_conf = compute_confidences(
         cfg, qm, tokenizer, train_rows, "train", tuned=False, answers=True, full_ece=False
     )
@@ -285,6 +295,98 @@ def add_trained_baselines(
     val.update(fitted["val"])
     test.update(fitted["test"])
     return not_fitted
+
+
+# -- per-domain calibrators and the decision policy (production use of the confidence)
+
+
+def main_method(confidences: dict) -> str:
+    """The confidence production uses: tuned ptrue when there is an adapter, else base ptrue."""
+    return "tuned/ptrue" if "tuned/ptrue" in confidences else "base/ptrue"
+
+
+def fit_domain_calibration(cfg, val: dict, y_val, val_domains: list[str]) -> tuple[dict, dict]:
+    """Per-domain calibrators `<method>+per_domain` fitted on val; reasons for those not fitted."""
+    settings = cfg.eval.domain_calibration
+    fitted, unavailable = {}, {}
+    for method in settings.methods:
+        if method not in val:
+            continue
+        name = f"{method}+per_domain"
+        try:
+            fitted[name] = fit_domain_calibrators(
+                settings.kind, val[method], y_val, val_domains, settings.min_count, cfg.eval.n_bins
+            )
+        except (CalibrationUnavailable, MetricError) as err:
+            unavailable[name] = str(err)
+    return fitted, unavailable
+
+
+def domain_calibration_report(
+    cfg, fitted: dict, test: dict, y_test, test_domains, groups: list[str]
+) -> dict:
+    """metrics.json `per_domain_calibration`: global vs per-domain maps of the main method on test."""
+    method = main_method(test)
+    params = fitted.get(f"{method}+per_domain")
+    if params is None:
+        return {"method": method, "reason": "per-domain calibrators not fitted"}
+    c_global = apply_calibrator(params["global"], test[method])
+    c_domain = apply_calibrator(params, test[method], test_domains)
+    scores = scoring.domain_calibration_scores(
+        c_global,
+        c_domain,
+        y_test,
+        test_domains,
+        cfg.eval.n_bins,
+        cfg.eval.n_boot,
+        cfg.seed,
+        groups,
+    )
+    for domain, entry in scores["domains"].items():
+        entry["calibrator"] = "per-domain" if domain in params["domains"] else "global (fallback)"
+    return {
+        "method": method,
+        "kind": params["base_kind"],
+        "min_count": params["min_count"],
+        "fallback": params["fallback"],
+        **scores,
+    }
+
+
+def policy_batch_size(setting, n_test: int) -> int | None:
+    """The number of future items the policy's guarantee is about (`auto`: the test split)."""
+    if setting in (None, "null", "none"):
+        return None
+    return n_test if setting == "auto" else int(setting)
+
+
+def fit_and_score_policy(cfg, fitted: dict, val: dict, y_val, val_domains, test, y_test, domains):
+    """The answer/retrieve/escalate policy on per-domain calibrated confidence: thresholds on
+    val (Learn-then-Test), action shares and realised risk on test. Returns (policy, block)."""
+    settings, method = cfg.eval.policy, main_method(test)
+    params = fitted.get(f"{method}+per_domain")
+    if not settings.enabled or params is None:
+        reason = "disabled (eval.policy.enabled=false)" if not settings.enabled else "no calibrator"
+        return None, {"reason": reason}
+    c_val = apply_calibrator(params, val[method], val_domains)
+    fitted_policy = policy.fit_policy(
+        c_val,
+        y_val,
+        val_domains,
+        answer_risk=settings.answer_risk,
+        escalate_risk=settings.escalate_risk,
+        delta=settings.delta,
+        batch_size=policy_batch_size(settings.batch_size, len(y_test)),
+        per_domain=settings.per_domain,
+        min_count=settings.min_count,
+    )
+    fitted_policy["calibrator"] = f"{method}+per_domain"
+    c_test = apply_calibrator(params, test[method], domains)
+    block = {
+        **fitted_policy,
+        "test": policy.evaluate_policy(fitted_policy, c_test, y_test, domains),
+    }
+    return fitted_policy, block
 
 
 # -- cost of tuning
@@ -351,6 +453,39 @@ def normalize(text: str) -> str:
 # -- the stage
 
 
+def confidences_on_ranks(group, cfg, qm, tokenizer, splits: dict, tuned: bool) -> tuple:
+    """The model passes of the stage: val and test confidences, verbalized confidence and the
+    cost of tuning, as four tasks spread over the launched processes (task k on rank k % N)
+    and returned on every rank. Each task runs as in one process (2 processes matched
+    1 process to 1e-5 in tests); more than four processes leave the rest idle."""
+    val_answers = bool(ANSWER_METHODS & set(cfg.eval.recalibrate_methods))
+
+    def verbalized_task() -> tuple[dict, dict]:
+        extra: dict = {}
+        return add_verbalized(cfg, qm, tokenizer, splits["test"], extra), extra
+
+    tasks = {
+        "val": lambda: compute_confidences(
+            cfg,
+            qm,
+            tokenizer,
+            splits["val"],
+            "val",
+            tuned=tuned,
+            answers=val_answers,
+            full_ece=False,
+        ),
+        "test": lambda: compute_confidences(
+            cfg, qm, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
+        ),
+        "verbalized": verbalized_task,
+        "cost": lambda: tuning_cost(cfg, qm, tokenizer, splits["test"]) if tuned else None,
+    }
+    done = share_work(group, tasks)
+    verbalized, extra = done["verbalized"]
+    return done["val"], {**done["test"], **extra}, verbalized, done["cost"]
+
+
 def run_eval_stage(cfg: DictConfig) -> Path:
     """Evaluate base vs tuned on cfg.eval.data_dir; write the report to cfg.eval.output_dir."""
     eval_cfg = cfg.eval
@@ -361,7 +496,8 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     inputs = read_inputs(cfg)
     train = baselines.read_train_rows(eval_cfg.data_dir, eval_cfg.baseline_train_max, cfg.seed)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model)
+    group = process_group(str(cfg.model.device))  # several processes: see confidences_on_ranks
+    model = load_model(cfg.model, device=group.device if group is not None else None)
     splits = load_examples(cfg, model, tokenizer, inputs)
     log.info("adapter %s", adapter_path)
     qm = attach_adapter(model, adapter_path)
@@ -370,34 +506,31 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
 
     log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
-    val_answers = bool(ANSWER_METHODS & set(eval_cfg.recalibrate_methods)) or train[1] is None
-    val = compute_confidences(
-        cfg,
-        qm,
-        tokenizer,
-        splits["val"],
-        "val",
-        tuned=tuned,
-        answers=val_answers,
-        full_ece=False,
-    )
-    test = compute_confidences(
-        cfg, qm, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
-    )
+    val, test, verbalized, cost = confidences_on_ranks(group, cfg, qm, tokenizer, splits, tuned)
     full_ece = summarize_full_ece(test.pop("full_ece"))
     val.pop("full_ece")
-    verbalized = add_verbalized(cfg, qm, tokenizer, splits["test"], test)
 
     baselines_not_fitted = add_trained_baselines(cfg, qm, tokenizer, train, splits, val, test)
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)
     not_fitted.update(baselines_not_fitted)
+    val_domains = [str(r.get("domain") or "all") for r in splits["val"]]
+    domains = [str(r.get("domain") or "all") for r in splits["test"]]
+    domain_fitted, domain_not_fitted = fit_domain_calibration(cfg, val, y_val, val_domains)
+    calibrators.update(domain_fitted)
+    not_fitted.update(domain_not_fitted)
+    for name, params in domain_fitted.items():
+        method = name.removesuffix("+per_domain")
+        test[name] = apply_calibrator(params, test[method], domains)
+        val[name] = apply_calibrator(params, val[method], val_domains)
+    decision_policy, policy_block = fit_and_score_policy(
+        cfg, domain_fitted, val, y_val, val_domains, test, y_test, domains
+    )
 
     log.info("scoring %d methods", len(test))
     methods = {name: scoring.score_method(c, y_test, eval_cfg.n_bins) for name, c in test.items()}
     for name, reason in not_fitted.items():
         methods[name] = {"n": 0, "n/a": {"all": reason}}
-    domains = [str(r.get("domain") or "all") for r in splits["test"]]
     min_per_class = eval_cfg.within_min_per_class
     within = scoring.within_domain(domains, y_test, test, eval_cfg.n_bins, min_per_class)
     scoring.add_within(methods, within)
@@ -420,7 +553,6 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     for method in domain_methods:
         threshold = scoring.threshold_for_risk(val[method], y_val, eval_cfg.target_risk)
         selective[method] = scoring.selective_at_threshold(test[method], y_test, threshold)
-    cost = tuning_cost(cfg, qm, tokenizer, splits["test"]) if tuned else None
 
     result = {
         "schema_version": SCHEMA_VERSION,
@@ -445,9 +577,25 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         "selective": {"target_risk": float(eval_cfg.target_risk), **selective},
         "risk_coverage": {m: scoring.risk_coverage(test[m], y_test) for m in domain_methods},
         "calibrators_not_fitted": not_fitted,
+        "per_domain_calibration": domain_calibration_report(
+            cfg,
+            domain_fitted,
+            test,
+            y_test,
+            domains,
+            [r.get("group") or r.get("qid") or r["id"] for r in splits["test"]],
+        ),
+        "policy": policy_block,
         **provenance(),
     }
     if is_rank_zero():
-        report.write_outputs(cfg, output_dir, result, calibrators, splits["test"], test)
+        report.write_outputs(
+            cfg,
+            output_dir,
+            result,
+            calibrators,
+            {"test": (splits["test"], test), "val": (splits["val"], val)},
+            decision_policy,
+        )
     log.info("eval report: %s", output_dir / "report.html")
     return output_dir

@@ -17,6 +17,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from calibtune.errors import CalibtuneError, ConfigError
 from calibtune.io import atomic_dir, sha256_file, write_json_atomic
@@ -185,6 +186,8 @@ def load_model(model_cfg, device: torch.device | str | None = None) -> PreTraine
             dtype=dtype,
             revision=model_cfg.get("revision"),
             trust_remote_code=bool(model_cfg.trust_remote_code),
+            # straight onto this rank's device (under ZeRO-3 transformers partitions instead)
+            device_map=None if is_deepspeed_zero3_enabled() else target,
             **kwargs,
         )
     except OSError as err:

@@ -4,8 +4,9 @@
     calibtune export serve.adapter=<train dir> serve.export.output_dir=<dir>
 
 The directory holds the adapter merged into the base weights (safetensors, `merge_and_unload`),
-the tokenizer, `calibtune.json` (prompt templates, query words and the fitted post-hoc
-calibrator as plain params) and a model card README.md with the eval deltas. It loads with
+the tokenizer, `calibtune.json` (prompt templates, query words, the fitted post-hoc
+calibrator as plain params, per-domain when the eval fitted them, and the answer / retrieve /
+escalate policy) and a model card README.md with the eval deltas. It loads with
 plain `transformers` (`AutoModelForCausalLM.from_pretrained(dir)`), and with
 `calibtune.Scorer.from_pretrained(dir)` for calibrated confidences. An activated LoRA
 (method=alora) cannot be merged (it acts only on the query's tokens): the directory then holds
@@ -34,6 +35,7 @@ from calibtune.serve.score import (
     adapter_dir,
     load_tuned_model,
     resolve_calibrator,
+    resolve_policy,
 )
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,7 @@ def run_export(cfg: DictConfig) -> Path:
         if calibrator
         else None,
         "adapter_subdir": ADAPTER_SUBDIR if activated else None,
+        "policy": resolve_policy(cfg),
     }
     if not is_rank_zero():
         return output_dir

@@ -8,7 +8,9 @@
 The confidence is the eval stage's tuned `ptrue`: `calibtune.models.confidence` renders the
 query and runs the same passes as eval and train validation (same batching by length), so with
 the same batch size the numbers are bit-identical to eval's; every row carries explicit position
-ids, so another batch size changes them only by rounding. Then the post-hoc calibrator, if any.
+ids, so another batch size changes them only by rounding. Then the post-hoc calibrator, if any
+(per-domain maps when the rows carry a `domain`; the global map for unknown domains), and the
+eval stage's answer / retrieve / escalate policy when there is one (`Scorer.decide`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Scorer:
         prompt_cfg,
         calibrator: Calibrator | None = None,
         batch_size: int = 32,
+        policy: dict | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -103,6 +106,7 @@ class Scorer:
         self.prompt_cfg = prompt_cfg
         self.calibrator = calibrator
         self.batch_size = batch_size
+        self.policy = policy
         self.query_tokens: QueryTokens = query_tokens_of(tokenizer, prompt_cfg)
 
     @classmethod
@@ -138,6 +142,7 @@ class Scorer:
             OmegaConf.create(serve["prompt"]),
             calibrator_from_params(calibrator["params"]) if calibrator else None,
             batch_size=batch_size,
+            policy=serve.get("policy"),
         )
 
     @classmethod
@@ -155,6 +160,7 @@ class Scorer:
             cfg.prompt,
             calibrator[1] if calibrator else None,
             batch_size=serve.score.batch_size,
+            policy=resolve_policy(cfg),
         )
 
     def query_prompts(
@@ -203,20 +209,37 @@ class Scorer:
         )
         return confidences(two_way)
 
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """Apply the post-hoc calibrator (identity when there is none)."""
+    def calibrate(self, raw: np.ndarray, domains: Sequence[str | None] | None = None) -> np.ndarray:
+        """Apply the post-hoc calibrator (identity when there is none); with `domains`, each
+        domain's map (the global map for domains the calibrator has not seen)."""
         if self.calibrator is None:
             return raw
-        return np.clip(np.asarray(self.calibrator(raw), dtype=np.float64), 0.0, 1.0)
+        calibrated = self.calibrator(raw) if domains is None else self.calibrator(raw, domains)
+        return np.clip(np.asarray(calibrated, dtype=np.float64), 0.0, 1.0)
 
     def score(
         self,
         questions: Sequence[str],
         answers: Sequence[str],
         choices: Sequence[Sequence[str] | None] | None = None,
+        domains: Sequence[str | None] | None = None,
     ) -> np.ndarray:
-        """Calibrated confidence that each answer is correct, in [0, 1]."""
-        return self.calibrate(self.raw_confidences(questions, answers, choices))
+        """Calibrated confidence that each answer is correct, in [0, 1] (per-domain maps when
+        `domains` is given)."""
+        return self.calibrate(self.raw_confidences(questions, answers, choices), domains)
+
+    def decide(
+        self, confidences: Sequence[float], domains: Sequence[str | None] | None = None
+    ) -> list[str]:
+        """The policy's action for each calibrated confidence: answer, retrieve or escalate."""
+        if self.policy is None:
+            raise ConfigError(
+                "this scorer has no decision policy: export a run whose eval wrote policy.json "
+                "(eval.policy.enabled=true), or set serve.policy=<policy.json>"
+            )
+        from calibtune.eval.policy import decide
+
+        return decide(self.policy, confidences, domains)
 
     def answer(
         self,
@@ -260,6 +283,23 @@ def resolve_calibrator(cfg: DictConfig) -> tuple[dict, Calibrator] | None:
     return load_calibrator(path, cfg.serve.calibrator_name)
 
 
+def resolve_policy(cfg: DictConfig) -> dict | None:
+    """The decision policy `serve.policy` names (`auto`: the eval dir's policy.json, if any)."""
+    setting = cfg.serve.get("policy", "auto")
+    if setting is None:
+        return None
+    path = Path(cfg.eval.output_dir) / "policy.json" if setting == "auto" else Path(setting)
+    if not path.is_file():
+        if setting == "auto":
+            log.info("no policy.json in %s: no actions are decided", path.parent)
+            return None
+        raise ConfigError(f"serve.policy={setting!r}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise InputError(path, None, None, f"invalid JSON ({err})") from None
+
+
 def read_pairs(path: str | os.PathLike) -> list[dict]:
     """Read the score input: objects with a non-empty `question`, optional `answer`/`choices`."""
     path = Path(path)
@@ -276,6 +316,8 @@ def read_pairs(path: str | os.PathLike) -> list[dict]:
             not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
         ):
             raise InputError(path, line, "choices", "must be a list of strings or null")
+        if row.get("domain") is not None and not isinstance(row["domain"], str):
+            raise InputError(path, line, "domain", "must be a string (or left out)")
     return rows
 
 
@@ -297,11 +339,16 @@ def score_rows(scorer: Scorer, rows: list[dict], max_new_tokens: int) -> list[di
         [row["answer"] for row in rows],
         [row.get("choices") for row in rows],
     )
-    calibrated = scorer.calibrate(raw)
-    return [
+    domains = [row.get("domain") for row in rows]
+    calibrated = scorer.calibrate(raw, domains)
+    scored = [
         {**row, "confidence": float(c), "raw_confidence": float(r)}
         for row, c, r in zip(rows, calibrated, raw, strict=True)
     ]
+    if scorer.policy is not None:
+        for row, action in zip(scored, scorer.decide(calibrated, domains), strict=True):
+            row["action"] = action
+    return scored
 
 
 def run_score(cfg: DictConfig) -> Path:

@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 
 from calibtune.errors import ConfigError
 from calibtune.io import atomic_dir
-from calibtune.train.checkpoint import trainable_state, verify_saved_tensors
+from calibtune.train.checkpoint import verify_saved_tensors
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -65,11 +66,27 @@ def attach_lora(
     return get_peft_model(model, lora_cfg)
 
 
+def expected_adapter_shapes(peft_model: PeftModel, adapter: str = "default") -> dict:
+    """Name -> full shape of every tensor PEFT saves for this LoRA, from each LoRA layer's
+    rank and its base layer's in/out features (never from the possibly sharded tensors)."""
+    shapes = {}
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer) and adapter in module.lora_A:
+            rank = module.r[adapter]
+            shapes[f"{name}.lora_A.weight"] = (rank, module.in_features)
+            shapes[f"{name}.lora_B.weight"] = (module.out_features, rank)
+    return shapes
+
+
 def save_adapter(
-    peft_model: PeftModel, out_dir: Path, alora_invocation_tokens: Sequence[int] | None = None
+    peft_model: PeftModel,
+    out_dir: Path,
+    alora_invocation_tokens: Sequence[int] | None = None,
+    full_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """PEFT `save_pretrained` into a temp dir, check the tensors, then move it to `out_dir`.
-    With `alora_invocation_tokens` the saved config is an activated LoRA's (same weights)."""
+    """PEFT `save_pretrained` of the gathered trainable tensors `full_state` (default: the
+    model's own, unsharded) into a temp dir, check every tensor's shape, then move it to
+    `out_dir`. With `alora_invocation_tokens` the saved config is an activated LoRA's."""
     out_dir = Path(out_dir)
     config = peft_model.peft_config["default"]
     saved = (config.alora_invocation_tokens, config.task_type)
@@ -78,8 +95,8 @@ def save_adapter(
             config.alora_invocation_tokens = list(alora_invocation_tokens)
             config.task_type = "CAUSAL_LM"
         with atomic_dir(out_dir) as tmp:
-            peft_model.save_pretrained(tmp, safe_serialization=True)
-            verify_saved_tensors(tmp / ADAPTER_WEIGHTS, trainable_state(peft_model))
+            peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=full_state)
+            verify_saved_tensors(tmp / ADAPTER_WEIGHTS, expected_adapter_shapes(peft_model))
     finally:
         config.alora_invocation_tokens, config.task_type = saved
     return out_dir

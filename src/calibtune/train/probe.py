@@ -8,20 +8,26 @@ Saved as `adapter/probe.safetensors` + `adapter/probe_config.json` (the head is
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from omegaconf import DictConfig
 from safetensors.torch import save_file
+from transformers import get_scheduler
 
 from calibtune.config import save_config
+from calibtune.errors import ConfigError
 from calibtune.io import atomic_dir, write_json_atomic
 from calibtune.models.confidence import query_features, query_tokens_of
 from calibtune.models.loading import load_model, load_tokenizer
 from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, ProbeHead
-from calibtune.runtime import is_rank_zero, set_seed
+from calibtune.runtime import set_seed
 from calibtune.tracking import Tracker
-from calibtune.train.checkpoint import TrainState, verify_saved_tensors
+from calibtune.train import checkpoint as ckpt
+from calibtune.train import strategy as dist
+from calibtune.train.checkpoint import verify_saved_tensors
 from calibtune.train.data import tokenize_examples
 from calibtune.train.loss import soft_binary_cross_entropy
 from calibtune.train.steps import validation_metrics
@@ -29,78 +35,126 @@ from calibtune.train.steps import validation_metrics
 log = logging.getLogger(__name__)
 
 
+def two_way_logits(logit: torch.Tensor) -> torch.Tensor:
+    """[no, yes] logits [N, 2] from the probe's logit of correct [N] (as ProbeHead.two_way,
+    for a head called through its DDP wrapper, whose forward gives the logit)."""
+    return torch.stack([torch.zeros_like(logit), logit], dim=-1)
+
+
 def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
     """probe.safetensors + probe_config.json into out_dir (temp dir + rename, verified)."""
     with atomic_dir(out_dir) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
         save_file(state, tmp / PROBE_WEIGHTS)
-        verify_saved_tensors(tmp / PROBE_WEIGHTS, state)
+        verify_saved_tensors(tmp / PROBE_WEIGHTS, {k: tuple(v.shape) for k, v in state.items()})
         config = {"type": "probe", "in_features": head.in_features, "hidden": head.hidden, **extra}
         write_json_atomic(tmp / PROBE_CONFIG, config)
 
 
+def shared_features(accelerator, model, tokenizer, rows: list[dict], batch_size: int):
+    """Features [N, H] and labels [N] of `rows`, each rank computing an equal share and every
+    rank receiving all of them."""
+    from calibtune.train.recipe import rank_share
+
+    examples = tokenize_examples(tokenizer, rows, with_answers=False)
+    mine = rank_share(len(examples), accelerator.process_index, accelerator.num_processes)
+    feats = query_features(model, [examples[i] for i in mine], tokenizer.pad_token_id, batch_size)
+    pairs = list(zip(mine, feats.unbind(0), strict=True))
+    if accelerator.num_processes > 1:
+        pairs = gather_object(pairs)
+    by_index = dict(pairs)
+    features = torch.stack([by_index[i] for i in range(len(examples))])
+    return features, torch.tensor([e.correct for e in examples])
+
+
 def train_probe(cfg: DictConfig) -> Path:
-    """Features from the frozen model once, then epochs of AdamW on the head; best head by
-    `train.best_metric` on val is saved as adapter/."""
-    from calibtune.train.recipe import check_train_config, is_better, read_training_data
+    """Features from the frozen model once (sharded over ranks), then AdamW on the head with
+    each rank taking its share of every global batch (DDP); checkpoints and resume as for LoRA;
+    the best head by `train.best_metric` on val is saved as adapter/."""
+    from calibtune.train import recipe
 
     tc = cfg.train
-    output_dir = Path(tc.output_dir).resolve()
-    train_rows, val_rows = read_training_data(cfg)
-    check_train_config(cfg, len(train_rows), 1)
+    accelerator = dist.make_accelerator(cfg)
+    if dist.use_deepspeed() or str(tc.strategy) == "fsdp2":
+        raise ConfigError("method=probe trains a small head: use DDP (train.strategy=auto)")
+    strategy = dist.Strategy("ddp", accumulation_steps=1)
+    accelerator.gradient_accumulation_steps = 1
+    rank0, world = accelerator.is_main_process, accelerator.num_processes
+    output_dir = recipe.shared_output_dir(accelerator, tc.output_dir)
+    train_rows, val_rows = recipe.read_training_data(cfg)
+    recipe.check_train_config(cfg, len(train_rows), world)
     tokenizer = load_tokenizer(cfg.model)
     query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
-    model = load_model(cfg.model).eval()
-    pad_id = tokenizer.pad_token_id
+    with accelerator.main_process_first():
+        model = load_model(cfg.model, device=accelerator.device).eval()
+    x_train, y_train = shared_features(
+        accelerator, model, tokenizer, train_rows, tc.eval_batch_size
+    )
+    x_val, y_val = shared_features(accelerator, model, tokenizer, val_rows, tc.eval_batch_size)
+    del model
 
-    def features(rows):
-        examples = tokenize_examples(tokenizer, rows, with_answers=False)
-        return query_features(model, examples, pad_id, int(tc.eval_batch_size)), torch.tensor(
-            [e.correct for e in examples]
-        )
-
-    x_train, y_train = features(train_rows)
-    x_val, y_val = features(val_rows)
     head = ProbeHead(x_train.shape[1], int(cfg.probe.hidden), float(cfg.probe.dropout))
+    resume_from = ckpt.find_resume_checkpoint(tc.resume, output_dir)
+    snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
+    if snapshot is not None:
+        dist.load_trainable_state(head, snapshot.trainable)
     optimizer = torch.optim.AdamW(
         head.parameters(), lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay)
     )
-    tracker = Tracker(output_dir if is_rank_zero() else None, cfg.logger, cfg)
-    if is_rank_zero():
+    scheduler = get_scheduler("constant", optimizer)
+    model, optimizer = accelerator.prepare(head.to(accelerator.device), optimizer)
+    state = ckpt.TrainState()
+    if snapshot is not None:
+        state = recipe.restore_snapshot(accelerator, strategy, head, optimizer, scheduler, snapshot)
+    tracker = Tracker(output_dir if rank0 else None, cfg.logger if rank0 else None, cfg)
+    if rank0:
         save_config(cfg, output_dir / "config.yaml")
-    state = TrainState()
-    generator = torch.Generator().manual_seed(int(cfg.seed))
-    steps_per_epoch = len(train_rows) // int(tc.batch_size)
-    steps = int(tc.epochs) * steps_per_epoch
-    if tc.max_steps:
-        steps = min(steps, int(tc.max_steps))
+        if snapshot is not None:
+            tracker.drop_after(state.step)
+    batch_size, local_batch = int(tc.batch_size), int(tc.batch_size) // world
+    steps = recipe.total_steps(cfg, len(train_rows) // batch_size)
+    x_train, y_train = x_train.to(accelerator.device), y_train.to(accelerator.device)
     while state.step < steps:
-        order = torch.randperm(len(train_rows), generator=generator)
-        for b in range(steps_per_epoch):
-            idx = order[b * int(tc.batch_size) : (b + 1) * int(tc.batch_size)]
-            head.train()
-            loss = soft_binary_cross_entropy(head.two_way(x_train[idx]), y_train[idx]).mean()
-            loss.backward()
+        batches = recipe.plan_batches(
+            [0] * len(train_rows), batch_size, recipe.epoch_seed(int(cfg.seed), state.epoch), False
+        )
+        for batch_index in range(state.batch_in_epoch, len(batches)):
+            mine = batches[batch_index][accelerator.process_index :: world]
+            model.train()
+            logits = two_way_logits(model(x_train[mine]))  # through DDP: gradients averaged
+            loss = soft_binary_cross_entropy(logits, y_train[mine]).sum() / local_batch
+            accelerator.backward(loss)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            state.step += 1
+            state.step, state.batch_in_epoch = state.step + 1, batch_index + 1
             if state.step % int(tc.log_every) == 0:
-                tracker.log({"train/loss": float(loss)}, step=state.step)
+                mean = accelerator.reduce(loss.detach(), reduction="mean")
+                tracker.log({"train/loss": float(mean)}, step=state.step)
             if state.step == steps or (tc.eval_every and state.step % int(tc.eval_every) == 0):
                 head.eval()
                 with torch.no_grad():
-                    scores = validation_metrics(head.two_way(x_val), y_val)
+                    scores = validation_metrics(head.two_way(x_val.to(accelerator.device)), y_val)
                 tracker.log({f"val/{k}": v for k, v in scores.items()}, step=state.step)
-                if is_better(tc.best_metric, scores[tc.best_metric], state.best_value):
+                if recipe.is_better(tc.best_metric, scores[tc.best_metric], state.best_value):
                     state.best_step, state.best_value = state.step, scores[tc.best_metric]
                     state.best_metrics = scores
-                    if is_rank_zero():
+                    if rank0:
                         save_probe(head, output_dir / "adapter", {"feature": "last_hidden_state"})
+            due = tc.checkpoint_every and state.step % int(tc.checkpoint_every) == 0
+            if due and state.step < steps:
+                snap = recipe.gather_snapshot(
+                    accelerator, strategy, head, optimizer, scheduler, state
+                )
+                if rank0:
+                    ckpt.save_checkpoint(output_dir, snap, int(tc.keep_last))
+                accelerator.wait_for_everyone()
             if state.step >= steps:
                 break
-        state.epoch += 1
-    if is_rank_zero():
+        else:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    if rank0:
         write_json_atomic(
             output_dir / "manifest.json",
             {
@@ -108,16 +162,19 @@ def train_probe(cfg: DictConfig) -> Path:
                 "method": "probe",
                 "seed": int(cfg.seed),
                 "steps": steps,
+                "world_size": world,
                 "best": {
                     "metric": tc.best_metric,
                     "step": state.best_step,
                     "value": state.best_value,
                     "val_metrics": state.best_metrics,
                 },
+                "final": asdict(state),
                 **_shared_manifest_fields(cfg),
             },
         )
         tracker.finish()
+    accelerator.wait_for_everyone()
     return output_dir
 
 

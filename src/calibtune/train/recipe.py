@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import get_args
 
@@ -46,6 +46,7 @@ from calibtune.schema import BestMetric
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
 from calibtune.train import preemption
+from calibtune.train import strategy as dist
 from calibtune.train.data import (
     TrainExample,
     collate,
@@ -88,18 +89,6 @@ def run_train_stage(cfg: DictConfig) -> Path:
 # ---------------------------------------------------------------------------- setup
 
 
-def make_accelerator(cfg: DictConfig) -> Accelerator:
-    """Accelerator on the configured device with the configured mixed precision."""
-    on_cpu = str(cfg.model.device) == "cpu" or not (
-        torch.cuda.is_available() or torch.backends.mps.is_available()
-    )
-    precision = str(cfg.train.mixed_precision)
-    if precision == "auto":
-        cuda_bf16 = not on_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        precision = "bf16" if cuda_bf16 else "no"
-    return Accelerator(cpu=on_cpu, mixed_precision=precision)
-
-
 def shared_output_dir(accelerator: Accelerator, output_dir: str) -> Path:
     """The output dir as rank 0 resolves it (`${now:...}` may differ per rank), on every rank."""
     holder = [str(Path(output_dir).resolve())]
@@ -129,6 +118,11 @@ def check_train_config(cfg: DictConfig, num_train: int, world_size: int) -> None
         raise ConfigError(f"train.beta={tc.beta} must be >= 0")
     if tc.epochs < 1 and not tc.max_steps:
         raise ConfigError("train.epochs must be >= 1 (or set train.max_steps)")
+    if tc.gradient_checkpointing and cfg.method.name == "alora":
+        raise ConfigError(
+            "train.gradient_checkpointing=true with method=alora: checkpointed layers drop the "
+            "prefix KV cache the adapter runs on; use method=lora or gradient_checkpointing=false"
+        )
 
 
 def alora_invocation(cfg: DictConfig, examples: list[TrainExample]) -> tuple[int, ...] | None:
@@ -204,6 +198,15 @@ def is_better(metric: str, value: float | None, best: float | None) -> bool:
 # ---------------------------------------------------------------------------- validation
 
 
+def rank_share(num_items: int, rank: int, world_size: int) -> list[int]:
+    """Every world_size-th index from `rank`, padded (repeating this rank's last index) to the
+    same length on every rank, so each rank runs the same number of forwards (with FSDP2 and
+    ZeRO-3 every forward is a collective)."""
+    mine = list(range(rank, num_items, world_size))
+    share = math.ceil(num_items / world_size)
+    return mine + [mine[-1] if mine else 0] * (share - len(mine))
+
+
 def validation_logits(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -215,11 +218,10 @@ def validation_logits(
     activated: bool,
 ) -> torch.Tensor:
     """Two-way query logits [N, 2] of the tuned model on val (the shared confidence passes),
-    each process scoring every world_size-th example, gathered in example order."""
+    each process scoring an equal share of the examples, gathered in example order."""
     was_training = model.training
     model.eval()
-    rank, world = accelerator.process_index, accelerator.num_processes
-    mine = list(range(rank, len(val_examples), world))
+    mine = rank_share(len(val_examples), accelerator.process_index, accelerator.num_processes)
     qm = QueryModel.training(model, peft_model, activated)
     with accelerator.autocast():
         logits = query_two_way_logits(
@@ -231,9 +233,9 @@ def validation_logits(
             device=accelerator.device,
         )
     rows = [(i, logits[k].tolist()) for k, i in enumerate(mine)]
-    if world > 1:
+    if accelerator.num_processes > 1:
         rows = gather_object(rows)
-    rows.sort()
+    rows = sorted(dict(rows).items())  # padded shares repeat an example: keep it once
     model.train(was_training)
     return torch.tensor([r[1] for r in rows])
 
@@ -250,6 +252,7 @@ class StepContext:
     beta: float
     local_batch: int
     max_grad_norm: float | None
+    strategy: dist.Strategy
 
 
 def train_one_batch(
@@ -261,45 +264,119 @@ def train_one_batch(
     micro_batches: list[list[int]],
     run: StepContext,
 ) -> tuple[torch.Tensor, float | None, int]:
-    """One optimizer step over this process's micro-batches (gradients synced on the last).
-    Returns the summed [loss, ce, kl] terms, the gradient norm and the tokens processed."""
+    """One optimizer step over this process's micro-batches, accumulated by accelerate (which
+    syncs gradients, and under DeepSpeed steps the engine, on the last one). Returns the summed
+    [loss, ce, kl] terms, the gradient norm and the tokens processed."""
+    steps = run.strategy.accumulation_steps
+    if len(micro_batches) != steps:
+        raise RuntimeError(f"{len(micro_batches)} micro-batches, accumulation expects {steps}")
+    # accelerate and DeepSpeed divide each micro-batch loss by `steps`; the loss sums examples
+    normalizer = run.local_batch / steps
     loss_sum = torch.zeros(3, device=accelerator.device)
     num_tokens = 0
-    for k, indices in enumerate(micro_batches):
+    for indices in micro_batches:
         batch = collate([run.examples[i] for i in indices], run.pad_id, run.with_answers)
         num_tokens += count_tokens(batch)
         batch = to_device(batch, accelerator.device)
-        last = k == len(micro_batches) - 1
-        sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
-        with sync, accelerator.autocast():
+        with accelerator.accumulate(model), accelerator.autocast():
             terms = micro_step_loss(
-                model, peft_model, batch, run.tokens, run.beta, run.local_batch, run.activated
+                model, peft_model, batch, run.tokens, run.beta, normalizer, run.activated
             )
             accelerator.backward(terms.total)
-        loss_sum += torch.stack([terms.total, terms.ce, terms.kl]).detach()
-    grad_norm = None
-    if run.max_grad_norm:
-        trainable = [p for p in peft_model.parameters() if p.requires_grad]
-        grad_norm = float(accelerator.clip_grad_norm_(trainable, run.max_grad_norm))
+        loss_sum += torch.stack([terms.total, terms.ce, terms.kl]).detach() / steps
+    grad_norm = dist.clip_gradients(accelerator, run.strategy, peft_model, run.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, grad_norm, num_tokens
 
 
+def gather_snapshot(
+    accelerator: Accelerator,
+    strategy: dist.Strategy,
+    peft_model: torch.nn.Module,
+    optimizer,
+    scheduler,
+    state: ckpt.TrainState,
+) -> ckpt.Snapshot:
+    """Everything a checkpoint holds, gathered to full tensors. Collective: every rank calls."""
+    opt_tensors, opt_meta = dist.full_optimizer_state(strategy, peft_model, optimizer)
+    return ckpt.Snapshot(
+        trainable=dist.full_trainable_state(strategy, peft_model),
+        optimizer=opt_tensors,
+        optimizer_meta=opt_meta,
+        scheduler=scheduler.state_dict(),
+        rng=dist.every_rank_rng(accelerator.num_processes),
+        train=replace(state),
+    )
+
+
+def restore_snapshot(
+    accelerator: Accelerator,
+    strategy: dist.Strategy,
+    peft_model: torch.nn.Module,
+    optimizer,
+    scheduler,
+    snapshot: ckpt.Snapshot,
+) -> ckpt.TrainState:
+    """Optimizer, scheduler and this rank's RNG from a checkpoint (the weights were loaded into
+    the model before it was sharded); a rank the checkpoint did not have takes rank 0's RNG."""
+    dist.load_optimizer_state(
+        strategy, peft_model, optimizer, snapshot.optimizer, snapshot.optimizer_meta
+    )
+    scheduler.load_state_dict(snapshot.scheduler)
+    rank = accelerator.process_index
+    dist.set_rng_state(*snapshot.rng[rank if rank < len(snapshot.rng) else 0])
+    return replace(snapshot.train)
+
+
 # ---------------------------------------------------------------------------- the run
+
+
+def prepare_model(
+    accelerator: Accelerator,
+    strategy: dist.Strategy,
+    cfg: DictConfig,
+    output_dir: Path,
+    steps: int,
+    pad_id: int,
+):
+    """Load the model on this rank's device, attach LoRA, load resume weights, shard (FSDP2)
+    or wrap (DDP, DeepSpeed). Returns (model, peft_model, optimizer, scheduler, snapshot)."""
+    tc = cfg.train
+    # a hub download happens once; ZeRO-3 partitions while loading, a collective on all ranks
+    zero3 = strategy.zero_stage == 3
+    with contextlib.nullcontext() if zero3 else accelerator.main_process_first():
+        model = load_model(cfg.model, device=accelerator.device)
+    if tc.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model = attach_lora(model, cfg.lora)  # alora: plain LoRA in training, see steps.py
+    resume_from = ckpt.find_resume_checkpoint(tc.resume, output_dir)
+    snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
+    if snapshot is not None:
+        dist.load_trainable_state(peft_model, snapshot.trainable)
+        log.info("resuming from %s (step %d)", resume_from, snapshot.train.step)
+    if strategy.name == "fsdp2":
+        dist.shard_fsdp2(peft_model, pad_id)
+    peft_model.train()
+    optimizer, scheduler = make_optimizer(cfg, peft_model, steps)
+    if strategy.name == "fsdp2":
+        return peft_model, peft_model, accelerator.prepare(optimizer), scheduler, snapshot
+    model, optimizer = accelerator.prepare(peft_model, optimizer)
+    return model, peft_model, optimizer, scheduler, snapshot
 
 
 def train_lora(cfg: DictConfig) -> TrainResult:
     """Setup, train loop with validation and checkpoints, final outputs. Returns the result."""
     tc = cfg.train
-    accelerator = make_accelerator(cfg)
+    accelerator = dist.make_accelerator(cfg)
     rank0 = accelerator.is_main_process
     output_dir = shared_output_dir(accelerator, tc.output_dir)
 
     # --- setup: everything that can fail on bad input fails here, before any output is written
     train_rows, val_rows = read_training_data(cfg)
     check_train_config(cfg, len(train_rows), accelerator.num_processes)
+    strategy = dist.configure(accelerator, cfg)
     tokenizer = load_tokenizer(cfg.model)
     tokens = query_tokens_of(tokenizer, cfg.prompt)
     train_examples = tokenize_examples(tokenizer, train_rows, with_answers=float(tc.beta) > 0)
@@ -309,26 +386,21 @@ def train_lora(cfg: DictConfig) -> TrainResult:
     lengths = [e.num_tokens for e in train_examples]
     steps_per_epoch = len(train_rows) // int(tc.batch_size)
     steps = total_steps(cfg, steps_per_epoch)
+    pad_id = tokenizer.pad_token_id
 
     set_seed(int(cfg.seed))
-    model = load_model(cfg.model, device=accelerator.device)
-    peft_model = attach_lora(model, cfg.lora)  # alora: plain LoRA in training, see steps.py
-    peft_model.train()
-    optimizer, scheduler = make_optimizer(cfg, peft_model, steps)
-    model, optimizer = accelerator.prepare(peft_model, optimizer)
-
+    model, peft_model, optimizer, scheduler, snapshot = prepare_model(
+        accelerator, strategy, cfg, output_dir, steps, pad_id
+    )
     state = ckpt.TrainState()
-    resume_from = ckpt.find_resume_checkpoint(tc.resume, output_dir)
-    if resume_from is not None:
-        state = ckpt.load_checkpoint(resume_from, peft_model, optimizer, scheduler)
-        log.info("resumed from %s (step %d)", resume_from, state.step)
+    if snapshot is not None:
+        state = restore_snapshot(accelerator, strategy, peft_model, optimizer, scheduler, snapshot)
 
     tracker = Tracker(output_dir if rank0 else None, cfg.logger if rank0 else None, cfg)
     if rank0:
         save_config(cfg, output_dir / "config.yaml")
-        if resume_from is not None:
+        if snapshot is not None:
             tracker.drop_after(state.step)
-    pad_id = tokenizer.pad_token_id
     run = StepContext(
         examples=train_examples,
         tokens=tokens,
@@ -338,6 +410,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
         beta=float(tc.beta),
         local_batch=int(tc.batch_size) // accelerator.num_processes,
         max_grad_norm=float(tc.max_grad_norm) if tc.max_grad_norm else None,
+        strategy=strategy,
     )
 
     val_correct = torch.tensor([example.correct for example in val_examples])
@@ -358,8 +431,15 @@ def train_lora(cfg: DictConfig) -> TrainResult:
         if is_better(tc.best_metric, scores[tc.best_metric], state.best_value):
             state.best_step, state.best_value = state.step, scores[tc.best_metric]
             state.best_metrics = scores
+            full = dist.full_trainable_state(strategy, peft_model)  # every rank gathers
             if rank0:
-                save_adapter(peft_model, output_dir / "adapter", invocation)
+                save_adapter(peft_model, output_dir / "adapter", invocation, full)
+        accelerator.wait_for_everyone()
+
+    def save_checkpoint() -> None:
+        snapshot = gather_snapshot(accelerator, strategy, peft_model, optimizer, scheduler, state)
+        if rank0:
+            ckpt.save_checkpoint(output_dir, snapshot, int(tc.keep_last))
         accelerator.wait_for_everyone()
 
     if state.step == 0 and tc.eval_at_start:
@@ -417,11 +497,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
                 tc.checkpoint_every
                 and (state.step % int(tc.checkpoint_every) == 0 and state.step < steps)
             ):
-                if rank0:
-                    ckpt.save_checkpoint(
-                        output_dir, peft_model, optimizer, scheduler, state, int(tc.keep_last)
-                    )
-                accelerator.wait_for_everyone()
+                save_checkpoint()
             if stop:
                 preemption.exit_stopped(state.step)
             if state.step >= steps:
@@ -432,7 +508,13 @@ def train_lora(cfg: DictConfig) -> TrainResult:
 
     if rank0:
         write_train_manifest(
-            cfg, output_dir, state, tokens, len(train_rows), len(val_rows), steps, accelerator
+            cfg,
+            output_dir,
+            state,
+            tokens,
+            (len(train_rows), len(val_rows), steps),
+            accelerator,
+            dist.describe(strategy, peft_model),
         )
         tracker.finish()
     accelerator.wait_for_everyone()
@@ -444,12 +526,13 @@ def write_train_manifest(
     output_dir: Path,
     state: ckpt.TrainState,
     tokens: QueryTokens,
-    num_train: int,
-    num_val: int,
-    steps: int,
+    sizes: tuple[int, int, int],
     accelerator: Accelerator,
+    strategy: dict,
 ) -> None:
-    """manifest.json: dataset link (path + sha256), model, seed, versions, commit, best step."""
+    """manifest.json: dataset link (path + sha256), model, seed, versions, commit, best step,
+    sizes (train examples, val examples, steps) and the strategy."""
+    num_train, num_val, steps = sizes
 
     dataset_manifest = Path(cfg.train.data_dir, MANIFEST).resolve()
     write_json_atomic(
@@ -464,6 +547,7 @@ def write_train_manifest(
             "steps": steps,
             "world_size": accelerator.num_processes,
             "distributed_type": str(accelerator.distributed_type),
+            "strategy": strategy,
             "best": {
                 "metric": cfg.train.best_metric,
                 "step": state.best_step,

@@ -1,0 +1,101 @@
+"""The answer / retrieve / escalate policy: Learn-then-Test thresholds on synthetic confidences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibtune.errors import ConfigError
+from calibtune.eval.policy import decide, evaluate_policy, fit_policy, ltt_threshold
+
+
+def calibrated_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Perfectly calibrated synthetic confidences and outcomes."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0.0, 1.0, n)
+    return c, (rng.uniform(0.0, 1.0, n) < c).astype(float)
+
+
+@pytest.mark.parametrize("batch_size", [None, 1000])
+def test_ltt_threshold_keeps_realised_risk_within_target_in_most_draws(batch_size):
+    target, delta, violations, draws = 0.2, 0.1, 0, 100
+    for seed in range(draws):
+        c_val, y_val = calibrated_sample(500, seed)
+        c_test, y_test = calibrated_sample(1000, 10_000 + seed)
+        threshold = ltt_threshold(c_val, y_val, target, delta, batch_size)["threshold"]
+        answered = c_test >= (np.inf if threshold is None else threshold)
+        violations += bool(answered.any() and np.mean(1 - y_test[answered]) > target)
+    assert violations / draws <= delta
+
+
+def test_ltt_threshold_is_more_conservative_than_the_val_point_estimate():
+    c, y = calibrated_sample(500, 0)
+    fit = ltt_threshold(c, y, 0.2, 0.1)
+    assert fit["val_risk_above"] < 0.2 and fit["p_value"] <= 0.1
+    order = np.argsort(-c)
+    point_risk = np.cumsum(1 - y[order]) / np.arange(1, c.size + 1)
+    point_threshold = c[order][np.nonzero(point_risk <= 0.2)[0][-1]]
+    assert fit["threshold"] > point_threshold
+
+
+def test_no_threshold_when_the_target_is_unreachable():
+    c = np.linspace(0.0, 1.0, 50)
+    assert ltt_threshold(c, np.zeros(50), 0.2, 0.1)["threshold"] is None
+    policy = fit_policy(
+        c, np.zeros(50), None, answer_risk=0.2, escalate_risk=0.5, delta=0.1, batch_size=None
+    )
+    assert set(decide(policy, c)) == {"escalate"}
+
+
+def test_three_actions_by_two_thresholds_and_per_domain_override():
+    c, y = calibrated_sample(2000, 1)
+    domains = np.where(np.arange(2000) % 2 == 0, "easy", "hard")
+    policy = fit_policy(
+        c,
+        y,
+        domains,
+        answer_risk=0.2,
+        escalate_risk=0.5,
+        delta=0.1,
+        batch_size=1000,
+        per_domain=True,
+        min_count=500,
+    )
+    t_answer, t_escalate = policy["answer_threshold"], policy["escalate_threshold"]
+    assert 0 < t_escalate < t_answer < 1
+    assert decide(policy, [t_answer, (t_answer + t_escalate) / 2, t_escalate - 1e-3]) == [
+        "answer",
+        "retrieve",
+        "escalate",
+    ]
+    assert set(policy["domains"]) == {"easy", "hard"}
+    hard = policy["domains"]["hard"]["answer_threshold"]
+    assert decide(policy, [hard - 1e-9], ["hard"]) != ["answer"]
+    result = evaluate_policy(policy, c, y, domains)
+    assert sum(share["k"] for share in result["shares"].values()) == 2000
+    low, high = result["answered_risk"]["ci95"]
+    assert low <= result["answered_risk"]["value"] <= high
+
+
+def test_policy_rejects_escalate_risk_below_answer_risk():
+    c, y = calibrated_sample(100, 2)
+    with pytest.raises(ConfigError, match="escalate_risk"):
+        fit_policy(c, y, None, answer_risk=0.3, escalate_risk=0.2, delta=0.1, batch_size=None)
+
+
+def test_domain_calibration_scores_resample_whole_questions():
+    from calibtune.eval.scoring import domain_calibration_scores
+
+    rng = np.random.default_rng(0)
+    n = 400
+    domains = np.where(np.arange(n) < 200, "a", "b")
+    y = (rng.uniform(size=n) < 0.6).astype(float)
+    c_global = np.full(n, 0.8)
+    c_domain = np.clip(0.6 + rng.normal(0, 0.02, n), 0, 1)
+    groups = [f"q{i // 4}" for i in range(n)]  # four phrasings per question
+    scores = domain_calibration_scores(c_global, c_domain, y, domains, 15, 200, 0, groups)
+    mean = scores["mean_domain_ece"]
+    assert mean["per_domain"]["value"] < mean["global"]["value"]
+    assert mean["delta"]["ci95"][1] < 0
+    assert scores["domains"]["a"]["n"] == 200
+    assert mean["resampled"] == "groups within each domain"
