@@ -435,6 +435,7 @@ def test_test_domains_restricts_the_scored_test_rows(compose_cfg, eval_inputs, t
             "eval.adapter=null",
             "eval.verbalized.enabled=false",
             "eval.test_domains=[capitals]",
+            "eval.recalibrate_methods=[base/ptrue]",  # val's answer features: for the baselines
             f"eval.output_dir={out}",
         ],
     )
@@ -442,6 +443,9 @@ def test_test_domains_restricts_the_scored_test_rows(compose_cfg, eval_inputs, t
     metrics = json.loads((out / "metrics.json").read_text())
     test_rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
     assert metrics["n_test"] == sum(r["domain"] == "capitals" for r in test_rows) > 0
+    assert metrics["methods"]["baseline/logreg"]["n"] == metrics["n_test"]
+    versus = metrics["deltas_vs_best_baseline"]
+    assert versus["baseline"] in versus["val_auroc"] and versus["deltas"]["auroc"]["value"] is None
     assert set(metrics["per_domain"]) <= {"capitals", "all"}
     with pytest.raises(InputError, match="test split is empty"):
         run_eval_stage(compose_cfg("eval", [*overrides, "eval.test_domains=[no_such_domain]"]))
