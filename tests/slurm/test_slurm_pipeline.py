@@ -138,7 +138,7 @@ def pipeline_dirs(pipeline: PipelineRun) -> tuple[Path, Path]:
 def stop_and_resume_steps(log: str) -> tuple[int, int]:
     """The step the trainer checkpointed at on a stop request, and the step it resumed from."""
     stopped = re.findall(r"checkpoint of step (\d+) written; exiting with 75", log)
-    resumed = re.findall(r"resumed from \S+ \(step (\d+)\)", log)
+    resumed = re.findall(r"resuming from \S+ \(step (\d+)\)", log)
     assert stopped and resumed, log[-3000:]
     return int(stopped[0]), int(resumed[0])
 
