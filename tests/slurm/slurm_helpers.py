@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fixtures import SMALL_DATA, tiny_model_overrides
+
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_CLUSTER = REPO / "launch" / "slurm" / "local-cluster.sh"
 FINISHED = {
@@ -91,18 +93,8 @@ def cluster_is_up(env: dict[str, str]) -> bool:
 def tiny_stage_overrides(model_dir: Path) -> list[str]:
     """The tiny model on CPU, and every stage small (a few seconds each on one core)."""
     return [
-        f"model.name_or_path={model_dir}",
-        "model.device=cpu",
-        "model.dtype=float32",
-        "model.attn_implementation=eager",
-        "logger=none",
-        "data.n_examples=40",
-        "data.val_size=8",
-        "data.test_size=8",
-        "data.batch_size=8",
-        "data.batches_per_chunk=1",
-        "data.max_new_tokens=4",
-        "data.progress=false",
+        *tiny_model_overrides(model_dir),
+        *SMALL_DATA,
         "train.batch_size=4",
         "train.micro_batch_size=2",
         "train.eval_batch_size=16",

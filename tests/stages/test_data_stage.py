@@ -7,21 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures import SMALL_DATA
 
 from calibtune.data import stage
 from calibtune.data.stage import run_data_stage
 from calibtune.errors import InputError
 from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, read_labeled_split
 
-SMALL = [
-    "data.n_examples=40",
-    "data.val_size=8",
-    "data.test_size=8",
-    "data.batch_size=8",
-    "data.batches_per_chunk=1",
-    "data.max_new_tokens=4",
-    "data.progress=false",
-]
+SMALL = SMALL_DATA
 
 
 def split_bytes(out_dir: Path) -> dict[str, bytes]:
