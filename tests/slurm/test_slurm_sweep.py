@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures import TWO_STEP_TRIAL
 from fixtures.labeled import write_synthetic_labeled_set
 from slurm_helpers import REPO, Cluster
 
@@ -36,13 +37,7 @@ def test_submitit_sweep_runs_trials_as_slurm_jobs_and_the_leaderboard_ranks_them
         + model_overrides
         + [
             f"train.data_dir={labeled}",
-            "train.batch_size=4",
-            "train.micro_batch_size=4",
-            "train.max_steps=2",
-            "train.eval_every=2",
-            "train.eval_at_start=false",  # keep the trained adapter, so the trials differ
-            "train.checkpoint_every=0",
-            "train.progress=false",
+            *TWO_STEP_TRIAL,
             "optim.lr=1e-3,1e-1",
             f"hydra.sweep.dir={sweep_dir}",
             # the local cluster: no GPUs, memory not scheduled, one CPU per trial

@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from fixtures import run_cli
+from fixtures import TWO_STEP_TRIAL, run_cli
 from fixtures.labeled import write_synthetic_labeled_set
 from omegaconf import OmegaConf
 
@@ -34,13 +34,7 @@ def test_two_trial_optuna_sweep_and_leaderboard(tiny_overrides, labeled_dir, tmp
         "+sweep=optuna",
         *overrides,
         f"train.data_dir={labeled_dir}",
-        "train.batch_size=4",
-        "train.micro_batch_size=4",
-        "train.max_steps=2",
-        "train.eval_every=2",
-        "train.eval_at_start=false",  # keep the trained adapter, so the trials differ
-        "train.checkpoint_every=0",
-        "train.progress=false",
+        *TWO_STEP_TRIAL,
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.params={optim.lr:'tag(log, interval(1e-3, 1e-1))',lora.r:'choice(2, 4)'}",
         f"hydra.sweep.dir={sweep_dir}",
