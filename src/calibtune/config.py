@@ -16,7 +16,9 @@ from calibtune.errors import ConfigError
 from calibtune.io import write_text_atomic
 
 STAGES = ("data", "train", "eval", "run", "monitor")
-SECRET_KEY = re.compile(r"(api_key|token|secret|password)", re.IGNORECASE)
+# A key is secret when one of its `_`-separated words is one of these (hf_token, api_key, but not
+# max_new_tokens or token_temperature, which saved configs must keep to reproduce a run).
+SECRET_KEY = re.compile(r"(?:^|_)(?:api_?key|token|secret|password)$", re.IGNORECASE)
 
 
 def conf_dir() -> Path:
@@ -174,6 +176,43 @@ def resolved_container(cfg: DictConfig) -> dict:
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
     """Write the resolved config (secrets redacted) as YAML, atomically."""
     write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.create(resolved_container(cfg))))
+
+
+# The config sections a stage's output depends on: its own and those of the stages before it.
+DATA_INPUTS = ("model", "prompt", "dataset", "data", "seed")
+NOT_TRAIN_INPUTS = ("logger", "eval", "serve", "monitor", "sweep", "run_dir", "stage")
+
+
+def stage_inputs(config: dict, stage: str) -> dict:
+    """The part of a resolved config that decides the output of `stage` ("data" or "train")."""
+    if stage == "data":
+        return {key: config.get(key) for key in DATA_INPUTS}
+    return {key: value for key, value in config.items() if key not in NOT_TRAIN_INPUTS}
+
+
+def changed_keys(saved: object, current: object, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain configs (`progress` bars ignored)."""
+    if prefix.rsplit(".", 1)[-1] == "progress":
+        return []
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return [] if saved == current else [prefix or "<root>"]
+    keys = sorted(set(saved) | set(current), key=str)
+    joined = [f"{prefix}.{k}" if prefix else str(k) for k in keys]
+    return [
+        changed
+        for key, dotted in zip(keys, joined, strict=True)
+        for changed in changed_keys(saved.get(key), current.get(key), dotted)
+    ]
+
+
+def stage_changes(out_dir: str | os.PathLike, cfg: DictConfig, stage: str) -> list[str] | None:
+    """Keys that decide `stage`'s output and differ between the config.yaml saved in `out_dir`
+    and `cfg`; None when `out_dir` has no config.yaml."""
+    path = Path(out_dir, "config.yaml")
+    if not path.is_file():
+        return None
+    saved = stage_inputs(OmegaConf.to_container(OmegaConf.load(path)), stage)
+    return changed_keys(saved, stage_inputs(resolved_container(cfg), stage))
 
 
 class CheckConfig(Callback):

@@ -2,6 +2,11 @@
 
 Each stage reads the previous stage's output files (cfg.train.data_dir = cfg.data.output_dir,
 cfg.eval.adapter = cfg.train.output_dir), exactly as when the stages are run one by one.
+
+Run again with the same run_dir (after a crash, a preemption or a change of eval settings), the
+data and train stages whose outputs are complete and were made with the same settings are
+reused; the first stage that has to run again runs every stage after it too. A half-finished
+train stage resumes from its last checkpoint (train.resume=auto).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from calibtune.config import check_config
+from calibtune.config import check_config, stage_changes
 from calibtune.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -30,17 +35,32 @@ def results_table(metrics: dict) -> str:
     )
 
 
+def reusable(out_dir: str | Path, cfg: DictConfig, stage: str) -> bool:
+    """True when `out_dir` holds a finished stage (its manifest.json) made with the same settings
+    (the config.yaml written beside it)."""
+    return Path(out_dir, "manifest.json").is_file() and stage_changes(out_dir, cfg, stage) == []
+
+
 def run_pipeline(cfg: DictConfig) -> Path:
     """Run the data, train and eval stages in order and print where the report is."""
     check_config(cfg)
     from calibtune.data.stage import run_data_stage
     from calibtune.eval.stage import run_eval_stage
+    from calibtune.train.checkpoint import find_resume_checkpoint
     from calibtune.train.recipe import run_train_stage
 
-    data_dir = run_data_stage(cfg)
-    log.info("data stage done: %s", data_dir)
-    train_dir = run_train_stage(cfg)
-    log.info("train stage done: %s", train_dir)
+    reuse_data = reusable(cfg.data.output_dir, cfg, "data")
+    reuse_train = reuse_data and reusable(cfg.train.output_dir, cfg, "train")
+    if not reuse_train:  # refuses stale checkpoints now, not after the data stage
+        find_resume_checkpoint(cfg, Path(cfg.train.output_dir))
+    if reuse_data:
+        log.info("data stage: reusing %s (finished, same settings)", cfg.data.output_dir)
+    else:
+        log.info("data stage done: %s", run_data_stage(cfg))
+    if reuse_train:
+        log.info("train stage: reusing %s (finished, same settings)", cfg.train.output_dir)
+    else:
+        log.info("train stage done: %s", run_train_stage(cfg))
     eval_dir = Path(run_eval_stage(cfg))
     if is_rank_zero():
         metrics = json.loads((eval_dir / "metrics.json").read_text())

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from calibtune.config import STAGES, compose, redact, save_config
 
@@ -30,12 +30,19 @@ def test_saved_config_redacts_secrets(tmp_path):
     assert redact({"logger": {"api_key": "abc", "project": "p"}}) == {
         "logger": {"api_key": "<redacted>", "project": "p"}
     }
+    assert redact({"hf_token": "x", "token": "y", "max_new_tokens": 8}) == {
+        "hf_token": "<redacted>",
+        "token": "<redacted>",
+        "max_new_tokens": 8,
+    }
+    assert redact({"token_temperature": {"steps": 2}}) == {"token_temperature": {"steps": 2}}
     cfg = compose("data", [f"run_dir={tmp_path}"])
     with open_dict(cfg):
         cfg.logger.api_key = "sekret"
     save_config(cfg, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     assert "sekret" not in text and "<redacted>" in text
+    assert OmegaConf.load(tmp_path / "config.yaml").data.max_new_tokens == cfg.data.max_new_tokens
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

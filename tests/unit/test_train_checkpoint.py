@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 from transformers import get_scheduler
 
-from calibtune.errors import CalibtuneError
+from calibtune.config import save_config
+from calibtune.errors import CalibtuneError, ConfigError
 from calibtune.tracking import Tracker, read_metrics
 from calibtune.train import checkpoint as ckpt
 from calibtune.train import strategy as dist
@@ -47,6 +48,23 @@ def snapshot(model, optimizer, scheduler, state: ckpt.TrainState) -> ckpt.Snapsh
     )
 
 
+def test_auto_resume_refuses_checkpoints_made_with_other_settings(compose_cfg, tmp_path):
+    cfg = compose_cfg("train", [f"train.output_dir={tmp_path}"])
+    model, optimizer, scheduler = setup(0)
+    state = ckpt.TrainState(step=1)
+    ckpt.save_checkpoint(tmp_path, snapshot(model, optimizer, scheduler, state), keep_last=2)
+    save_config(cfg, tmp_path / "config.yaml")
+    again = compose_cfg("train", [f"train.output_dir={tmp_path}", "train.timeout_s=60"])
+    assert ckpt.find_resume_checkpoint(again, tmp_path).name == "step_1"
+    changed = compose_cfg("train", [f"train.output_dir={tmp_path}", "optim.lr=0.5"])
+    with pytest.raises(ConfigError, match=r"other settings \(optim.lr;"):
+        ckpt.find_resume_checkpoint(changed, tmp_path)
+    fresh = compose_cfg(
+        "train", [f"train.output_dir={tmp_path}", "optim.lr=0.5", "train.resume=never"]
+    )
+    assert ckpt.find_resume_checkpoint(fresh, tmp_path) is None
+
+
 def test_checkpoint_round_trip_continues_identically(tmp_path):
     model, optimizer, scheduler = setup(0)
     for _ in range(3):
@@ -56,8 +74,10 @@ def test_checkpoint_round_trip_continues_identically(tmp_path):
         state.step = n
         ckpt.save_checkpoint(tmp_path, snapshot(model, optimizer, scheduler, state), keep_last=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_2", "step_3"]
-    assert ckpt.find_resume_checkpoint("auto", tmp_path).name == "step_3"
-    assert ckpt.find_resume_checkpoint("never", tmp_path) is None
+    resume = OmegaConf.create({"train": {"resume": "auto"}})
+    assert ckpt.find_resume_checkpoint(resume, tmp_path).name == "step_3"
+    resume.train.resume = "never"
+    assert ckpt.find_resume_checkpoint(resume, tmp_path) is None
     for _ in range(2):
         step(model, optimizer, scheduler)
     expected = dist.full_trainable_state(dist.Strategy("ddp", 1), model)

@@ -14,12 +14,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
+from calibtune.config import stage_changes
 from calibtune.errors import CalibtuneError, ConfigError
 from calibtune.io import atomic_dir, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
+RESUMABLE = ("train.resume", "train.timeout_s")  # may change between a run and its resume
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -89,13 +92,23 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def find_resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
-    """`auto`: the newest complete checkpoint in output_dir (or None); `never`/null: None;
-    anything else: that checkpoint directory, which must exist."""
+def find_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """train.resume `auto`: the newest complete checkpoint in output_dir (or None), refused when
+    output_dir's config.yaml shows it was made with other settings; `never`/null: None; anything
+    else: that checkpoint directory, which must exist."""
+    resume = cfg.train.resume
     if resume in (None, "never", "no", False):
         return None
     if resume == "auto":
         found = list_checkpoints(output_dir)
+        changes = [k for k in stage_changes(output_dir, cfg, "train") or [] if k not in RESUMABLE]
+        if found and changes:
+            raise ConfigError(
+                f"train.resume=auto: the checkpoints in {output_dir} were made with other "
+                f"settings ({', '.join(changes[:6])}; see {output_dir / 'config.yaml'}); "
+                "run with those settings to resume, or set train.resume=never or another "
+                "train.output_dir to start over"
+            )
         return found[-1] if found else None
     path = Path(str(resume))
     if not (path / "state.json").is_file():

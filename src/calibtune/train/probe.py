@@ -95,7 +95,7 @@ def train_probe(cfg: DictConfig) -> Path:
     del model
 
     head = ProbeHead(x_train.shape[1], int(cfg.probe.hidden), float(cfg.probe.dropout))
-    resume_from = ckpt.find_resume_checkpoint(tc.resume, output_dir)
+    resume_from = ckpt.find_resume_checkpoint(cfg, output_dir)
     snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
     if snapshot is not None:
         dist.load_trainable_state(head, snapshot.trainable)

@@ -351,7 +351,7 @@ def prepare_model(
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = attach_lora(model, cfg.lora)  # alora: plain LoRA in training, see steps.py
-    resume_from = ckpt.find_resume_checkpoint(tc.resume, output_dir)
+    resume_from = ckpt.find_resume_checkpoint(cfg, output_dir)
     snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
     if snapshot is not None:
         dist.load_trainable_state(peft_model, snapshot.trainable)

@@ -1,0 +1,65 @@
+"""`calibtune run` end to end on the tiny model, and run again in the same run_dir: finished
+stages made with the same settings are reused, a changed train setting re-trains on the same
+labeled set, a changed data setting redoes everything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fixtures import SMALL_DATA, TWO_STEP_TRIAL, run_cli, tiny_overrides_for
+
+pytestmark = pytest.mark.slow
+
+EVAL_SMALL = [
+    "eval.recalibrators=[temperature]",
+    "eval.token_temperature.steps=2",
+    "eval.n_boot=20",
+    "eval.verbalized.enabled=false",
+    "eval.agreement_max_examples=4",
+    "eval.progress=false",
+]
+
+
+def outputs(run_dir: Path) -> dict[str, int]:
+    """Modification times (ns) of the files each stage writes last."""
+    files = {
+        "data": run_dir / "data" / "manifest.json",
+        "train": run_dir / "train" / "manifest.json",
+        "eval": run_dir / "eval" / "metrics.json",
+    }
+    return {stage: path.stat().st_mtime_ns for stage, path in files.items()}
+
+
+def test_run_reuses_finished_stages_with_the_same_settings(tiny_model_dir: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    base = [*tiny_overrides_for(tiny_model_dir, run_dir), *SMALL_DATA, *TWO_STEP_TRIAL, *EVAL_SMALL]
+
+    first = run_cli("run", *base, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "answer agreement" in first.stdout
+    assert json.loads((run_dir / "eval" / "metrics.json").read_text())["n_test"] > 0
+    made = outputs(run_dir)
+
+    again = run_cli("run", *base, "eval.n_boot=30", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "data stage: reusing" in log and "train stage: reusing" in log
+    now = outputs(run_dir)
+    assert now["data"] == made["data"] and now["train"] == made["train"]
+    assert now["eval"] != made["eval"]
+
+    retrain = run_cli("run", *base, "train.max_steps=3", "train.eval_every=3", cwd=tmp_path)
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    log = retrain.stdout + retrain.stderr
+    assert "data stage: reusing" in log and "train stage: reusing" not in log
+    after = outputs(run_dir)
+    assert after["data"] == made["data"] and after["train"] != made["train"]
+    manifest = json.loads((run_dir / "train" / "manifest.json").read_text())
+    assert manifest["steps"] == 3
+
+    redo = run_cli("run", *base, "data.max_new_tokens=3", cwd=tmp_path)
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    assert "data stage: reusing" not in redo.stdout + redo.stderr
+    assert outputs(run_dir)["data"] != made["data"]
