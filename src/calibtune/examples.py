@@ -41,6 +41,14 @@ LABELED_FIELDS = (
 MANIFEST = "manifest.json"
 
 
+def row_group(row: dict) -> str:
+    """The cluster a row belongs to: its entity `group` (a list joined), else its question id."""
+    group = row.get("group")
+    if isinstance(group, list):
+        return "|".join(sorted(str(g) for g in group))
+    return str(group or row.get("qid") or row.get("id"))
+
+
 def split_path(data_dir: str | os.PathLike, split: str) -> Path:
     """Path of one split's file in a labeled set directory."""
     return Path(data_dir) / f"{split}.jsonl"

@@ -201,6 +201,7 @@ class EvalCfg(Group):
     n_bins: int = Field(ge=1)
     n_boot: int = NonNegInt
     baseline_train_max: int = NonNegInt
+    baseline_probe: bool
     within_min_per_class: int = Field(ge=1)
     target_risk: float = Field(ge=0.0, le=1.0)
     recalibrators: list[Recalibrator]

@@ -130,10 +130,12 @@ def test_eval_stage_writes_report_and_is_reproducible(compose_cfg, eval_inputs, 
         same = [r["correct"] for r in train if r["domain"] == p["domain"]]
         assert p["baseline/domain_prior"] == pytest.approx(np.mean(same))
     assert metrics["methods"]["baseline/logreg"]["n"] == 40
+    assert metrics["methods"]["baseline/probe"]["n"] == 40  # the linear probe on hidden states
     assert {"base/pmin+platt", "base/seqlogp+isotonic"} <= set(metrics["methods"])
     versus = metrics["deltas_vs_best_baseline"]
     val_auroc = {m: v for m, v in versus["val_auroc"].items() if v is not None}
-    assert {"baseline/logreg", "baseline/domain_prior", "base/pmin"} <= set(versus["val_auroc"])
+    candidates = {"baseline/logreg", "baseline/domain_prior", "baseline/probe", "base/pmin"}
+    assert candidates <= set(versus["val_auroc"])
     assert versus["baseline"] == max(val_auroc, key=val_auroc.get)
     best = metrics["methods"][versus["baseline"]]
     assert versus["deltas"]["auroc"]["value"] == pytest.approx(tuned["auroc"] - best["auroc"])

@@ -1,22 +1,28 @@
 """Baselines trained on the same labels as the tuned model (the labeled set's train split), scored
-on the same val and test rows: `domain_prior` (per-domain train accuracy) and `logreg` (logistic
-regression over base-model features). They show what a tuned confidence must beat: knowing the
-domain alone, or a cheap probe of signals the base model already gives."""
+on the same val and test rows: `domain_prior` (per-domain train accuracy), `logreg` (logistic
+regression over base-model confidences) and `probe` (a linear probe: logistic regression on the
+base model's last hidden state at the query's last token, the input `method=probe` trains its head
+on). They show what a tuned confidence must beat: knowing the domain alone, a cheap model of
+signals the base model already gives, or a read-out of what the base model already knows."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from calibtune.examples import MANIFEST, read_labeled_split, split_path
+from calibtune.examples import MANIFEST, read_labeled_split, row_group, split_path
 
-DOMAIN_PRIOR, LOGREG = "baseline/domain_prior", "baseline/logreg"
+DOMAIN_PRIOR, LOGREG, PROBE = "baseline/domain_prior", "baseline/logreg", "baseline/probe"
+TRAINED = (DOMAIN_PRIOR, LOGREG, PROBE)
+PROBE_STRENGTHS = np.logspace(-4, 1, 6)  # inverse L2 strengths the probe's folds choose from
 BASE_FEATURES = ("base/pavg", "base/pmin", "base/seqlogp")  # probabilities, used as they are
 FEATURE_METHODS = (*BASE_FEATURES, "base/ptrue")  # what the train rows' forward passes give
 EPS = 1e-6
@@ -95,21 +101,39 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
     return model.fit(x, y)
 
 
+def fit_probe(x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int) -> Pipeline:
+    """L2 logistic regression on standardised hidden states; its strength chosen by log loss over
+    5 folds of the train rows that keep each entity group in one fold (never on val or test)."""
+    folds = list(GroupKFold(n_splits=min(5, len(set(groups)))).split(x, y, groups))
+    model = make_pipeline(
+        StandardScaler(),
+        LogisticRegressionCV(
+            Cs=PROBE_STRENGTHS, cv=folds, scoring="neg_log_loss", max_iter=2000, random_state=seed
+        ),
+    )
+    with warnings.catch_warnings():  # sklearn 1.9 warns about fitted attributes this never reads
+        warnings.simplefilter("ignore", FutureWarning)
+        return model.fit(x, y)
+
+
 def trained_baselines(
     train_rows: Sequence[dict],
     train_confidences: dict[str, np.ndarray],
     scored: dict[str, tuple[Sequence[dict], dict[str, np.ndarray]]],
     seed: int,
+    hidden: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
-    """Fit both baselines on the train rows; their confidences for each split of `scored`
-    (name -> (rows, base confidences)), and the reason for any baseline not fitted."""
+    """Fit the baselines on the train rows; their confidences for each split of `scored`
+    (name -> (rows, base confidences)), and the reason for any baseline not fitted. `hidden`
+    (split name -> [N, H] base hidden states, "train" included) enables the probe."""
     y_train, train_domains = outcomes(train_rows), domains_of(train_rows)
     out: dict[str, dict[str, np.ndarray]] = {name: {} for name in scored}
     for name, (rows, _) in scored.items():
         out[name][DOMAIN_PRIOR] = domain_prior(train_domains, y_train, domains_of(rows))
     labels = (y_train >= 0.5).astype(int)  # soft labels: the majority grade
     if np.unique(labels).size < 2:
-        return out, {LOGREG: "the train rows hold a single class"}
+        reason = "the train rows hold a single class"
+        return out, {LOGREG: reason, PROBE: reason}
     vocabulary = sorted(set(train_domains))
     train_responses = [r["response"] for r in train_rows]
     x_train = features(train_confidences, train_responses, train_domains, vocabulary)
@@ -117,4 +141,12 @@ def trained_baselines(
     for name, (rows, confidences) in scored.items():
         x = features(confidences, [r["response"] for r in rows], domains_of(rows), vocabulary)
         out[name][LOGREG] = model.predict_proba(x)[:, 1]
+    groups = [row_group(r) for r in train_rows]
+    if hidden is None:
+        return out, {PROBE: "disabled (eval.baseline_probe=false)"}
+    if min(np.bincount(labels)) < 5 or len(set(groups)) < 2:
+        return out, {PROBE: "too few train rows of a class (or groups) for the probe's folds"}
+    probe = fit_probe(hidden["train"], labels, groups, seed)
+    for name in scored:
+        out[name][PROBE] = probe.predict_proba(hidden[name])[:, 1]
     return out, {}

@@ -31,13 +31,14 @@ from calibtune.eval.recalibrate import (
     fit_calibrator,
     fit_domain_calibrators,
 )
-from calibtune.examples import MANIFEST, read_labeled_split
+from calibtune.examples import MANIFEST, read_labeled_split, row_group
 from calibtune.metrics import FullECE, MetricError
 from calibtune.models.confidence import (
     QueryModel,
     attach_adapter,
     common_suffix_ids,
     encode_query,
+    query_features,
     query_tokens_of,
     render_query_prompt,
     shared_suffix,
@@ -58,14 +59,6 @@ def resolve_adapter(adapter: str | None) -> Path | None:
     if adapter in (None, "", "null", "none"):
         return None
     return find_adapter_dir(adapter, "eval.adapter")
-
-
-def row_group(row: dict) -> str:
-    """The cluster a row belongs to: its entity `group` (a list joined), else its question id."""
-    group = row.get("group")
-    if isinstance(group, list):
-        return "|".join(sorted(str(g) for g in group))
-    return str(group or row.get("qid") or row.get("id"))
 
 
 def split_by_question(rows: list[dict], seed: int, val_fraction: float) -> dict[str, list[dict]]:
@@ -273,14 +266,24 @@ def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
 # -- trained baselines
 
 
+def base_hidden_states(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> np.ndarray:
+    """The base model's last hidden state at each row's query's last token, [N, H]: the probe
+    baseline's input (the same features `method=probe` trains on)."""
+    queries = [encode_query(tokenizer, row) for row in rows]
+    with qm.base_mode():
+        feats = query_features(qm.module, queries, tokenizer.pad_token_id, cfg.eval.batch_size)
+    return feats.double().numpy()
+
+
 def add_trained_baselines(
     cfg, qm: QueryModel, tokenizer, train: tuple[list[dict], str | None], splits, val, test
 ) -> dict[str, str]:
-    """Fit the trained baselines (eval/baselines.py) on the train rows' base confidences (this
-    stage's code path) and add their val and test confidences; returns reasons for any not fitted."""
+    """Fit the trained baselines (eval/baselines.py) on the train rows' base confidences and
+    hidden states (this stage's code path) and add their val and test confidences; returns
+    reasons for any not fitted."""
     train_rows, reason = train
     if reason is not None:
-        return {baselines.DOMAIN_PRIOR: reason, baselines.LOGREG: reason}
+        return dict.fromkeys(baselines.TRAINED, reason)
     log.info("base confidences on %d train rows for the trained baselines", len(train_rows))
     if not set(baselines.FEATURE_METHODS) <= set(val):  # val answers not computed for recalibration
         extra = compute_confidences(
@@ -290,8 +293,17 @@ def add_trained_baselines(
     train_conf = compute_confidences(
         cfg, qm, tokenizer, train_rows, "train", tuned=False, answers=True, full_ece=False
     )
+    hidden = None
+    if cfg.eval.baseline_probe:
+        log.info("base hidden states for the probe baseline")
+        row_sets = {"train": train_rows, "val": splits["val"], "test": splits["test"]}
+        hidden = {
+            name: base_hidden_states(cfg, qm, tokenizer, rows) for name, rows in row_sets.items()
+        }
     scored = {"val": (splits["val"], val), "test": (splits["test"], test)}
-    fitted, not_fitted = baselines.trained_baselines(train_rows, train_conf, scored, cfg.seed)
+    fitted, not_fitted = baselines.trained_baselines(
+        train_rows, train_conf, scored, cfg.seed, hidden
+    )
     val.update(fitted["val"])
     test.update(fitted["test"])
     return not_fitted
@@ -583,7 +595,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
             test,
             y_test,
             domains,
-            [r.get("group") or r.get("qid") or r["id"] for r in splits["test"]],
+            [row_group(r) for r in splits["test"]],
         ),
         "policy": policy_block,
         **provenance(),

@@ -11,7 +11,13 @@ from pathlib import Path
 from calibtune.errors import CalibtuneError
 from calibtune.io import write_json_atomic, write_text_atomic
 
-METHODS = ("base/ptrue", "tuned/ptrue", "baseline/domain_prior", "baseline/logreg")
+METHODS = (
+    "base/ptrue",
+    "tuned/ptrue",
+    "baseline/domain_prior",
+    "baseline/logreg",
+    "baseline/probe",
+)
 METRICS = ("auroc", "auroc_within", "ece", "ece_within", "brier", "brier_within")
 
 
