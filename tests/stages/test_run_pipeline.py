@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 from fixtures import SMALL_DATA, TWO_STEP_TRIAL, run_cli, tiny_overrides_for
+from fixtures.labeled import write_synthetic_labeled_set
+
+from calibtune.config import compose, save_config
+from calibtune.models import load_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +67,50 @@ def test_run_reuses_finished_stages_with_the_same_settings(tiny_model_dir: Path,
     assert redo.returncode == 0, redo.stderr[-3000:]
     assert "data stage: reusing" not in redo.stdout + redo.stderr
     assert outputs(run_dir)["data"] != made["data"]
+
+
+def test_probe_method_runs_end_to_end_and_scores_like_eval(tiny_model_dir: Path, tmp_path: Path):
+    run_dir, calibrator = tmp_path / "probe-run", "tuned/ptrue+temperature"
+    base = [*tiny_overrides_for(tiny_model_dir, run_dir), *SMALL_DATA, *TWO_STEP_TRIAL, *EVAL_SMALL]
+    # a labeled set with both grades in every split (the tiny model answers nothing right), made
+    # with this run's settings, so that `calibtune run` reuses it as its data stage
+    cfg = compose("run", [*base, "method=probe"])
+    sizes = {"train": 24, "val": 16, "test": 16}
+    write_synthetic_labeled_set(run_dir / "data", load_tokenizer(cfg.model), cfg.prompt, sizes)
+    save_config(cfg, run_dir / "data" / "config.yaml")
+    run = run_cli("run", *base, "method=probe", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "data stage: reusing" in run.stdout + run.stderr
+    assert (run_dir / "train" / "adapter" / "probe.safetensors").is_file()
+    exported = run_cli(
+        "export", *base, "method=probe", f"serve.calibrator_name={calibrator}", cwd=tmp_path
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (run_dir / "export" / "adapter" / "probe.safetensors").is_file()
+
+    predictions = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").open()]
+    test_rows = {r["id"]: r for r in map(json.loads, (run_dir / "data" / "test.jsonl").open())}
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "question": test_rows[i]["question"], "answer": test_rows[i]["response"]}
+            )
+            + "\n"
+            for i in (p["id"] for p in predictions)
+        )
+    )
+    scored = run_cli(
+        "score",
+        *base,
+        "method=probe",
+        f"serve.score.input={pairs}",
+        f"serve.model_dir={run_dir / 'export'}",  # the exported base weights + probe head
+        cwd=tmp_path,
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    scores = [json.loads(line) for line in (run_dir / "score" / "scores.jsonl").open()]
+    assert [s["id"] for s in scores] == [p["id"] for p in predictions]
+    raw = [s["raw_confidence"] for s in scores]
+    assert raw == pytest.approx([p["tuned/ptrue"] for p in predictions], abs=1e-6)
+    assert len(set(raw)) > 1  # the probe's head gives each pair its own confidence

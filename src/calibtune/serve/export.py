@@ -10,7 +10,9 @@ escalate policy) and a model card README.md with the eval deltas. It loads with
 plain `transformers` (`AutoModelForCausalLM.from_pretrained(dir)`), and with
 `calibtune.Scorer.from_pretrained(dir)` for calibrated confidences. An activated LoRA
 (method=alora) cannot be merged (it acts only on the query's tokens): the directory then holds
-the base weights and the adapter in `adapter/`, loaded with PEFT on top of them.
+the base weights and the adapter in `adapter/`, loaded with PEFT on top of them. A probe
+(method=probe) leaves the model unchanged: the base weights, and the head's two files in
+`adapter/`, which `Scorer.from_pretrained` applies.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from calibtune import __version__
 from calibtune.config import check_config
-from calibtune.errors import ConfigError, InputError
+from calibtune.errors import InputError
 from calibtune.eval.report import headline_table, markdown_table
 from calibtune.io import atomic_dir, write_json_atomic, write_text_atomic
 from calibtune.models.loading import load_tokenizer, model_fingerprint
+from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS
 from calibtune.runtime import is_rank_zero, provenance
 from calibtune.serve.score import (
     ADAPTER_SUBDIR,
@@ -83,14 +87,21 @@ def model_card(base_name: str, serve_config: dict, metrics: dict | None) -> str:
     query = prompt["followup_template"] if followup else prompt["query_template"]
     if followup:
         query += " (a new user turn after the model's answer)"
-    subdir = serve_config.get("adapter_subdir")
+    subdir, kind = serve_config.get("adapter_subdir"), serve_config.get("adapter_kind")
     intro = (
         f"{base_name} with a calibtune LoRA adapter merged into its weights. Ask it whether a "
         'proposed answer is correct and the probability of "yes" is a calibrated probability '
         "that the answer is right. The weights answer questions as the base model does."
     )
     load_adapter = ""
-    if subdir:
+    if kind == "probe":
+        intro = (
+            f"{base_name}, unchanged, and a calibtune probe head (`{subdir}/`) that reads the "
+            "model's last hidden state at the end of the uncertainty query asked after its "
+            "answer and gives a calibrated probability that the answer is right. The head is "
+            "applied by `calibtune.Scorer`."
+        )
+    elif subdir:
         intro = (
             f"{base_name} and a calibtune activated-LoRA adapter (`{subdir}/`). The adapter acts "
             "only on the tokens of the uncertainty query, so the model answers exactly as the "
@@ -147,40 +158,39 @@ def run_export(cfg: DictConfig) -> Path:
     calibrator = resolve_calibrator(cfg)
     metrics = read_eval_metrics(cfg.serve.export.metrics)
     query_model = load_tuned_model(cfg.model, adapter)
-    if query_model.kind not in ("lora", "alora"):
-        raise ConfigError(
-            f"serve.adapter={str(adapter)!r} is a {query_model.kind} adapter: export ships a "
-            "LoRA or activated LoRA; score a probe with `calibtune score serve.adapter=...`"
-        )
-    model, activated = query_model.module, query_model.kind == "alora"
-    if not activated:
+    kind, model = query_model.kind, query_model.module
+    if kind == "lora":
         model = model.merge_and_unload()
     tokenizer = load_tokenizer(cfg.model)
     serve_config = {
         **provenance(),
         "base_model": model_fingerprint(cfg.model),
         "adapter": str(adapter.resolve()),
+        "adapter_kind": kind,
         "attn_implementation": cfg.model.get("attn_implementation") or "sdpa",
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
         "calibrator": {"name": cfg.serve.calibrator_name, "params": calibrator[0]}
         if calibrator
         else None,
-        "adapter_subdir": ADAPTER_SUBDIR if activated else None,
+        "adapter_subdir": ADAPTER_SUBDIR if kind in ("alora", "probe") else None,
         "policy": resolve_policy(cfg),
     }
     if not is_rank_zero():
         return output_dir
     with atomic_dir(output_dir) as tmp_dir:
-        if activated:
+        if kind == "alora":
             model.get_base_model().save_pretrained(tmp_dir, safe_serialization=True)
             model.save_pretrained(tmp_dir / ADAPTER_SUBDIR, safe_serialization=True)
         else:
             model.save_pretrained(tmp_dir, safe_serialization=True)
+        if kind == "probe":
+            (tmp_dir / ADAPTER_SUBDIR).mkdir()
+            for name in (PROBE_WEIGHTS, PROBE_CONFIG):
+                shutil.copy2(adapter / name, tmp_dir / ADAPTER_SUBDIR / name)
         tokenizer.save_pretrained(tmp_dir)
         write_json_atomic(tmp_dir / SERVE_CONFIG, serve_config)
         card = model_card(str(cfg.model.name_or_path), serve_config, metrics)
         write_text_atomic(tmp_dir / "README.md", card)
-    print(
-        f"exported {'base model + aLoRA adapter' if activated else 'merged model'} to {output_dir}"
-    )
+    shipped = {"lora": "merged model", "alora": "base model + aLoRA adapter"}
+    print(f"exported {shipped.get(kind, 'base model + probe head')} to {output_dir}")
     return output_dir
