@@ -54,7 +54,11 @@ def load_target(target: str):
 
 
 def report_user_errors(name: str, stage_fn, cfg):
-    """Run `stage_fn(cfg)`; a CalibtuneError is printed as one line naming `name`, exit status 2."""
+    """Run `stage_fn(cfg)` (with reproducible CPU math, see calibtune.runtime); a CalibtuneError
+    is printed as one line naming `name`, exit status 2."""
+    from calibtune.runtime import reproducible_cpu_math
+
+    reproducible_cpu_math()
     try:
         return stage_fn(cfg)
     except CalibtuneError as err:

@@ -25,6 +25,15 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def reproducible_cpu_math() -> None:
+    """Ask MKL (torch's CPU BLAS) for strict conditional numerical reproducibility (MKL_CBWR):
+    without it an fp32 GEMM's rounding depends on how its inputs happen to lie in memory, so the
+    same row can score differently on another process (measured: one confidence moved by 6e-8
+    between 1 and 2 processes). Takes effect before MKL's first call, so entry points call it
+    first; a value set by the user is kept. Its speed cost: benchmarks/bench_mkl_cbwr.py."""
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+
 def rank() -> int:
     """Global rank of this process (0 when not distributed)."""
     return int(os.environ.get("RANK", "0"))
