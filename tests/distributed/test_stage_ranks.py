@@ -12,6 +12,7 @@ from fixtures.distributed import torchrun
 
 from calibtune.data.stage import run_data_stage
 from calibtune.examples import SPLITS
+from calibtune.io import read_jsonl, write_jsonl_atomic
 
 pytestmark = pytest.mark.distributed
 REPO = Path(__file__).resolve().parents[2]
@@ -61,3 +62,16 @@ def test_data_and_eval_stages_on_two_processes_match_one(compose_cfg, tiny_overr
     got = json.loads((double / "metrics.json").read_text())
     assert got == want
     assert want["tuning_cost"]["n"] == 8 and want["verbalized"]["n_asked"] == 6
+
+    # a raw QA file: answered and graded in chunks shared over the ranks, the same as 1 process
+    qa = tmp_path / "qa.jsonl"
+    keys = ("question", "answers", "domain", "grader", "group")
+    rows = [row for split in SPLITS for row in read_jsonl(one / f"{split}.jsonl")]
+    write_jsonl_atomic(qa, [{k: row[k] for k in keys} for row in rows])
+    raw = [*EVAL, f"eval.data_dir={qa}", f"eval.adapter={adapter}", *DATA]
+    torchrun(1, [script, *common, *raw, f"eval.output_dir={single}-qa"], {}, tmp_path)
+    torchrun(2, [script, *common, *raw, f"eval.output_dir={double}-qa"], {}, tmp_path)
+    for name in ("labeled/val.jsonl", "labeled/test.jsonl", "metrics.json"):
+        want_bytes = Path(f"{single}-qa", name).read_bytes()
+        assert Path(f"{double}-qa", name).read_bytes() == want_bytes, name
+    assert len(read_jsonl(Path(f"{single}-qa", "labeled/test.jsonl"))) > 0

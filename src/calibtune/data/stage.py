@@ -298,17 +298,34 @@ def shard_rows(rows: list[dict], shard: int, num_shards: int) -> list[dict]:
     return [r for r in rows if int(sha256_text(r["id"])[:8], 16) % num_shards == shard]
 
 
+def length_chunks(rows: list[dict], cfg) -> list[list[int]]:
+    """Row indices, longest question first, in chunks of data.batch_size x data.batches_per_chunk:
+    the unit one process labels, the same whatever the number of processes."""
+    prompts_len = [len(r["question"]) + sum(len(c) for c in r["choices"] or []) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: (-prompts_len[i], i))
+    chunk = int(cfg.data.batch_size) * int(cfg.data.batches_per_chunk)
+    return [order[start : start + chunk] for start in range(0, len(order), chunk)]
+
+
+def label_qa_rows_on_ranks(model, tokenizer, qa_rows: list[dict], cfg, group) -> list[dict]:
+    """`label_qa_rows` over the launched processes (`group`, None: this one): chunk k of
+    `length_chunks` on rank k % world size; every rank gets all rows back in input order."""
+    chunks = length_chunks(qa_rows, cfg)
+    tasks = {
+        k: (lambda idx=idx: label_qa_rows(model, tokenizer, [qa_rows[i] for i in idx], cfg))
+        for k, idx in enumerate(chunks)
+    }
+    done = share_work(group, tasks)
+    by_index = {i: row for k, idx in enumerate(chunks) for i, row in zip(idx, done[k], strict=True)}
+    return [by_index[i] for i in range(len(qa_rows))]
+
+
 def answer_shard(
     model, tokenizer, rows: list[dict], cfg, shard_dir: Path, bar, group=None
 ) -> list[dict]:
     """Label one shard chunk by chunk; finished chunks are read back instead of redone. With
     several processes (`group`), chunk k is labeled by rank k % world_size (see label_chunk)."""
-    prompts_len = [len(r["question"]) + sum(len(c) for c in r["choices"] or []) for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: (-prompts_len[i], i))
-    chunk = int(cfg.data.batch_size) * int(cfg.data.batches_per_chunk)
-    parts = [
-        [rows[i] for i in order[start : start + chunk]] for start in range(0, len(order), chunk)
-    ]
+    parts = [[rows[i] for i in chunk] for chunk in length_chunks(rows, cfg)]
     world = group.num_processes if group is not None else 1
     labeled: list[dict] = []
     done_here = 0

@@ -96,17 +96,17 @@ def read_inputs(cfg: DictConfig) -> dict[str, list[dict]] | list[dict]:
     return read_qa_jsonl(data_path)
 
 
-def load_examples(cfg: DictConfig, model, tokenizer, inputs) -> dict[str, list[dict]]:
+def load_examples(cfg: DictConfig, model, tokenizer, inputs, group) -> dict[str, list[dict]]:
     """Labeled val and test rows: `read_inputs`' splits, or its raw QA rows answered and graded
-    by the base model and split by question."""
+    by the base model (chunks shared over the processes of `group`) and split by question."""
     data_path = Path(cfg.eval.data_dir)
     if isinstance(inputs, dict):
         splits = inputs
     else:
-        from calibtune.data.stage import label_qa_rows, write_labeled_set
+        from calibtune.data.stage import label_qa_rows_on_ranks, write_labeled_set
 
         log.info("answering and grading %s with the base model", data_path)
-        rows = label_qa_rows(model, tokenizer, inputs, cfg)
+        rows = label_qa_rows_on_ranks(model, tokenizer, inputs, cfg, group)
         splits = split_by_question(rows, cfg.seed, cfg.eval.val_fraction)
         if is_rank_zero():  # the graded answers, beside metrics.json: what was graded how
             labeled = [{**row, "split": name} for name, part in splits.items() for row in part]
@@ -510,7 +510,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model)
     group = process_group(str(cfg.model.device))  # several processes: see confidences_on_ranks
     model = load_model(cfg.model, device=group.device if group is not None else None)
-    splits = load_examples(cfg, model, tokenizer, inputs)
+    splits = load_examples(cfg, model, tokenizer, inputs, group)
     log.info("adapter %s", adapter_path)
     qm = attach_adapter(model, adapter_path)
     tuned = adapter_path is not None
