@@ -3,7 +3,7 @@ see calibtune.runtime.reproducible_cpu_math) on the embedded default model's for
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_mkl_cbwr.py [--rounds 3] [--passes 8]
 
-Each round times `--passes` forward passes (batch 16 x 96 tokens, fp32, CPU) in a fresh process
+Each round times `--passes` forward passes (batch 8 x 64 tokens, fp32, CPU) in a fresh process
 without MKL_CBWR and in one with it, alternating, so that load on a shared machine hits both;
 prints the median seconds per pass of each and their ratio.
 """
@@ -24,7 +24,7 @@ from calibtune.models import load_model
 cfg = OmegaConf.create({"name_or_path": "smollm2-135m-instruct", "revision": None,
     "dtype": "float32", "device": "cpu", "attn_implementation": "sdpa", "trust_remote_code": False})
 model = load_model(cfg).eval()
-ids = torch.randint(100, 20000, (16, 96), generator=torch.Generator().manual_seed(0))
+ids = torch.randint(100, 20000, (8, 64), generator=torch.Generator().manual_seed(0))
 with torch.inference_mode():
     model(input_ids=ids)  # warm-up
     start = time.perf_counter()

@@ -11,9 +11,9 @@ the defaults.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NonNegInt = Field(ge=0)
 
@@ -176,7 +176,14 @@ class VerbalizedCfg(Group):
 class DomainCalibrationCfg(Group):
     kind: Recalibrator
     min_count: int = Field(ge=1)
+    shrinkage: Literal["auto"] | Annotated[float, Field(ge=0.0)] | None
     methods: list[ConfidenceMethod]
+
+    @model_validator(mode="after")
+    def shrinkage_needs_platt(self) -> DomainCalibrationCfg:
+        if self.shrinkage is not None and self.kind != "platt":
+            raise ValueError(f"shrinkage={self.shrinkage!r} needs kind=platt, got {self.kind!r}")
+        return self
 
 
 class PolicyCfg(Group):

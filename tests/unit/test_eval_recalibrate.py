@@ -112,3 +112,36 @@ def test_per_domain_calibrators_fix_domain_offsets_and_fall_back_for_small_domai
     assert per_domain[tiny] == pytest.approx(global_map[tiny])
     unseen = calibrator_from_params(json.loads(json.dumps(params)))(c[:5], ["new"] * 5)
     assert unseen == pytest.approx(global_map[:5])
+
+
+def test_shrunk_domain_maps_move_small_domains_less_and_auto_picks_on_held_out_folds():
+    from calibtune.eval.recalibrate import SHRINKAGE_GRID, fit_domain_calibrators
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    domains = rng.choice(["easy", "hard", "tiny"], size=n, p=[0.49, 0.49, 0.02])
+    c = rng.uniform(0.05, 0.95, n)
+    shift = np.select([domains == "easy", domains == "hard"], [0.15, -0.25], -0.25)
+    y = (rng.uniform(size=n) < np.clip(c + shift, 0, 1)).astype(float)
+    groups = [f"g{i // 3}" for i in range(n)]  # three rows per entity
+
+    own = fit_domain_calibrators("platt", c, y, domains, 1, shrinkage=0.0)
+    held = fit_domain_calibrators("platt", c, y, domains, 1, shrinkage=1e6)
+    for name in ("easy", "hard", "tiny"):  # no pull: each domain's own fit; a huge pull: global
+        index = domains == name
+        alone = fit_calibrator("platt", c[index], y[index])
+        assert own["domains"][name]["a"] == pytest.approx(alone["a"], abs=1e-4)
+        assert held["domains"][name]["b"] == pytest.approx(held["global"]["b"], abs=1e-2)
+    some = fit_domain_calibrators("platt", c, y, domains, 1, shrinkage=100.0)
+    # the same offset in both: the pull moves the small domain's map further from its own fit
+    pull = {d: abs(some["domains"][d]["b"] - own["domains"][d]["b"]) for d in ("hard", "tiny")}
+    assert pull["tiny"] > pull["hard"]
+
+    auto = fit_domain_calibrators("platt", c, y, domains, 1, shrinkage="auto", groups=groups)
+    losses = {float(k): v for k, v in auto["shrinkage_cv_log_loss"].items()}
+    assert set(losses) == set(SHRINKAGE_GRID) and auto["shrinkage"] == min(losses, key=losses.get)
+    assert not auto["fallback"] and set(auto["domains"]) == {"easy", "hard", "tiny"}
+    per_domain = apply_calibrator(auto, c, domains)
+    for name in ("easy", "hard"):
+        index = domains == name
+        assert abs(np.mean(per_domain[index]) - np.mean(y[index])) < 0.02

@@ -6,9 +6,13 @@ pickles. A calibrator that cannot be fitted on the given data raises `Calibratio
 with the reason; the report then shows the method as n/a.
 
 Per-domain calibrators (`fit_domain_calibrators`, kind `per_domain`) hold one map per domain
-plus the global one. Small-domain fallback: a domain with fewer than `min_count` val examples
-(or a single outcome class) uses the global map, because there a per-domain fit's variance
-outweighs the bias it removes; unknown domains at serve time also get the global map.
+plus the global one; unknown domains at serve time get the global map. Two ways to keep a small
+domain's map from fitting noise: without shrinkage, a domain with fewer than `min_count` val
+examples (or a single outcome class) uses the global map, because there a per-domain fit's
+variance outweighs the bias it removes; with shrinkage (Platt only), every domain's (a, b) is
+pulled toward the global map's by an L2 penalty worth `strength` examples, so a small domain
+stays near the global map and a large one gets its own; `auto` picks the strength by held-out
+log loss over folds of val that keep each entity group in one fold.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import get_args
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import GroupKFold
 
 from calibtune.errors import ConfigError
 from calibtune.metrics import as_inputs, bin_indices
@@ -26,6 +31,7 @@ from calibtune.schema import Recalibrator
 
 KINDS = get_args(Recalibrator)  # the allowed values live in calibtune.schema
 LOGIT_EPS = 1e-6
+SHRINKAGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # pseudo-examples, for `auto`
 
 Calibrator = Callable[[np.ndarray], np.ndarray]
 
@@ -62,15 +68,17 @@ def fit_temperature(c, y) -> dict:
     return {"kind": "temperature", "temperature": float(np.exp(result.x))}
 
 
-def fit_platt(c, y) -> dict:
-    """Platt scaling: sigmoid(a * logit(c) + b) with a, b minimising val NLL."""
+def fit_platt(c, y, prior: dict | None = None, strength: float = 0.0) -> dict:
+    """Platt scaling: sigmoid(a * logit(c) + b) with a, b minimising val NLL, plus, with a
+    `prior` Platt map, an L2 pull of (a, b) toward it worth `strength` examples."""
     z = logit(c)
-    result = minimize(
-        lambda ab: _binary_nll(ab[0] * z + ab[1], y),
-        x0=np.array([1.0, 0.0]),
-        method="BFGS",
-        options={"gtol": 1e-10},
-    )
+    start = np.array([prior["a"], prior["b"]] if prior else [1.0, 0.0])
+
+    def loss(ab: np.ndarray) -> float:
+        pull = 0.5 * strength * float(np.sum((ab - start) ** 2)) / len(z) if prior else 0.0
+        return _binary_nll(ab[0] * z + ab[1], y) + pull
+
+    result = minimize(loss, x0=start, method="BFGS", options={"gtol": 1e-10})
     return {"kind": "platt", "a": float(result.x[0]), "b": float(result.x[1])}
 
 
@@ -110,15 +118,28 @@ def fit_calibrator(kind: str, c, y, n_bins: int = 15) -> dict:
     return fit_histogram(c, y, n_bins)
 
 
-def fit_domain_calibrators(kind: str, c, y, domains, min_count: int, n_bins: int = 15) -> dict:
-    """One calibrator `kind` per domain with >= `min_count` val examples, plus the global map.
+def fit_domain_calibrators(
+    kind: str,
+    c,
+    y,
+    domains,
+    min_count: int,
+    n_bins: int = 15,
+    shrinkage: float | str | None = None,
+    groups=None,
+) -> dict:
+    """One calibrator `kind` per domain, plus the global map.
 
-    Domains below the count (or whose fit is unavailable) fall back to the global map; the
-    reason is kept under `fallback`."""
+    Without `shrinkage`: domains with >= `min_count` val examples get their own fit, the others
+    (or those whose fit is unavailable) fall back to the global map, the reason kept under
+    `fallback`. With `shrinkage` (a strength, or "auto": chosen on folds of `groups`): every
+    domain gets a Platt map pulled toward the global one (see the module docstring)."""
     c, y = as_inputs(c, y)
     domains = np.asarray([str(d) for d in domains])
     if domains.shape != c.shape:
         raise ConfigError(f"{domains.size} domains for {c.size} confidences")
+    if shrinkage is not None:
+        return fit_shrunk_domain_maps(c, y, domains, shrinkage, groups, min_count)
     fitted = {"kind": "per_domain", "base_kind": kind, "min_count": int(min_count)}
     fitted["global"] = fit_calibrator(kind, c, y, n_bins)
     fitted["domains"], fitted["fallback"], fitted["n_val"] = {}, {}, {}
@@ -132,6 +153,55 @@ def fit_domain_calibrators(kind: str, c, y, domains, min_count: int, n_bins: int
             fitted["domains"][domain] = fit_calibrator(kind, c[index], y[index], n_bins)
         except CalibrationUnavailable as err:
             fitted["fallback"][domain] = str(err)
+    return fitted
+
+
+def shrunk_maps(c: np.ndarray, y: np.ndarray, domains: np.ndarray, strength: float) -> dict:
+    """The global Platt map and each domain's map pulled toward it with `strength`."""
+    fitted = {"global": fit_calibrator("platt", c, y)}
+    fitted["domains"] = {
+        d: fit_platt(c[domains == d], y[domains == d], fitted["global"], strength)
+        for d in sorted(set(domains.tolist()))
+    }
+    return fitted
+
+
+def choose_shrinkage(c: np.ndarray, y: np.ndarray, domains: np.ndarray, groups) -> dict:
+    """Held-out mean log loss of each strength in SHRINKAGE_GRID over 5 folds of val that keep
+    each entity group (default: each row) in one fold."""
+    groups = np.arange(c.size) if groups is None else np.asarray([str(g) for g in groups])
+    folds = GroupKFold(n_splits=min(5, len(set(groups.tolist())))).split(c, y, groups)
+    losses = dict.fromkeys(SHRINKAGE_GRID, 0.0)
+    for fit_rows, held_out in folds:
+        if np.unique(y[fit_rows]).size < 2:
+            continue
+        for strength in SHRINKAGE_GRID:
+            maps = shrunk_maps(c[fit_rows], y[fit_rows], domains[fit_rows], strength)
+            p = apply_domain_calibrators(maps, c[held_out], domains[held_out])
+            p = np.clip(p, LOGIT_EPS, 1 - LOGIT_EPS)
+            y_out = y[held_out]
+            losses[strength] -= float(np.sum(y_out * np.log(p) + (1 - y_out) * np.log1p(-p)))
+    return {strength: loss / c.size for strength, loss in losses.items()}
+
+
+def fit_shrunk_domain_maps(
+    c: np.ndarray, y: np.ndarray, domains: np.ndarray, shrinkage, groups, min_count: int
+) -> dict:
+    """Per-domain Platt maps pulled toward the global map (`shrinkage`: a strength or "auto")."""
+    if y.min() == y.max():
+        raise CalibrationUnavailable(f"val outcomes are all {y[0]:g}: nothing to calibrate against")
+    fitted = {"kind": "per_domain", "base_kind": "platt", "min_count": int(min_count)}
+    if shrinkage == "auto":
+        fitted["shrinkage_cv_log_loss"] = {
+            str(k): v for k, v in choose_shrinkage(c, y, domains, groups).items()
+        }
+        strength = min(SHRINKAGE_GRID, key=lambda k: fitted["shrinkage_cv_log_loss"][str(k)])
+    else:
+        strength = float(shrinkage)
+    fitted.update(shrunk_maps(c, y, domains, strength))
+    fitted["shrinkage"] = strength
+    fitted["fallback"] = {}
+    fitted["n_val"] = {d: int((domains == d).sum()) for d in fitted["domains"]}
     return fitted
 
 

@@ -317,7 +317,9 @@ def main_method(confidences: dict) -> str:
     return "tuned/ptrue" if "tuned/ptrue" in confidences else "base/ptrue"
 
 
-def fit_domain_calibration(cfg, val: dict, y_val, val_domains: list[str]) -> tuple[dict, dict]:
+def fit_domain_calibration(
+    cfg, val: dict, y_val, val_domains: list[str], val_groups: list[str]
+) -> tuple[dict, dict]:
     """Per-domain calibrators `<method>+per_domain` fitted on val; reasons for those not fitted."""
     settings = cfg.eval.domain_calibration
     fitted, unavailable = {}, {}
@@ -327,7 +329,14 @@ def fit_domain_calibration(cfg, val: dict, y_val, val_domains: list[str]) -> tup
         name = f"{method}+per_domain"
         try:
             fitted[name] = fit_domain_calibrators(
-                settings.kind, val[method], y_val, val_domains, settings.min_count, cfg.eval.n_bins
+                settings.kind,
+                val[method],
+                y_val,
+                val_domains,
+                settings.min_count,
+                cfg.eval.n_bins,
+                shrinkage=settings.shrinkage,
+                groups=val_groups,
             )
         except (CalibrationUnavailable, MetricError) as err:
             unavailable[name] = str(err)
@@ -360,6 +369,7 @@ def domain_calibration_report(
         "method": method,
         "kind": params["base_kind"],
         "min_count": params["min_count"],
+        "shrinkage": params.get("shrinkage"),
         "fallback": params["fallback"],
         **scores,
     }
@@ -528,7 +538,10 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     not_fitted.update(baselines_not_fitted)
     val_domains = [str(r.get("domain") or "all") for r in splits["val"]]
     domains = [str(r.get("domain") or "all") for r in splits["test"]]
-    domain_fitted, domain_not_fitted = fit_domain_calibration(cfg, val, y_val, val_domains)
+    val_groups = [row_group(r) for r in splits["val"]]
+    domain_fitted, domain_not_fitted = fit_domain_calibration(
+        cfg, val, y_val, val_domains, val_groups
+    )
     calibrators.update(domain_fitted)
     not_fitted.update(domain_not_fitted)
     for name, params in domain_fitted.items():
