@@ -276,33 +276,37 @@ def base_hidden_states(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> np.n
 
 
 def add_trained_baselines(
-    cfg, qm: QueryModel, tokenizer, train: tuple[list[dict], str | None], splits, val, test
+    group, cfg, qm: QueryModel, tokenizer, train: tuple[list[dict], str | None], splits, val, test
 ) -> dict[str, str]:
     """Fit the trained baselines (eval/baselines.py) on the train rows' base confidences and
-    hidden states (this stage's code path) and add their val and test confidences; returns
-    reasons for any not fitted."""
+    hidden states (this stage's code path, the passes shared over the processes of `group` as
+    in `confidences_on_ranks`) and add their val and test confidences; returns reasons for any
+    not fitted."""
     train_rows, reason = train
     if reason is not None:
         return dict.fromkeys(baselines.TRAINED, reason)
     log.info("base confidences on %d train rows for the trained baselines", len(train_rows))
+    tasks = {
+        "train": lambda: compute_confidences(
+            cfg, qm, tokenizer, train_rows, "train", tuned=False, answers=True, full_ece=False
+        )
+    }
     if not set(baselines.FEATURE_METHODS) <= set(val):  # val answers not computed for recalibration
-        extra = compute_confidences(
+        tasks["val"] = lambda: compute_confidences(
             cfg, qm, tokenizer, splits["val"], "val", tuned=False, answers=True, full_ece=False
         )
-        val.update({k: v for k, v in extra.items() if k in baselines.FEATURE_METHODS})
-    train_conf = compute_confidences(
-        cfg, qm, tokenizer, train_rows, "train", tuned=False, answers=True, full_ece=False
-    )
-    hidden = None
+    row_sets = {"train": train_rows, "val": splits["val"], "test": splits["test"]}
     if cfg.eval.baseline_probe:
-        log.info("base hidden states for the probe baseline")
-        row_sets = {"train": train_rows, "val": splits["val"], "test": splits["test"]}
-        hidden = {
-            name: base_hidden_states(cfg, qm, tokenizer, rows) for name, rows in row_sets.items()
-        }
+        for name, rows in row_sets.items():
+            tasks[f"hidden/{name}"] = lambda rows=rows: base_hidden_states(cfg, qm, tokenizer, rows)
+    done = share_work(group, tasks)
+    val.update({k: v for k, v in done.get("val", {}).items() if k in baselines.FEATURE_METHODS})
+    hidden = (
+        {name: done[f"hidden/{name}"] for name in row_sets} if cfg.eval.baseline_probe else None
+    )
     scored = {"val": (splits["val"], val), "test": (splits["test"], test)}
     fitted, not_fitted = baselines.trained_baselines(
-        train_rows, train_conf, scored, cfg.seed, hidden
+        train_rows, done["train"], scored, cfg.seed, hidden
     )
     val.update(fitted["val"])
     test.update(fitted["test"])
@@ -532,7 +536,9 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     full_ece = summarize_full_ece(test.pop("full_ece"))
     val.pop("full_ece")
 
-    baselines_not_fitted = add_trained_baselines(cfg, qm, tokenizer, train, splits, val, test)
+    baselines_not_fitted = add_trained_baselines(
+        group, cfg, qm, tokenizer, train, splits, val, test
+    )
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)
     not_fitted.update(baselines_not_fitted)
