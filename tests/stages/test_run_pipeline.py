@@ -14,8 +14,6 @@ from fixtures.labeled import write_synthetic_labeled_set
 from calibtune.config import compose, save_config
 from calibtune.models import load_tokenizer
 
-pytestmark = pytest.mark.slow
-
 EVAL_SMALL = [
     "eval.recalibrators=[temperature]",
     "eval.token_temperature.steps=2",
