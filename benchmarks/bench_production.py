@@ -4,12 +4,15 @@
         [--stationary 100] [--shift-streams 20] [--out results.json]
 
 Reads the eval stage's val_predictions.jsonl and predictions.jsonl (raw tuned/ptrue, domain,
-correct per example) and, with the eval's own settings (per-domain Platt, min_count 40; policy
-0.2 / 0.5 / delta 0.1):
+correct per example) and, with the eval's own settings and code (per-domain Platt shrunk toward
+the global map, strength chosen on val folds; policy 0.2 / 0.5 / delta 0.1, its thresholds on
+cross-fitted val confidences):
 
 1. Policy re-splits: val and test pooled, split at random by question (a question's phrasings
    stay together) into about the eval's val / test sizes;
-   per-domain calibrators and policy fitted on the val part, the answered error rate measured on
+   per-domain calibrators and policy fitted on the val part (as the eval stage fits them: the
+   questions stand in for entity groups, which predictions files do not hold), the answered
+   error rate measured on
    the test part. Reports the share of splits whose realised answered-error rate exceeds the
    target (the guarantee says at most delta), and the mean action shares.
 2. Drift streams, each item drawn with replacement from test (confidences from per-domain maps
@@ -36,14 +39,19 @@ import numpy as np
 
 from calibtune import metrics
 from calibtune.eval.policy import evaluate_policy, fit_policy
-from calibtune.eval.recalibrate import apply_calibrator, fit_domain_calibrators
+from calibtune.eval.recalibrate import (
+    apply_calibrator,
+    cross_fitted_domain_confidences,
+    fit_domain_calibrators,
+)
 from calibtune.eval.scoring import domain_calibration_scores
 from calibtune.io import read_jsonl
 from calibtune.serve.monitor import Monitor, reference_from_rows, refit_calibrator
 
 METHOD = "tuned/ptrue"  # --method base/ptrue for a base-model-only eval
 N_BINS, N_BOOT = 15, 1000
-KIND, MIN_COUNT = "platt", 40
+KIND, MIN_COUNT, SHRINKAGE = "platt", 40, "auto"  # the eval's eval.domain_calibration defaults
+MAPS = {"kind": KIND, "min_count": MIN_COUNT, "n_bins": N_BINS, "shrinkage": SHRINKAGE}
 POLICY = {"answer_risk": 0.2, "escalate_risk": 0.5, "delta": 0.1}
 REFERENCE, BEFORE, AFTER, LABEL_SHARE = 500, 500, 1000, 0.6
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -61,6 +69,18 @@ def load(eval_dir: Path, name: str, method: str) -> dict[str, np.ndarray]:
         "domain": np.array([r["domain"] for r in rows]),
         "qid": np.array([str(r.get("qid") or r["id"]) for r in rows]),
     }
+
+
+def fit_maps(val: dict, keep=None) -> dict:
+    """Per-domain maps on val (rows `keep`), with the eval stage's settings."""
+    keep = np.ones(len(val["y"]), dtype=bool) if keep is None else keep
+    return fit_domain_calibrators(
+        c=val["raw"][keep],
+        y=val["y"][keep],
+        domains=val["domain"][keep],
+        groups=val["qid"][keep],
+        **MAPS,
+    )
 
 
 def subset(data: dict, index) -> dict:
@@ -86,8 +106,8 @@ def policy_resplits(val: dict, test: dict, n_splits: int, seed: int) -> dict:
     for _ in range(n_splits):
         in_val = question_split(questions, members, n_val, rng)
         v, t = subset(pool, in_val), subset(pool, ~in_val)
-        params = fit_domain_calibrators(KIND, v["raw"], v["y"], v["domain"], MIN_COUNT)
-        c_val = apply_calibrator(params, v["raw"], v["domain"])
+        params = fit_maps(v)
+        c_val = cross_fitted_domain_confidences(v["raw"], v["y"], v["domain"], v["qid"], MAPS)
         policy = fit_policy(c_val, v["y"], v["domain"], batch_size=len(t["y"]), **POLICY)
         c_test = apply_calibrator(params, t["raw"], t["domain"])
         result = evaluate_policy(policy, c_test, t["y"])
@@ -145,10 +165,7 @@ def monitor_stream(rows: list[dict]) -> list[dict]:
 
 def calibrated_pool(val: dict, test: dict, leave_out: str | None = None) -> tuple[dict, dict]:
     """Test items with confidences from per-domain maps fitted on val (without `leave_out`)."""
-    keep = val["domain"] != leave_out
-    params = fit_domain_calibrators(
-        KIND, val["raw"][keep], val["y"][keep], val["domain"][keep], MIN_COUNT
-    )
+    params = fit_maps(val, val["domain"] != leave_out)
     return {**test, "c": apply_calibrator(params, test["raw"], test["domain"])}, params
 
 
@@ -240,7 +257,7 @@ def drift_benchmark(val: dict, test: dict, n_stationary: int, n_shift: int, seed
 def split_figures(val: dict, test: dict, method: str) -> dict:
     """Per-domain calibration and policy on test, computed as the eval stage computes them
     (for prediction files written without an eval stage run: same functions, same settings)."""
-    params = fit_domain_calibrators(KIND, val["raw"], val["y"], val["domain"], MIN_COUNT)
+    params = fit_maps(val)
     c_global = apply_calibrator(params["global"], test["raw"])
     c_domain = apply_calibrator(params, test["raw"], test["domain"])
     block = domain_calibration_scores(
@@ -249,7 +266,7 @@ def split_figures(val: dict, test: dict, method: str) -> dict:
     for domain, entry in block["domains"].items():
         entry["calibrator"] = "per-domain" if domain in params["domains"] else "global (fallback)"
     block.update(method=method, kind=KIND)
-    c_val = apply_calibrator(params, val["raw"], val["domain"])
+    c_val = cross_fitted_domain_confidences(val["raw"], val["y"], val["domain"], val["qid"], MAPS)
     policy = fit_policy(c_val, val["y"], val["domain"], batch_size=len(test["y"]), **POLICY)
     policy["test"] = evaluate_policy(policy, c_domain, test["y"])
     return {"per_domain_calibration": block, "policy": policy}

@@ -145,3 +145,28 @@ def test_shrunk_domain_maps_move_small_domains_less_and_auto_picks_on_held_out_f
     for name in ("easy", "hard"):
         index = domains == name
         assert abs(np.mean(per_domain[index]) - np.mean(y[index])) < 0.02
+
+
+def test_cross_fitted_confidences_come_from_maps_that_never_saw_the_row():
+    from sklearn.model_selection import GroupKFold
+
+    from calibtune.eval.recalibrate import cross_fitted_domain_confidences, fit_domain_calibrators
+
+    rng = np.random.default_rng(3)
+    n = 400
+    domains = rng.choice(["a", "b"], size=n)
+    c = rng.uniform(0.05, 0.95, n)
+    y = (rng.uniform(size=n) < np.where(domains == "a", c, c / 2)).astype(float)
+    groups = np.array([f"g{i // 4}" for i in range(n)])
+    settings = {"kind": "platt", "min_count": 10, "n_bins": 15, "shrinkage": 10.0}
+    out = cross_fitted_domain_confidences(c, y, domains, groups, settings)
+    for fit_rows, held in GroupKFold(n_splits=5).split(c, y, groups):
+        assert not set(groups[fit_rows]) & set(groups[held])  # a group never on both sides
+        maps = fit_domain_calibrators(
+            c=c[fit_rows], y=y[fit_rows], domains=domains[fit_rows], **settings
+        )
+        assert out[held] == pytest.approx(apply_calibrator(maps, c[held], domains[held]))
+    in_sample = apply_calibrator(
+        fit_domain_calibrators(c=c, y=y, domains=domains, **settings), c, domains
+    )
+    assert not np.allclose(out, in_sample)

@@ -205,6 +205,31 @@ def fit_shrunk_domain_maps(
     return fitted
 
 
+def cross_fitted_domain_confidences(
+    c, y, domains, groups, settings: dict, n_folds: int = 5
+) -> np.ndarray:
+    """Per-domain calibrated confidences of the rows of (c, y), each computed by maps fitted on
+    the other folds (folds keep entity groups together); `settings` are
+    `fit_domain_calibrators`' kind, min_count, n_bins and shrinkage. A rule tuned on these rows
+    (the decision policy's thresholds) then never thresholds maps fitted on its own rows, which
+    makes its val risk optimistic (docs/production.md)."""
+    c, y = as_inputs(c, y)
+    domains = np.asarray([str(d) for d in domains])
+    groups = np.asarray([str(g) for g in groups])
+    out = np.empty_like(c)
+    folds = GroupKFold(n_splits=min(n_folds, len(set(groups.tolist()))))
+    for fit_rows, held_out in folds.split(c, y, groups):
+        maps = fit_domain_calibrators(
+            c=c[fit_rows],
+            y=y[fit_rows],
+            domains=domains[fit_rows],
+            groups=groups[fit_rows],
+            **settings,
+        )
+        out[held_out] = apply_calibrator(maps, c[held_out], domains[held_out])
+    return out
+
+
 def apply_domain_calibrators(params: dict, c, domains=None) -> np.ndarray:
     """Per-domain recalibration: each domain's map, the global map for unknown/None domains."""
     c = np.asarray(c, dtype=np.float64)

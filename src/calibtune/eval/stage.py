@@ -28,6 +28,7 @@ from calibtune.eval import baselines, confidence, policy, report, scoring
 from calibtune.eval.recalibrate import (
     CalibrationUnavailable,
     apply_calibrator,
+    cross_fitted_domain_confidences,
     fit_calibrator,
     fit_domain_calibrators,
 )
@@ -386,15 +387,31 @@ def policy_batch_size(setting, n_test: int) -> int | None:
     return n_test if setting == "auto" else int(setting)
 
 
-def fit_and_score_policy(cfg, fitted: dict, val: dict, y_val, val_domains, test, y_test, domains):
+def fit_and_score_policy(
+    cfg, fitted: dict, val: dict, y_val, val_domains, val_groups, test, y_test, domains
+):
     """The answer/retrieve/escalate policy on per-domain calibrated confidence: thresholds on
-    val (Learn-then-Test), action shares and realised risk on test. Returns (policy, block)."""
+    val (Learn-then-Test, on cross-fitted val confidences: each val row calibrated by maps
+    fitted on the other folds), action shares and realised risk on test (the maps fitted on all
+    of val, as served). Returns (policy, block)."""
     settings, method = cfg.eval.policy, main_method(test)
     params = fitted.get(f"{method}+per_domain")
     if not settings.enabled or params is None:
         reason = "disabled (eval.policy.enabled=false)" if not settings.enabled else "no calibrator"
         return None, {"reason": reason}
-    c_val = apply_calibrator(params, val[method], val_domains)
+    maps = cfg.eval.domain_calibration
+    map_settings = {
+        "kind": maps.kind,
+        "min_count": maps.min_count,
+        "n_bins": cfg.eval.n_bins,
+        "shrinkage": maps.shrinkage,
+    }
+    try:
+        c_val = cross_fitted_domain_confidences(
+            val[method], y_val, val_domains, val_groups, map_settings
+        )
+    except CalibrationUnavailable as err:
+        return None, {"reason": f"cross-fitted val confidences: {err}"}
     fitted_policy = policy.fit_policy(
         c_val,
         y_val,
@@ -555,7 +572,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         test[name] = apply_calibrator(params, test[method], domains)
         val[name] = apply_calibrator(params, val[method], val_domains)
     decision_policy, policy_block = fit_and_score_policy(
-        cfg, domain_fitted, val, y_val, val_domains, test, y_test, domains
+        cfg, domain_fitted, val, y_val, val_domains, val_groups, test, y_test, domains
     )
 
     log.info("scoring %d methods", len(test))
