@@ -170,3 +170,12 @@ def test_cross_fitted_confidences_come_from_maps_that_never_saw_the_row():
         fit_domain_calibrators(c=c, y=y, domains=domains, **settings), c, domains
     )
     assert not np.allclose(out, in_sample)
+
+
+def test_folds_need_two_groups_and_say_so():
+    from calibtune.eval.recalibrate import CalibrationUnavailable, cross_fitted_domain_confidences
+
+    settings = {"kind": "platt", "min_count": 1, "n_bins": 15, "shrinkage": "auto"}
+    c, y = np.array([0.2, 0.8, 0.4, 0.6]), np.array([0.0, 1.0, 0.0, 1.0])
+    with pytest.raises(CalibrationUnavailable, match="1 entity group"):
+        cross_fitted_domain_confidences(c, y, ["a"] * 4, ["g"] * 4, settings)

@@ -166,11 +166,19 @@ def shrunk_maps(c: np.ndarray, y: np.ndarray, domains: np.ndarray, strength: flo
     return fitted
 
 
+def group_folds(groups: np.ndarray, n_folds: int = 5) -> GroupKFold:
+    """Up to `n_folds` folds that keep each group in one fold; at least two groups needed."""
+    n_groups = len(set(groups.tolist()))
+    if n_groups < 2:
+        raise CalibrationUnavailable(f"val has {n_groups} entity group(s): no folds to fit on")
+    return GroupKFold(n_splits=min(n_folds, n_groups))
+
+
 def choose_shrinkage(c: np.ndarray, y: np.ndarray, domains: np.ndarray, groups) -> dict:
     """Held-out mean log loss of each strength in SHRINKAGE_GRID over 5 folds of val that keep
     each entity group (default: each row) in one fold."""
     groups = np.arange(c.size) if groups is None else np.asarray([str(g) for g in groups])
-    folds = GroupKFold(n_splits=min(5, len(set(groups.tolist())))).split(c, y, groups)
+    folds = group_folds(groups).split(c, y, groups)
     losses = dict.fromkeys(SHRINKAGE_GRID, 0.0)
     for fit_rows, held_out in folds:
         if np.unique(y[fit_rows]).size < 2:
@@ -217,8 +225,7 @@ def cross_fitted_domain_confidences(
     domains = np.asarray([str(d) for d in domains])
     groups = np.asarray([str(g) for g in groups])
     out = np.empty_like(c)
-    folds = GroupKFold(n_splits=min(n_folds, len(set(groups.tolist()))))
-    for fit_rows, held_out in folds.split(c, y, groups):
+    for fit_rows, held_out in group_folds(groups, n_folds).split(c, y, groups):
         maps = fit_domain_calibrators(
             c=c[fit_rows],
             y=y[fit_rows],
