@@ -1,7 +1,7 @@
 """Production figures from one eval output dir: policy re-splits and the drift benchmark.
 
     .venv/bin/python benchmarks/bench_production.py <eval output dir> [--resplits 200]
-        [--stationary 100] [--shift-streams 20] [--out results.json]
+        [--stationary 100] [--shift-streams 20] [--shrinkage auto|N] [--out results.json]
 
 Reads the eval stage's val_predictions.jsonl and predictions.jsonl (raw tuned/ptrue, domain,
 correct per example) and, with the eval's own settings and code (per-domain Platt shrunk toward
@@ -356,7 +356,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default=METHOD)
     parser.add_argument("--answer-risk", type=float, default=POLICY["answer_risk"])
     parser.add_argument("--escalate-risk", type=float, default=POLICY["escalate_risk"])
+    parser.add_argument(
+        "--shrinkage", default=SHRINKAGE, help="auto (the eval default; slow: nested folds), or N"
+    )
     args = parser.parse_args(argv)
+    MAPS["shrinkage"] = args.shrinkage if args.shrinkage == "auto" else float(args.shrinkage)
     POLICY.update(answer_risk=args.answer_risk, escalate_risk=args.escalate_risk)
     val = load(args.eval_dir, "val_predictions.jsonl", args.method)
     test = load(args.eval_dir, "predictions.jsonl", args.method)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from calibtune.config import save_config
 from calibtune.errors import CalibtuneError, ConfigError
 from calibtune.tracking import Tracker, read_metrics
 from calibtune.train import checkpoint as ckpt
+from calibtune.train import recipe
 from calibtune.train import strategy as dist
 
 
@@ -35,17 +37,10 @@ def step(model, optimizer, scheduler):
 
 
 def snapshot(model, optimizer, scheduler, state: ckpt.TrainState) -> ckpt.Snapshot:
-    """What the recipe gathers for a checkpoint, for a plain (one-process) model."""
+    """What the recipe gathers for a checkpoint (`gather_snapshot`), for a one-process model."""
+    one_process = SimpleNamespace(num_processes=1)
     strategy = dist.Strategy("ddp", accumulation_steps=1)
-    tensors, meta = dist.full_optimizer_state(strategy, model, optimizer)
-    return ckpt.Snapshot(
-        trainable=dist.full_trainable_state(strategy, model),
-        optimizer=tensors,
-        optimizer_meta=meta,
-        scheduler=scheduler.state_dict(),
-        rng=dist.every_rank_rng(1),
-        train=ckpt.TrainState(**vars(state)),
-    )
+    return recipe.gather_snapshot(one_process, strategy, model, optimizer, scheduler, state)
 
 
 def test_auto_resume_refuses_checkpoints_made_with_other_settings(compose_cfg, tmp_path):

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from calibtune.eval.recalibrate import group_folds
 from calibtune.examples import MANIFEST, read_labeled_split, row_group, split_path
 
 DOMAIN_PRIOR, LOGREG, PROBE = "baseline/domain_prior", "baseline/logreg", "baseline/probe"
@@ -104,7 +104,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
 def fit_probe(x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int) -> Pipeline:
     """L2 logistic regression on standardised hidden states; its strength chosen by log loss over
     5 folds of the train rows that keep each entity group in one fold (never on val or test)."""
-    folds = list(GroupKFold(n_splits=min(5, len(set(groups)))).split(x, y, groups))
+    groups = np.asarray(groups)
+    folds = list(group_folds(groups).split(x, y, groups))
     model = make_pipeline(
         StandardScaler(),
         LogisticRegressionCV(
@@ -141,9 +142,9 @@ def trained_baselines(
     for name, (rows, confidences) in scored.items():
         x = features(confidences, [r["response"] for r in rows], domains_of(rows), vocabulary)
         out[name][LOGREG] = model.predict_proba(x)[:, 1]
-    groups = [row_group(r) for r in train_rows]
     if hidden is None:
         return out, {PROBE: "disabled (eval.baseline_probe=false)"}
+    groups = [row_group(r) for r in train_rows]
     if min(np.bincount(labels)) < 5 or len(set(groups)) < 2:
         return out, {PROBE: "too few train rows of a class (or groups) for the probe's folds"}
     probe = fit_probe(hidden["train"], labels, groups, seed)

@@ -195,9 +195,8 @@ def choose_shrinkage(c: np.ndarray, y: np.ndarray, domains: np.ndarray, groups) 
 def fit_shrunk_domain_maps(
     c: np.ndarray, y: np.ndarray, domains: np.ndarray, shrinkage, groups, min_count: int
 ) -> dict:
-    """Per-domain Platt maps pulled toward the global map (`shrinkage`: a strength or "auto")."""
-    if y.min() == y.max():
-        raise CalibrationUnavailable(f"val outcomes are all {y[0]:g}: nothing to calibrate against")
+    """Per-domain Platt maps pulled toward the global map (`shrinkage`: a strength or "auto";
+    a single outcome class fails in the global fit, as everywhere)."""
     fitted = {"kind": "per_domain", "base_kind": "platt", "min_count": int(min_count)}
     if shrinkage == "auto":
         fitted["shrinkage_cv_log_loss"] = {

@@ -322,26 +322,33 @@ def main_method(confidences: dict) -> str:
     return "tuned/ptrue" if "tuned/ptrue" in confidences else "base/ptrue"
 
 
+def domain_map_settings(cfg) -> dict:
+    """`fit_domain_calibrators`' kind, min_count, n_bins and shrinkage from the eval config."""
+    maps = cfg.eval.domain_calibration
+    return {
+        "kind": maps.kind,
+        "min_count": maps.min_count,
+        "n_bins": cfg.eval.n_bins,
+        "shrinkage": maps.shrinkage,
+    }
+
+
 def fit_domain_calibration(
     cfg, val: dict, y_val, val_domains: list[str], val_groups: list[str]
 ) -> tuple[dict, dict]:
     """Per-domain calibrators `<method>+per_domain` fitted on val; reasons for those not fitted."""
-    settings = cfg.eval.domain_calibration
     fitted, unavailable = {}, {}
-    for method in settings.methods:
+    for method in cfg.eval.domain_calibration.methods:
         if method not in val:
             continue
         name = f"{method}+per_domain"
         try:
             fitted[name] = fit_domain_calibrators(
-                settings.kind,
-                val[method],
-                y_val,
-                val_domains,
-                settings.min_count,
-                cfg.eval.n_bins,
-                shrinkage=settings.shrinkage,
+                c=val[method],
+                y=y_val,
+                domains=val_domains,
                 groups=val_groups,
+                **domain_map_settings(cfg),
             )
         except (CalibrationUnavailable, MetricError) as err:
             unavailable[name] = str(err)
@@ -399,16 +406,9 @@ def fit_and_score_policy(
     if not settings.enabled or params is None:
         reason = "disabled (eval.policy.enabled=false)" if not settings.enabled else "no calibrator"
         return None, {"reason": reason}
-    maps = cfg.eval.domain_calibration
-    map_settings = {
-        "kind": maps.kind,
-        "min_count": maps.min_count,
-        "n_bins": cfg.eval.n_bins,
-        "shrinkage": maps.shrinkage,
-    }
     try:
         c_val = cross_fitted_domain_confidences(
-            val[method], y_val, val_domains, val_groups, map_settings
+            val[method], y_val, val_domains, val_groups, domain_map_settings(cfg)
         )
     except CalibrationUnavailable as err:
         return None, {"reason": f"cross-fitted val confidences: {err}"}
@@ -500,7 +500,7 @@ def confidences_on_ranks(group, cfg, qm, tokenizer, splits: dict, tuned: bool) -
     """The model passes of the stage: val and test confidences, verbalized confidence and the
     cost of tuning, as four tasks spread over the launched processes (task k on rank k % N)
     and returned on every rank. Each task runs as in one process (2 processes matched
-    1 process to 1e-5 in tests); more than four processes leave the rest idle."""
+    1 process bitwise in tests); more than four processes leave the rest idle."""
     val_answers = bool(ANSWER_METHODS & set(cfg.eval.recalibrate_methods))
 
     def verbalized_task() -> tuple[dict, dict]:
