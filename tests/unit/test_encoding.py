@@ -15,6 +15,7 @@ from calibtune.models.encoding import (
     followup_full_pass,
     followup_prefix_pass,
     followup_suffix_logits,
+    followup_suffix_outputs,
     last_token_logits,
     pad_sequences,
 )
@@ -125,3 +126,30 @@ def test_followup_prefix_pass_without_answer_logits_keeps_the_cache(tiny_model_d
         (logits, targets, _), cache = followup_prefix_pass(model, batch, answer_logits=False)
         assert logits.shape[0] == targets.numel() == 0
         assert cache.get_seq_length() == int(batch["prefix_width"])
+
+
+def test_followup_suffix_hidden_state_is_the_unpadded_query_features(tiny_model_dir):
+    """The probe baseline reads its features off the cached suffix pass: they must be the last
+    hidden state of the whole query, as one unpadded forward (and `query_features`) gives."""
+    model, tokenizer = tiny(tiny_model_dir)
+    encoded, suffix = followup_rows(tokenizer)
+    batch = collate_followup(encoded, suffix, tokenizer.pad_token_id)
+    with torch.no_grad():
+        _, cache = followup_prefix_pass(model, batch, answer_logits=False)
+        logits, hidden = followup_suffix_outputs(model, batch, cache, hidden_state=True)
+        _, no_hidden = followup_suffix_outputs(model, batch, cache)
+        expected = [
+            model(input_ids=torch.tensor([item.input_ids + suffix]), output_hidden_states=True)
+            for item in encoded
+        ]
+    assert no_hidden is None
+    assert hidden.shape == (3, model.config.hidden_size)
+    torch.testing.assert_close(
+        hidden,
+        torch.stack([out.hidden_states[-1][0, -1] for out in expected]),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    torch.testing.assert_close(
+        logits, torch.stack([out.logits[0, -1] for out in expected]), atol=1e-5, rtol=1e-4
+    )

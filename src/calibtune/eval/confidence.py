@@ -33,9 +33,11 @@ from calibtune.models.encoding import (
     collate_answers,
     encode_answer,
     followup_prefix_pass,
+    followup_suffix_outputs,
     length_sorted_batches,
 )
 
+HIDDEN = "hidden"  # the key of the base hidden states beside the confidences
 PERCENT = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d+)?)\s*%?")
 
 
@@ -137,25 +139,31 @@ def followup_confidences(
     base_full_ece: Sequence[tuple[float, FullECE]] = (),
     tuned_full_ece: Sequence[tuple[float, FullECE]] = (),
     progress: str | None = None,
+    hidden_state: bool = False,
 ) -> dict[str, np.ndarray]:
     """Every model confidence of follow-up queries (prompt + response + suffix), sharing work.
 
     Per batch: one base pass over prompt + response gives pavg / seqlogp / pmin, the base
-    Full-ECE logits and a KV cache; the suffix on that cache gives base ptrue. Tuned ptrue is
+    Full-ECE logits and a KV cache; the suffix on that cache gives base ptrue (and, with
+    `hidden_state`, the base model's last hidden state at the query's end, key HIDDEN: the
+    probe baseline's features, with no pass of their own). Tuned ptrue is
     `followup_query_logits` (an aLoRA's suffix on the same cache; a LoRA's one pass over the
     whole query, which also gives the tuned answer-token logits), a probe's is its head on the
     query features. Keys: base/ptrue, base/pavg, base/seqlogp, base/pmin, tuned/ptrue."""
     names = ("pavg", "seqlogp", "pmin")
     stats = {name: np.full(len(queries), np.nan) for name in names}
     two_way = {"base": torch.empty(len(queries), 2), "tuned": torch.empty(len(queries), 2)}
+    features = torch.empty(len(queries), qm.module.config.hidden_size) if hidden_state else None
     device = next(qm.module.parameters()).device
     batches = followup_batches(queries, suffix_ids, pad_id, batch_size)
     for batch, collated in bar(progress)(batches) if progress else batches:
         collated = {k: v.to(device) for k, v in collated.items()}
         with qm.base_mode():
             (logits, targets, rows), cache = followup_prefix_pass(qm.module, collated)
-        last, _ = followup_query_logits(qm, collated, base=True, cache=cache)
+            last, state = followup_suffix_outputs(qm.module, collated, cache, hidden_state)
         two_way["base"][batch] = query_logits(last, tokens).cpu()
+        if features is not None:
+            features[batch] = state.float().cpu()
         _record_answer_stats(stats, logits, targets, rows, batch)
         _update_full_ece(base_full_ece, logits, targets)
         if not tuned or qm.kind == "probe":  # a probe leaves the answer tokens as they are
@@ -169,6 +177,8 @@ def followup_confidences(
             _update_full_ece(tuned_full_ece, answer[0], answer[1])
     out = {"base/ptrue": confidences(two_way["base"])}
     out.update({f"base/{name}": stats[name] for name in names})
+    if features is not None:
+        out[HIDDEN] = features.double().numpy()
     if tuned and qm.kind == "probe":
         two_way["tuned"] = query_two_way_logits(qm, queries, tokens, pad_id, batch_size)
     if tuned:

@@ -151,7 +151,8 @@ def compute_confidences(
     cfg, qm: QueryModel, tokenizer, rows, split: str, *, tuned: bool, answers: bool, full_ece: bool
 ) -> dict:
     """Confidences of every method for `rows`: ptrue (base, and tuned when `tuned`), the
-    answer-token methods when `answers`, and Full-ECE objects when `full_ece`."""
+    answer-token methods when `answers`, Full-ECE objects when `full_ece`, and the base hidden
+    states (key confidence.HIDDEN) when the probe baseline is on (eval.baseline_probe)."""
     eval_cfg, batch_size = cfg.eval, cfg.eval.batch_size
     show = bool(eval_cfg.progress) and is_rank_zero()
 
@@ -181,9 +182,12 @@ def compute_confidences(
                 base_full_ece=base_full,
                 tuned_full_ece=tuned_full,
                 progress=bar("confidences"),
+                hidden_state=bool(eval_cfg.baseline_probe),
             )
         )
         return out
+    if eval_cfg.baseline_probe:
+        out[confidence.HIDDEN] = base_hidden_states(cfg, qm, tokenizer, rows)
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
     out["base/ptrue"] = confidence.ptrue(
         qm, queries, tokens, pad_id, batch_size, base=True, progress=bar("base ptrue")
@@ -277,12 +281,21 @@ def base_hidden_states(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> np.n
 
 
 def add_trained_baselines(
-    group, cfg, qm: QueryModel, tokenizer, train: tuple[list[dict], str | None], splits, val, test
+    group,
+    cfg,
+    qm: QueryModel,
+    tokenizer,
+    train: tuple[list[dict], str | None],
+    splits: dict[str, list[dict]],
+    scored: dict[str, dict],
 ) -> dict[str, str]:
     """Fit the trained baselines (eval/baselines.py) on the train rows' base confidences and
-    hidden states (this stage's code path, the passes shared over the processes of `group` as
-    in `confidences_on_ranks`) and add their val and test confidences; returns reasons for any
-    not fitted."""
+    hidden states (this stage's code path, the pass shared over the processes of `group` as in
+    `confidences_on_ranks`) and add their confidences to `scored` (split name -> the val or
+    test confidences, with their hidden states under confidence.HIDDEN when the probe is on,
+    removed here); returns reasons for any not fitted."""
+    val, test = scored["val"], scored["test"]
+    hidden = {name: scored[name].pop(confidence.HIDDEN, None) for name in ("val", "test")}
     train_rows, reason = train
     if reason is not None:
         return dict.fromkeys(baselines.TRAINED, reason)
@@ -296,18 +309,16 @@ def add_trained_baselines(
         tasks["val"] = lambda: compute_confidences(
             cfg, qm, tokenizer, splits["val"], "val", tuned=False, answers=True, full_ece=False
         )
-    row_sets = {"train": train_rows, "val": splits["val"], "test": splits["test"]}
-    if cfg.eval.baseline_probe:
-        for name, rows in row_sets.items():
-            tasks[f"hidden/{name}"] = lambda rows=rows: base_hidden_states(cfg, qm, tokenizer, rows)
     done = share_work(group, tasks)
     val.update({k: v for k, v in done.get("val", {}).items() if k in baselines.FEATURE_METHODS})
-    hidden = (
-        {name: done[f"hidden/{name}"] for name in row_sets} if cfg.eval.baseline_probe else None
-    )
-    scored = {"val": (splits["val"], val), "test": (splits["test"], test)}
+    hidden["train"] = done["train"].pop(confidence.HIDDEN, None)
+    rows_and_confidences = {"val": (splits["val"], val), "test": (splits["test"], test)}
     fitted, not_fitted = baselines.trained_baselines(
-        train_rows, done["train"], scored, cfg.seed, hidden
+        train_rows,
+        done["train"],
+        rows_and_confidences,
+        cfg.seed,
+        hidden if cfg.eval.baseline_probe else None,
     )
     val.update(fitted["val"])
     test.update(fitted["test"])
@@ -554,7 +565,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     val.pop("full_ece")
 
     baselines_not_fitted = add_trained_baselines(
-        group, cfg, qm, tokenizer, train, splits, val, test
+        group, cfg, qm, tokenizer, train, splits, {"val": val, "test": test}
     )
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)

@@ -172,11 +172,12 @@ def followup_prefix_pass(
     return answer, out.past_key_values
 
 
-def followup_suffix_logits(
-    model: PreTrainedModel, batch: dict[str, torch.Tensor], cache
-) -> torch.Tensor:
+def followup_suffix_outputs(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], cache, hidden_state: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Next-token logits [B, V] after the query suffix, reusing the prefix's KV cache (the
-    cache is cropped back to the prefix afterwards, so it can serve another suffix pass)."""
+    cache is cropped back to the prefix afterwards, so it can serve another suffix pass), and
+    with `hidden_state` the last layer's hidden state at the query's last token [B, H]."""
     width = int(batch["prefix_width"])
     out = model(
         input_ids=batch["input_ids"][:, width:],
@@ -185,9 +186,17 @@ def followup_suffix_logits(
         past_key_values=cache,
         logits_to_keep=1,
         use_cache=True,
+        output_hidden_states=hidden_state,
     )
     cache.crop(-(batch["input_ids"].shape[1] - width))
-    return out.logits[:, -1, :]
+    return out.logits[:, -1, :], out.hidden_states[-1][:, -1] if hidden_state else None
+
+
+def followup_suffix_logits(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], cache
+) -> torch.Tensor:
+    """`followup_suffix_outputs`' next-token logits [B, V]."""
+    return followup_suffix_outputs(model, batch, cache)[0]
 
 
 def followup_full_pass(
