@@ -1,6 +1,6 @@
 """`calibtune <command> [hydra overrides]`: one entry point for every stage.
 
-Stage commands (data, train, eval, run, export, score, monitor) run as Hydra apps over `conf/`, so
+Stage commands (data, train, eval, run, lodo, export, score, monitor) run as Hydra apps over `conf/`, so
 `--cfg job`, `-m` sweeps and every override work as they do for the entry scripts.
 `calibtune leaderboard <sweep dir>` gathers a sweep's results.
 """
@@ -19,6 +19,7 @@ COMMANDS = {
     "train": ("train", "calibtune.train.recipe:run_train_stage"),
     "eval": ("eval", "calibtune.eval.stage:run_eval_stage"),
     "run": ("run", "calibtune.pipeline:run_pipeline"),
+    "lodo": ("run", "calibtune.launch.lodo:run_lodo"),
     "export": ("eval", "calibtune.serve.export:run_export"),
     "score": ("eval", "calibtune.serve.score:run_score"),
     "monitor": ("monitor", "calibtune.serve.monitor:run_monitor"),
@@ -33,6 +34,7 @@ commands:
   train        LoRA calibration-tuning on a labeled set
   eval         calibration of base vs tuned, with intervals, baselines and a report
   run          data -> train -> eval
+  lodo         leave-domains-out: `run` once per fold of held-out domains, then the fold mean
   export       merge the adapter into the base weights (+ calibrator, model card)
   score        calibrated confidences for (question, answer) pairs (+ answer/retrieve/escalate)
   monitor      calibration of scored traffic over time: drift alarms, refit, rollback

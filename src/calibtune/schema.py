@@ -283,6 +283,11 @@ class SweepCfg(Group):
     max_accuracy_drop: float | None = Field(ge=0.0)
 
 
+class LodoCfg(Group):
+    folds: int = Field(ge=2)
+    domains: list[str]
+
+
 class Config(Group):
     """A composed stage config (data.yaml, train.yaml, eval.yaml, run.yaml)."""
 
@@ -303,3 +308,4 @@ class Config(Group):
     serve: ServeCfg
     monitor: MonitorCfg
     sweep: SweepCfg | None = None  # +sweep=...
+    lodo: LodoCfg | None = None  # run.yaml: calibtune lodo

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fixtures import SMALL_DATA, TWO_STEP_TRIAL, run_cli, tiny_overrides_for
 from fixtures.labeled import write_synthetic_labeled_set
+from omegaconf import OmegaConf
 
 from calibtune.config import compose, save_config
 from calibtune.models import load_tokenizer
@@ -112,3 +113,31 @@ def test_probe_method_runs_end_to_end_and_scores_like_eval(tiny_model_dir: Path,
     raw = [s["raw_confidence"] for s in scores]
     assert raw == pytest.approx([p["tuned/ptrue"] for p in predictions], abs=1e-6)
     assert len(set(raw)) > 1  # the probe's head gives each pair its own confidence
+
+
+def test_lodo_trains_each_fold_without_its_domains_and_aggregates(
+    tiny_model_dir: Path, tmp_path: Path
+):
+    run_dir, domains = tmp_path / "lodo", ["arithmetic", "continents", "currencies", "capitals"]
+    base = [*tiny_overrides_for(tiny_model_dir, run_dir), *SMALL_DATA, *TWO_STEP_TRIAL, *EVAL_SMALL]
+    include = f"data.include_domains=[{','.join(domains)}]"
+    run = run_cli("lodo", *base, include, "lodo.folds=2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 folds" in run.stdout and "expected about" in run.stdout
+    held_out = []
+    for fold in ("fold0", "fold1"):
+        split_domains = {
+            split: {
+                json.loads(line)["domain"]
+                for line in (run_dir / fold / "data" / f"{split}.jsonl").read_text().splitlines()
+            }
+            for split in ("train", "val", "test")
+        }
+        saved = OmegaConf.load(run_dir / fold / "data" / "config.yaml")
+        fold_domains = set(saved.data.holdout_domains)
+        assert fold_domains and not fold_domains & (split_domains["train"] | split_domains["val"])
+        metrics = json.loads((run_dir / fold / "eval" / "metrics.json").read_text())
+        assert set(metrics["per_domain"]) <= fold_domains  # scored on its held-out domains only
+        held_out.append(fold_domains)
+    assert held_out[0].isdisjoint(held_out[1]) and held_out[0] | held_out[1] == set(domains)
+    assert "Runs (2): fold0/eval, fold1/eval" in (run_dir / "aggregate.md").read_text()
