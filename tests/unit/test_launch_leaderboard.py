@@ -170,6 +170,7 @@ def test_aggregate_gives_mean_and_sd_over_seeds(tmp_path, capsys):
     assert table["tuned/ptrue/auroc"]["sd"] == pytest.approx(0.02 * 2**0.5)
     assert table["best_baseline/auroc_within"] == {"mean": 0.6, "sd": 0.0, "n": 2}
     assert table["vs_best/auroc_within"]["mean"] == pytest.approx(0.12)
+    assert table["base/pmin/auroc"] == {"mean": 0.7, "sd": None, "n": 1}  # a raw base signal
     assert "| tuned/ptrue/auroc | 0.820 ± 0.028 | 2 |" in capsys.readouterr().out
     assert (tmp_path / "aggregate.md").read_text().startswith("Runs (2): 0/eval, 1/eval")
 

@@ -14,6 +14,9 @@ from calibtune.io import write_json_atomic, write_text_atomic
 METHODS = (
     "base/ptrue",
     "tuned/ptrue",
+    "base/pavg",  # the raw base signals: the unseen-domain goal compares with the best of them
+    "base/pmin",
+    "base/seqlogp",
     "baseline/domain_prior",
     "baseline/logreg",
     "baseline/probe",
