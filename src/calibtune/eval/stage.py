@@ -148,11 +148,20 @@ def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str
 
 
 def compute_confidences(
-    cfg, qm: QueryModel, tokenizer, rows, split: str, *, tuned: bool, answers: bool, full_ece: bool
+    cfg,
+    qm: QueryModel,
+    tokenizer,
+    rows,
+    split: str,
+    *,
+    tuned: bool,
+    answers: bool,
+    full_ece: bool,
+    hidden: bool = False,
 ) -> dict:
     """Confidences of every method for `rows`: ptrue (base, and tuned when `tuned`), the
     answer-token methods when `answers`, Full-ECE objects when `full_ece`, and the base hidden
-    states (key confidence.HIDDEN) when the probe baseline is on (eval.baseline_probe)."""
+    states (key confidence.HIDDEN, the probe baseline's features) when `hidden`."""
     eval_cfg, batch_size = cfg.eval, cfg.eval.batch_size
     show = bool(eval_cfg.progress) and is_rank_zero()
 
@@ -182,11 +191,11 @@ def compute_confidences(
                 base_full_ece=base_full,
                 tuned_full_ece=tuned_full,
                 progress=bar("confidences"),
-                hidden_state=bool(eval_cfg.baseline_probe),
+                hidden_state=hidden,
             )
         )
         return out
-    if eval_cfg.baseline_probe:
+    if hidden:
         out[confidence.HIDDEN] = base_hidden_states(cfg, qm, tokenizer, rows)
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
     out["base/ptrue"] = confidence.ptrue(
@@ -302,7 +311,15 @@ def add_trained_baselines(
     log.info("base confidences on %d train rows for the trained baselines", len(train_rows))
     tasks = {
         "train": lambda: compute_confidences(
-            cfg, qm, tokenizer, train_rows, "train", tuned=False, answers=True, full_ece=False
+            cfg,
+            qm,
+            tokenizer,
+            train_rows,
+            "train",
+            tuned=False,
+            answers=True,
+            full_ece=False,
+            hidden=bool(cfg.eval.baseline_probe),
         )
     }
     if not set(baselines.FEATURE_METHODS) <= set(val):  # val answers not computed for recalibration
@@ -507,11 +524,14 @@ def normalize(text: str) -> str:
 # -- the stage
 
 
-def confidences_on_ranks(group, cfg, qm, tokenizer, splits: dict, tuned: bool) -> tuple:
-    """The model passes of the stage: val and test confidences, verbalized confidence and the
-    cost of tuning, as four tasks spread over the launched processes (task k on rank k % N)
-    and returned on every rank. Each task runs as in one process (2 processes matched
-    1 process bitwise in tests); more than four processes leave the rest idle."""
+def confidences_on_ranks(
+    group, cfg, qm, tokenizer, splits: dict, tuned: bool, hidden: bool
+) -> tuple:
+    """The model passes of the stage: val and test confidences (with the base hidden states
+    when `hidden`), verbalized confidence and the cost of tuning, as four tasks spread over the
+    launched processes (task k on rank k % N) and returned on every rank. Each task runs as in
+    one process (2 processes matched 1 process bitwise in tests); more than four processes
+    leave the rest idle."""
     val_answers = bool(ANSWER_METHODS & set(cfg.eval.recalibrate_methods))
 
     def verbalized_task() -> tuple[dict, dict]:
@@ -528,9 +548,18 @@ def confidences_on_ranks(group, cfg, qm, tokenizer, splits: dict, tuned: bool) -
             tuned=tuned,
             answers=val_answers,
             full_ece=False,
+            hidden=hidden,
         ),
         "test": lambda: compute_confidences(
-            cfg, qm, tokenizer, splits["test"], "test", tuned=tuned, answers=True, full_ece=True
+            cfg,
+            qm,
+            tokenizer,
+            splits["test"],
+            "test",
+            tuned=tuned,
+            answers=True,
+            full_ece=True,
+            hidden=hidden,
         ),
         "verbalized": verbalized_task,
         "cost": lambda: tuning_cost(cfg, qm, tokenizer, splits["test"]) if tuned else None,
@@ -560,7 +589,10 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
 
     log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
-    val, test, verbalized, cost = confidences_on_ranks(group, cfg, qm, tokenizer, splits, tuned)
+    probe_features = bool(eval_cfg.baseline_probe) and train[1] is None  # train rows to fit on
+    val, test, verbalized, cost = confidences_on_ranks(
+        group, cfg, qm, tokenizer, splits, tuned, probe_features
+    )
     full_ece = summarize_full_ece(test.pop("full_ece"))
     val.pop("full_ece")
 

@@ -85,7 +85,8 @@ def run_lodo(cfg: DictConfig) -> Path:
     minutes = expected_seconds(cfg, len(folds)) / 60
     print(
         f"calibtune lodo: {len(folds)} folds {folds}; expected about {minutes:.0f} min on a "
-        "2-core CPU (one default-size fold took 40 min there), less on a GPU",
+        f"2-core CPU (one default-size fold took {DEFAULT_FOLD_SECONDS / 60:.0f} min there), "
+        "less on a GPU",
         flush=True,
     )
     for index, fold in enumerate(configs):
