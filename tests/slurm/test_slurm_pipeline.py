@@ -20,13 +20,15 @@ from slurm_helpers import REPO, Cluster, tiny_stage_overrides
 pytestmark = pytest.mark.slurm
 
 PIPELINE = REPO / "launch" / "slurm" / "pipeline.sh"
-STEPS = 400
-# Long enough (about 0.05 s a step on one core) that the signal lands mid-run; no periodic
-# checkpoints, so a resume can only start from the checkpoint written on the stop request.
+STEPS = 1600
+# Long enough that the signal lands mid-run on a fast machine too: SLURM checks time limits every
+# few tens of seconds, and 400 steps (about 20 s here at 0.05 s a step on one core) once finished
+# before the signal came on a faster CI machine. No periodic checkpoints, so a resume can only
+# start from the checkpoint written on the stop request.
 TRAIN = [
     "train.epochs=100",
     f"train.max_steps={STEPS}",
-    "train.eval_every=100",
+    "train.eval_every=400",
     "train.log_every=10",
     "train.checkpoint_every=0",
 ]
@@ -147,8 +149,8 @@ def test_train_signalled_before_its_time_limit_checkpoints_requeues_and_resumes(
     slurm: Cluster, pipeline: PipelineRun
 ):
     (train,) = slurm.jobs(pipeline.jobs["train"])
-    assert int(train["Restarts"]) >= 1
     log = log_text(pipeline.run_dir, "calibtune-train-*.out")
+    assert int(train["Restarts"]) >= 1, log[-3000:]
     assert "received SIGUSR1" in log
     assert "stop requested (SIGUSR1)" in log
     assert re.search(r"stage train stopped \(SIGUSR1, step exit \d+\); requeueing job", log)
