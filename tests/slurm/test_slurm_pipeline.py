@@ -21,10 +21,10 @@ pytestmark = pytest.mark.slurm
 
 PIPELINE = REPO / "launch" / "slurm" / "pipeline.sh"
 STEPS = 1600
-# Long enough that the signal lands mid-run on a fast machine too: SLURM checks time limits every
-# few tens of seconds, and 400 steps (about 20 s here at 0.05 s a step on one core) once finished
-# before the signal came on a faster CI machine. No periodic checkpoints, so a resume can only
-# start from the checkpoint written on the stop request.
+# Long enough that the signal (see TIME_LIMIT) lands mid-run on a faster machine too: with 400
+# steps (about 20 s here at 0.05 s a step on one core) CI's train job once ended unsignalled
+# (Restarts 0). No periodic checkpoints, so a resume can only start from the checkpoint written
+# on the stop request.
 TRAIN = [
     "train.epochs=100",
     f"train.max_steps={STEPS}",
