@@ -34,7 +34,19 @@ ConfidenceMethod = Literal[
 ]
 BestMetric = Literal["ece", "brier", "auroc", "val_loss"]
 Grader = Literal[
-    "exact", "numeric", "choice", "substring", "judge", "country", "continent", "symbol"
+    "exact",
+    "numeric",
+    "choice",
+    "substring",
+    "judge",
+    "country",
+    "continent",
+    "symbol",
+    "weekday",
+    "month",
+    "letter",
+    "roman",
+    "spelled_number",
 ]
 SweepMetric = Literal[
     "val/ece",
