@@ -14,7 +14,13 @@ from calibtune.errors import ConfigError, InputError
 
 
 def data_cfg(**overrides):
-    base = {"n_examples": 600, "val_size": 100, "test_size": 100, "holdout_domains": []}
+    base = {
+        "n_examples": 600,
+        "val_size": 100,
+        "test_size": 100,
+        "holdout_domains": [],
+        "holdout_test_only": False,
+    }
     return OmegaConf.create({**base, **overrides})
 
 
@@ -46,6 +52,12 @@ def test_holdout_domain_only_in_test(suite):
     rows = assign_splits(suite, data_cfg(holdout_domains=["arithmetic"]), seed=0)
     assert {r["split"] for r in rows if r["domain"] == "arithmetic"} == {"test"}
     assert Counter(r["split"] for r in rows)["test"] == 100
+    assert len({r["domain"] for r in rows if r["split"] == "test"}) > 1  # others in test too
+    cfg = data_cfg(holdout_domains=["arithmetic", "months"], holdout_test_only=True)
+    rows = assign_splits(suite, cfg, seed=0)
+    assert Counter(r["split"] for r in rows) == {"train": 400, "val": 100, "test": 100}
+    assert {r["domain"] for r in rows if r["split"] == "test"} == {"arithmetic", "months"}
+    assert {r["split"] for r in rows if r["domain"] in ("arithmetic", "months")} == {"test"}
 
 
 def test_bad_sizes_are_a_config_error(suite):

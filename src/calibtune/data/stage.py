@@ -159,7 +159,8 @@ def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
     group goes to the same split (or is left out once that split is full), so no group is in two
     splits. A group whose first fact is in a data.holdout_domains domain goes to test; a
     holdout fact whose group is already in train or val is left out, so the holdout domains and
-    the entities of their test rows are unseen in train and val. Facts are trimmed to fit, so
+    the entities of their test rows are unseen in train and val; with data.holdout_test_only
+    the other domains' facts go to train and val only, so test is all holdout. Facts are trimmed to fit, so
     the split sizes come out exact unless the source runs out."""
     rows = [dict(row) for row in rows]
     entity_groups(rows)
@@ -179,6 +180,8 @@ def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
         split = group_split.get(fact[0]["group"])
         if split is None:
             allowed = ["test"] if held_out else list(SPLITS)
+            if not held_out and holdout and data_cfg.holdout_test_only:
+                allowed = ["train", "val"]
             open_splits = [s for s in allowed if remaining[s] > 0]
             if not open_splits:
                 continue
