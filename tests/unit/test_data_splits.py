@@ -97,7 +97,12 @@ def test_every_split_has_every_domain(suite, seed):
         counts = Counter(r["domain"] for r in rows if r["split"] == split)
         assert set(counts) == set(per_domain), (split, set(per_domain) - set(counts))
         for domain, n in per_domain.items():
-            assert abs(counts[domain] - share * n) <= 0.1 * n + 6, (split, domain, counts[domain], n)
+            assert abs(counts[domain] - share * n) <= 0.1 * n + 6, (
+                split,
+                domain,
+                counts[domain],
+                n,
+            )
 
 
 @pytest.mark.parametrize("n_examples", [4000, 6000])
