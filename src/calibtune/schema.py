@@ -34,7 +34,19 @@ ConfidenceMethod = Literal[
 ]
 BestMetric = Literal["ece", "brier", "auroc", "val_loss"]
 Grader = Literal[
-    "exact", "numeric", "choice", "substring", "judge", "country", "continent", "symbol"
+    "exact",
+    "numeric",
+    "choice",
+    "substring",
+    "judge",
+    "country",
+    "continent",
+    "symbol",
+    "weekday",
+    "month",
+    "letter",
+    "roman",
+    "spelled_number",
 ]
 SweepMetric = Literal[
     "val/ece",
@@ -120,6 +132,7 @@ class DataCfg(Group):
     include_domains: list[str]
     exclude_domains: list[str]
     holdout_domains: list[str]
+    holdout_test_only: bool
     backend: Literal["hf", "vllm"]
     batch_size: int = Field(ge=1)
     max_new_tokens: int = Field(ge=1)

@@ -136,6 +136,7 @@ def test_lodo_trains_each_fold_without_its_domains_and_aggregates(
         saved = OmegaConf.load(run_dir / fold / "data" / "config.yaml")
         fold_domains = set(saved.data.holdout_domains)
         assert fold_domains and not fold_domains & (split_domains["train"] | split_domains["val"])
+        assert split_domains["test"] == fold_domains  # test is all held-out rows
         metrics = json.loads((run_dir / fold / "eval" / "metrics.json").read_text())
         assert set(metrics["per_domain"]) <= fold_domains  # scored on its held-out domains only
         held_out.append(fold_domains)

@@ -45,4 +45,5 @@ def test_a_fold_holds_its_domains_out_of_training_and_scores_only_them(tmp_path)
         == list(fold.eval.test_domains)
         == ["capitals", "currencies"]
     )
+    assert fold.data.holdout_test_only and not cfg.data.holdout_test_only
     assert cfg.data.holdout_domains == []  # the parent config is left as it was

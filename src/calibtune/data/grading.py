@@ -5,8 +5,11 @@ look for the gold answer inside the response, and reject a response that offers 
 answers ("Paris or Lyon", "12 or 13", "Indonesia, Malaysia") or only echoes words of the
 question. `country` finds every country a response names, longest name first (so "South Sudan"
 is not "Sudan" and "Guinea-Bissau" not "Guinea"); `symbol` matches chemical symbols
-case-sensitively as symbols ("In" the symbol, not "in" the word). The LLM judge asks a local
-model through the same generation call as the data stage (`judge_grades`).
+case-sensitively as symbols ("In" the symbol, not "in" the word). `weekday` and `month` read
+day and month names the way `country` reads countries; `letter`, `roman` and `spelled_number`
+find the single letters, Roman numerals and numbers written in words that a response states.
+The LLM judge asks a local model through the same generation call as the data stage
+(`judge_grades`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,20 @@ NUMBER_WORDS = {
         ]
     )
 }
+TENS_WORDS = {
+    w: 10 * i
+    for i, w in enumerate(
+        ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"], 2
+    )
+}
+TENS_WORDS["fourty"] = 40  # a common misspelling that still names the number
+SCALE_WORDS = {"thousand": 1000, "million": 10**6, "billion": 10**9}
+# Words that may follow "A" or "I" when it names a letter (or "I" a numeral) rather than the
+# article or the pronoun: "A is the first letter", "I comes after H", "A or B".
+LETTER_VERBS = {"is", "was", "comes", "came", "follows", "precedes", "and", "or"}
+QUOTES = "'\"‘’“”`"
+SINGLE_LETTER = re.compile(r"(?<!\w)([A-Za-z])(?!\w)")
+ROMAN_NUMERAL = re.compile(r"(?<!\w)([IVXLCDM]+)(?!\w)")
 NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 LETTER = re.compile(r"(?<![A-Za-z])\(?([A-Z])(?:[).:]|(?![A-Za-z]))")
 
@@ -133,6 +150,176 @@ def numeric_match(response: str, answers: Sequence[str], question: str = "") -> 
         raise ConfigError(f"numeric grader: gold answers {list(answers)!r} hold no number")
     new = Counter(parse_numbers(response)) - Counter(parse_numbers(question))
     return len(new) == 1 and next(iter(new)) in gold
+
+
+# --- letters, Roman numerals and numbers in words ------------------------------------------------
+
+
+def _next_word(text: str, end: int) -> str | None:
+    """The word right after position `end` (after spaces only), or None."""
+    match = re.match(r"\s+([A-Za-z]+)", text[end:])
+    return match.group(1) if match else None
+
+
+def _inside_word(text: str, start: int, end: int) -> bool:
+    """True when text[start:end] is part of a contraction or dotted abbreviation ("it's",
+    "I'm", "e.g.", "U.S."): an apostrophe or dot joins it to a letter on either side."""
+    before = text[max(start - 2, 0) : start]
+    after = text[end : end + 2]
+    joined_before = len(before) == 2 and before[1] in "'’." and before[0].isalpha()
+    joined_after = len(after) == 2 and after[0] in "'’." and after[1].isalpha()
+    return joined_before or joined_after
+
+
+def _used_as_word(text: str, end: int) -> bool:
+    """True when "A" or "I" ending at `end` is the article or the pronoun: a lower-case word
+    follows that is not a verb or a joiner a letter takes ("A is ...", "I or J")."""
+    word = _next_word(text, end)
+    return word is not None and word[0].islower() and word not in LETTER_VERBS
+
+
+def _bare_token(response: str) -> str:
+    """The response without surrounding spaces, quotes and punctuation ("'e'." -> "e")."""
+    return response.strip().strip(QUOTES + ".,;:!?()[] ")
+
+
+def letter_mentions(text: str) -> Counter:
+    """Single letters the text names (upper-cased): a letter standing alone, not part of a
+    word, contraction or dotted abbreviation. Quoted letters always count ("'a'", "“e”"); an
+    unquoted "A" or "I" not when it is the article or the pronoun ("A common one", "I think";
+    but "A is", "A."); an unquoted lower-case "a" or "i" only right after the word "letter"
+    ("the letter a"); any other lower-case letter counts ("the letter e", "it is e")."""
+    found: Counter = Counter()
+    for match in SINGLE_LETTER.finditer(text):
+        start, end = match.span(1)
+        char = match.group(1)
+        if _inside_word(text, start, end):
+            continue
+        quoted = text[start - 1 : start] in QUOTES and text[end : end + 1] in QUOTES
+        quoted = quoted and start > 0 and end < len(text)
+        if not quoted and char in "AI" and _used_as_word(text, end):
+            continue
+        after_letter = re.search(r"\bletter\s+$", text[:start], re.IGNORECASE) is not None
+        if not quoted and char in "ai" and not after_letter:
+            continue
+        found[char.upper()] += 1
+    return found
+
+
+def letter_match(response: str, answers: Sequence[str], question: str = "") -> bool:
+    """The response is a single letter (any case: "a", "'e'."), or it names exactly one letter
+    beyond those in the question (see `letter_mentions`), a gold one: "E", "The 5th letter is E.",
+    "It is the letter 'e'." are right for E; "E or F", "K, L" (asked after K: K is echoed, L
+    is new, so right) and "A common letter" (no letter) are read accordingly."""
+    bare = _bare_token(response)
+    if len(bare) == 1 and bare.isalpha():
+        return bare.upper() in {a.strip().upper() for a in answers}
+    new = set(letter_mentions(response) - letter_mentions(question))
+    return len(new) == 1 and new <= {a.strip().upper() for a in answers}
+
+
+def roman_mentions(text: str) -> Counter:
+    """Roman numerals in the text: upper-case runs of I V X L C D M standing alone (not
+    "xiv", not "XIVth"), except the pronoun "I" ("I think") and contraction parts ("I'm")."""
+    found: Counter = Counter()
+    for match in ROMAN_NUMERAL.finditer(text):
+        start, end = match.span(1)
+        token = match.group(1)
+        if _inside_word(text, start, end) or (token == "I" and _used_as_word(text, end)):
+            continue
+        found[token] += 1
+    return found
+
+
+def roman_match(response: str, answers: Sequence[str], question: str = "") -> bool:
+    """The response is a gold numeral alone (any case: "xiv."), or it writes exactly one Roman
+    numeral beyond the question's, a gold one ("The Roman numeral for 14 is XIV." right; "XIV or
+    XV", "XIIII" wrong; inside a sentence lower case is not read: "it is xiv" is wrong)."""
+    bare = _bare_token(response)
+    if bare and set(bare.upper()) <= set("IVXLCDM"):
+        return bare.upper() in set(answers)
+    new = set(roman_mentions(response) - roman_mentions(question))
+    return len(new) == 1 and new <= set(answers)
+
+
+def _below_hundred(words: Sequence[str], i: int) -> tuple[int, int] | None:
+    """(value, next index) of "seven", "seventeen", "forty", "forty seven" at words[i]."""
+    if i >= len(words):
+        return None
+    if words[i] in TENS_WORDS:
+        value = TENS_WORDS[words[i]]
+        unit = NUMBER_WORDS.get(words[i + 1]) if i + 1 < len(words) else None
+        if unit is not None and 1 <= int(unit) <= 9:
+            return value + int(unit), i + 2
+        return value, i + 1
+    if words[i] in NUMBER_WORDS:
+        return int(NUMBER_WORDS[words[i]]), i + 1
+    return None
+
+
+def _below_thousand(words: Sequence[str], i: int) -> tuple[int, int] | None:
+    """(value, next index) of "three hundred (and) forty seven", "twelve hundred", "hundred"
+    (from "a hundred": the article is dropped) or a number below a hundred."""
+    first = _below_hundred(words, i)
+    if first is not None and (first[1] >= len(words) or words[first[1]] != "hundred"):
+        return first
+    if first is None and (i >= len(words) or words[i] != "hundred"):
+        return None
+    value, j = (first[0] * 100, first[1] + 1) if first else (100, i + 1)
+    k = j + 1 if j < len(words) and words[j] == "and" else j
+    rest = _below_hundred(words, k)
+    return (value + rest[0], rest[1]) if rest and rest[0] > 0 else (value, j)
+
+
+def _read_spelled(words: Sequence[str], i: int) -> tuple[int, int] | None:
+    """(value, next index) of the longest number name starting at words[i], scales taken in
+    falling order ("two million three thousand and five"; "a thousand" is 1,000)."""
+    chunk = _below_thousand(words, i)
+    if chunk is None:
+        if words[i] not in SCALE_WORDS:
+            return None
+        chunk = (1, i)
+    value, j = chunk
+    total, last_scale = 0, float("inf")
+    while j < len(words) and SCALE_WORDS.get(words[j], last_scale) < last_scale:
+        last_scale = SCALE_WORDS[words[j]]
+        total, j = total + value * last_scale, j + 1
+        k = j + 1 if j < len(words) and words[j] == "and" else j
+        following = _below_thousand(words, k)
+        if following is None:
+            return total, j
+        value, j = following
+    return total + value, j
+
+
+def spelled_numbers(text: str) -> list[int]:
+    """Every number the text writes in English words, each maximal number name read as one
+    ("three hundred and forty-seven" is 347; "nineteen eighty-four" is 19 and 84); digits are
+    not read."""
+    words = normalize_words(text)
+    found, i = [], 0
+    while i < len(words):
+        read = _read_spelled(words, i)
+        if read is None:
+            i += 1
+        else:
+            found.append(read[0])
+            i = read[1]
+    return found
+
+
+def spelled_number_match(response: str, answers: Sequence[str], question: str = "") -> bool:
+    """The response writes exactly one number in words beyond the question's, a gold one.
+    Hyphens, case, "and" and commas do not matter ("Forty-Seven.", "forty seven", "three
+    hundred and forty-seven"); digits alone are no answer ("47" is not "47 in words")."""
+    gold = set()
+    for answer in answers:
+        values = spelled_numbers(str(answer))
+        if len(values) != 1:
+            raise ConfigError(f"spelled_number grader: gold answer {answer!r} is not one number")
+        gold.add(values[0])
+    new = set(Counter(spelled_numbers(response)) - Counter(spelled_numbers(question)))
+    return len(new) == 1 and new <= gold
 
 
 # --- entity graders: every answer of a kind the response names, gold or not --------------------
@@ -224,13 +411,25 @@ def entity_match(response: str, answers: Sequence[str], question: str, lexicon: 
     return True
 
 
+def calendar_lexicon(names: Sequence[str]) -> Lexicon:
+    """Day or month names; "May" only capitalized ("May" or "MAY", not the verb "may")."""
+    lexicon = make_lexicon({name: [name] for name in names if name != "May"})
+    if "May" not in names:
+        return lexicon
+    acronyms = {**lexicon.acronyms, ("May",): "May", ("MAY",): "May"}
+    return Lexicon(lexicon.phrases, acronyms, max(lexicon.longest, 1))
+
+
 @cache
 def entity_lexicon(kind: str) -> Lexicon:
     """The lexicon of an entity grader: `country` (every country's names and '<demonym>
-    city/state ...'; cities and seas as blockers) or `continent` (continents, their adjectives
-    and 'the Americas' / 'Eurasia'; country names as blockers)."""
+    city/state ...'; cities and seas as blockers), `continent` (continents, their adjectives
+    and 'the Americas' / 'Eurasia'; country names as blockers), `weekday` or `month`."""
     from calibtune.data.builtin import continent_names, country_names, place_names
+    from calibtune.data.builtin_generated import MONTH_NAMES, WEEKDAY_NAMES
 
+    if kind in ("weekday", "month"):
+        return calendar_lexicon(WEEKDAY_NAMES if kind == "weekday" else MONTH_NAMES)
     if kind == "country":
         return make_lexicon(country_names(), place_names())
     countries = [name for names in country_names().values() for name in names]
@@ -296,7 +495,7 @@ def grade(
     question: str = "",
 ) -> bool:
     """Is `response` correct? grader: exact | numeric | choice | substring | country | continent
-    | symbol (judge: judge_grades)."""
+    | symbol | weekday | month | letter | roman | spelled_number (judge: judge_grades)."""
     if grader == "exact":
         return exact_match(response, answers, question)
     if grader == "numeric":
@@ -305,10 +504,16 @@ def grade(
         return choice_match(response, answers, choices)
     if grader == "substring":
         return substring_match(response, answers)
-    if grader in ("country", "continent"):
+    if grader in ("country", "continent", "weekday", "month"):
         return entity_match(response, answers, question, entity_lexicon(grader))
     if grader == "symbol":
         return symbol_match(response, answers, question)
+    if grader == "letter":
+        return letter_match(response, answers, question)
+    if grader == "roman":
+        return roman_match(response, answers, question)
+    if grader == "spelled_number":
+        return spelled_number_match(response, answers, question)
     if grader == "judge":
         raise ConfigError("the 'judge' grader needs a model: call judge_grades(...) instead")
     raise ConfigError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
