@@ -73,7 +73,9 @@ def run_stage(command: str, argv: list[str]) -> None:
     import hydra
 
     from calibtune.config import conf_dir
+    from calibtune.runtime import commit_at_start
 
+    commit_at_start()  # read before any work: outputs record the code this stage started with
     config_name, target = COMMANDS[command]
 
     def run_and_score(cfg):

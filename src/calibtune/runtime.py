@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import subprocess
@@ -108,6 +109,14 @@ def git_commit(repo_dir: Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+@functools.cache
+def commit_at_start() -> str | None:
+    """`git_commit()` as first read in this process. The CLI reads it before any work, so an
+    output records the code its stage started with, not a commit made in the checkout while
+    a long stage ran."""
+    return git_commit()
+
+
 def provenance() -> dict:
     """What produced an output: calibtune's and its numeric libraries' versions, the git commit
     (the block every manifest, metrics file and export carries)."""
@@ -124,4 +133,4 @@ def provenance() -> dict:
         "peft": peft.__version__,
         "accelerate": accelerate.__version__,
     }
-    return {"versions": versions, "git_commit": git_commit()}
+    return {"versions": versions, "git_commit": commit_at_start()}

@@ -57,3 +57,31 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
         (tmp / "other").write_text("v3")
     assert sorted(p.name for p in target.iterdir()) == ["other"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no temp or .old dirs
+
+
+def test_provenance_records_the_commit_the_process_started_with(tmp_path, monkeypatch):
+    """A commit made in the checkout while a long stage runs must not be what its outputs say
+    produced them: the commit is read once, when the stage starts."""
+    import subprocess
+
+    from calibtune import runtime
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("commit", "-q", "--allow-empty", "-m", "first")
+    first = git("rev-parse", "HEAD")
+    read_commit = runtime.git_commit
+    monkeypatch.setattr(runtime, "git_commit", lambda: read_commit(tmp_path))
+    runtime.commit_at_start.cache_clear()
+    assert runtime.commit_at_start() == first
+    git("commit", "-q", "--allow-empty", "-m", "second")
+    assert git("rev-parse", "HEAD") != first
+    assert runtime.provenance()["git_commit"] == first
+    runtime.commit_at_start.cache_clear()
