@@ -33,6 +33,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from calibtune.data.builtin import _rows
+from calibtune.data.grading import SMALL_NUMBER_NAMES, TENS_NAMES
 
 GENERATED_SEED = 20240612
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -152,55 +153,27 @@ ROMAN_VALUES = (
     (4, "IV"),
     (1, "I"),
 )
-SMALL_NUMBER_NAMES = (
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-)
-TENS_NAMES = (
-    "_",
-    "_",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-    "sixty",
-    "seventy",
-    "eighty",
-    "ninety",
-)
 # (key, larger unit, smaller unit, smaller units in one larger): exact by definition.
-UNIT_CONVERSIONS = (
-    ("km-m", "kilometres", "metres", 1000),
-    ("m-cm", "metres", "centimetres", 100),
-    ("m-mm", "metres", "millimetres", 1000),
-    ("cm-mm", "centimetres", "millimetres", 10),
-    ("kg-g", "kilograms", "grams", 1000),
-    ("g-mg", "grams", "milligrams", 1000),
-    ("t-kg", "tonnes", "kilograms", 1000),
-    ("l-ml", "litres", "millilitres", 1000),
-    ("h-min", "hours", "minutes", 60),
-    ("min-s", "minutes", "seconds", 60),
-    ("d-h", "days", "hours", 24),
-    ("wk-d", "weeks", "days", 7),
-    ("yr-mo", "years", "months", 12),
+UNIT_CONVERSIONS = tuple(
+    (key, large, small, int(factor))
+    for key, large, small, factor in map(
+        str.split,
+        """
+km-m kilometres metres 1000
+m-cm metres centimetres 100
+m-mm metres millimetres 1000
+cm-mm centimetres millimetres 10
+kg-g kilograms grams 1000
+g-mg grams milligrams 1000
+t-kg tonnes kilograms 1000
+l-ml litres millilitres 1000
+h-min hours minutes 60
+min-s minutes seconds 60
+d-h days hours 24
+wk-d weeks days 7
+yr-mo years months 12
+""".strip().splitlines(),
+    )
 )
 UNIT_VALUES_PER_CONVERSION = 8
 # Amounts of the larger unit: whole numbers, halves and quarters (never 1: plural unit names).

@@ -35,40 +35,43 @@ FILLER_WORDS |= {"called", "simply", "just", "i", "think", "not", "sure", "but",
 LIST_WORDS = {"or", "and", "either", "in", "maybe", "perhaps", "possibly"}
 # Element symbols that are also English words: read as words when a lower-case word follows.
 ENGLISH_WORD_SYMBOLS = {"I", "In", "As", "Be", "He", "No", "At", "Am"}
-NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-            "twenty",
-        ]
-    )
-}
-TENS_WORDS = {
-    w: 10 * i
-    for i, w in enumerate(
-        ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"], 2
-    )
-}
+# English number names, shared with the generated suite (data/builtin_generated.py).
+SMALL_NUMBER_NAMES = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+)
+TENS_NAMES = (
+    "_",
+    "_",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+)
+NUMBER_WORDS = {w: str(i) for i, w in enumerate((*SMALL_NUMBER_NAMES, "twenty"))}
+TENS_WORDS = {w: 10 * i for i, w in enumerate(TENS_NAMES) if i >= 2}
 TENS_WORDS["fourty"] = 40  # a common misspelling that still names the number
 SCALE_WORDS = {"thousand": 1000, "million": 10**6, "billion": 10**9}
 # Words that may follow "A" or "I" when it names a letter (or "I" a numeral) rather than the
@@ -496,24 +499,22 @@ def grade(
 ) -> bool:
     """Is `response` correct? grader: exact | numeric | choice | substring | country | continent
     | symbol | weekday | month | letter | roman | spelled_number (judge: judge_grades)."""
-    if grader == "exact":
-        return exact_match(response, answers, question)
-    if grader == "numeric":
-        return numeric_match(response, answers, question)
+    text_matchers = {
+        "exact": exact_match,
+        "numeric": numeric_match,
+        "symbol": symbol_match,
+        "letter": letter_match,
+        "roman": roman_match,
+        "spelled_number": spelled_number_match,
+    }
+    if grader in text_matchers:
+        return text_matchers[grader](response, answers, question)
     if grader == "choice":
         return choice_match(response, answers, choices)
     if grader == "substring":
         return substring_match(response, answers)
     if grader in ("country", "continent", "weekday", "month"):
         return entity_match(response, answers, question, entity_lexicon(grader))
-    if grader == "symbol":
-        return symbol_match(response, answers, question)
-    if grader == "letter":
-        return letter_match(response, answers, question)
-    if grader == "roman":
-        return roman_match(response, answers, question)
-    if grader == "spelled_number":
-        return spelled_number_match(response, answers, question)
     if grader == "judge":
         raise ConfigError("the 'judge' grader needs a model: call judge_grades(...) instead")
     raise ConfigError(f"unknown grader {grader!r}; choose one of {', '.join(GRADERS)}")
