@@ -602,8 +602,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)
     not_fitted.update(baselines_not_fitted)
-    val_domains = [str(r.get("domain") or "all") for r in splits["val"]]
-    domains = [str(r.get("domain") or "all") for r in splits["test"]]
+    val_domains, domains = baselines.domains_of(splits["val"]), baselines.domains_of(splits["test"])
     val_groups = [row_group(r) for r in splits["val"]]
     domain_fitted, domain_not_fitted = fit_domain_calibration(
         cfg, val, y_val, val_domains, val_groups
