@@ -160,13 +160,15 @@ def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
     splits. A group whose first fact is in a data.holdout_domains domain goes to test; a
     holdout fact whose group is already in train or val is left out, so the holdout domains and
     the entities of their test rows are unseen in train and val; with data.holdout_test_only
-    the other domains' facts go to train and val only, so test is all holdout. Facts are trimmed to fit, so
+    the other domains' facts go to train and val only (or are left out when their group is in
+    test), so test is all holdout. Facts are trimmed to fit, so
     the split sizes come out exact unless the source runs out."""
     rows = [dict(row) for row in rows]
     entity_groups(rows)
     if all(row.get("split") in SPLITS for row in rows):
         return rows
     holdout = set(data_cfg.holdout_domains or [])
+    test_only = bool(holdout) and bool(data_cfg.holdout_test_only)  # test: holdout rows alone
     sizes = split_sizes(data_cfg, len(rows))
     remaining = dict(sizes)
     group_split: dict[str, str] = {}
@@ -179,15 +181,13 @@ def assign_splits(rows: list[dict], data_cfg, seed: int) -> list[dict]:
         held_out = any(r["domain"] in holdout for r in fact)
         split = group_split.get(fact[0]["group"])
         if split is None:
-            allowed = ["test"] if held_out else list(SPLITS)
-            if not held_out and holdout and data_cfg.holdout_test_only:
-                allowed = ["train", "val"]
+            allowed = ["test"] if held_out else ["train", "val"] if test_only else list(SPLITS)
             open_splits = [s for s in allowed if remaining[s] > 0]
             if not open_splits:
                 continue
             split = pick_split(open_splits, sizes, taken[fact[0]["domain"]], rng)
             group_split[fact[0]["group"]] = split
-        if held_out and split != "test":
+        if (held_out and split != "test") or (test_only and not held_out and split == "test"):
             continue
         kept = fact[: remaining[split]]
         chosen += [{**row, "split": split} for row in kept]
