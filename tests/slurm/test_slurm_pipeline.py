@@ -21,19 +21,20 @@ pytestmark = pytest.mark.slurm
 
 PIPELINE = REPO / "launch" / "slurm" / "pipeline.sh"
 STEPS = 1600
-# Long enough that the signal (see TIME_LIMIT) lands mid-run on a faster machine too: with 400
-# steps (about 20 s here at 0.05 s a step on one core) CI's train job once ended unsignalled
-# (Restarts 0). No periodic checkpoints, so a resume can only start from the checkpoint written
-# on the stop request.
+# Long enough (about 90 s at 0.06 s a step on one core) that the signal (see TIME_LIMIT) lands
+# mid-run: max_steps must bind, not epochs (the tiny set is 6 steps an epoch: 100 epochs stopped
+# at step 600, after 35 s, and a run once ended unsignalled, Restarts 0). No periodic
+# checkpoints, so a resume can only start from the checkpoint written on the stop request.
 TRAIN = [
-    "train.epochs=100",
+    "train.epochs=1000",
     f"train.max_steps={STEPS}",
     "train.eval_every=400",
     "train.log_every=10",
     "train.checkpoint_every=0",
 ]
-# SIGUSR1 55 s before a 1-minute limit: SLURM sends it 5-20 s after the job starts (its timer
-# runs every few seconds), while the trainer still has most of its steps ahead.
+# SIGUSR1 55 s before a 1-minute limit: SLURM sends it 5 to about 40 s after the job starts (on
+# its periodic timer, before the limit's kill on the same timer), while the trainer still has
+# most of its steps ahead.
 TIME_LIMIT = "--time=1 --signal=B:USR1@55"
 ADAPTER = Path("train/adapter/adapter_model.safetensors")
 
@@ -159,6 +160,8 @@ def test_train_signalled_before_its_time_limit_checkpoints_requeues_and_resumes(
     assert 0 < stopped == resumed < STEPS
     # and the requeued run finished with the uninterrupted run's adapter (bit for bit)
     assert (pipeline.run_dir / ADAPTER).read_bytes() == (pipeline.reference / ADAPTER).read_bytes()
+    records = (pipeline.run_dir / "train" / "metrics.jsonl").read_text().splitlines()
+    assert max(json.loads(line)["step"] for line in records) == STEPS  # max_steps, not epochs
 
 
 def test_submitting_a_finished_pipeline_again_submits_nothing(
