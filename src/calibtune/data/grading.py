@@ -144,6 +144,13 @@ def parse_numbers(text: str) -> list[float]:
     return found
 
 
+def one_new_and_gold(found: Counter, echoed: Counter, gold: set) -> bool:
+    """What a response names beyond what it echoes from the question (counted) is exactly one
+    thing, and a gold one: the rule of the numeric, symbol, letter, roman and spelled graders."""
+    new = found - echoed
+    return len(new) == 1 and next(iter(new)) in gold
+
+
 def numeric_match(response: str, answers: Sequence[str], question: str = "") -> bool:
     """The response states exactly one number beyond those in the question, and it is a gold one."""
     gold = set()
@@ -151,8 +158,9 @@ def numeric_match(response: str, answers: Sequence[str], question: str = "") -> 
         gold.update(parse_numbers(str(answer)))
     if not gold:
         raise ConfigError(f"numeric grader: gold answers {list(answers)!r} hold no number")
-    new = Counter(parse_numbers(response)) - Counter(parse_numbers(question))
-    return len(new) == 1 and next(iter(new)) in gold
+    return one_new_and_gold(
+        Counter(parse_numbers(response)), Counter(parse_numbers(question)), gold
+    )
 
 
 # --- letters, Roman numerals and numbers in words ------------------------------------------------
@@ -214,11 +222,10 @@ def letter_match(response: str, answers: Sequence[str], question: str = "") -> b
     beyond those in the question (see `letter_mentions`), a gold one: "E", "The 5th letter is E.",
     "It is the letter 'e'." are right for E; "E or F", "K, L" (asked after K: K is echoed, L
     is new, so right) and "A common letter" (no letter) are read accordingly."""
-    bare = _bare_token(response)
+    bare, gold = _bare_token(response), {a.strip().upper() for a in answers}
     if len(bare) == 1 and bare.isalpha():
-        return bare.upper() in {a.strip().upper() for a in answers}
-    new = set(letter_mentions(response) - letter_mentions(question))
-    return len(new) == 1 and new <= {a.strip().upper() for a in answers}
+        return bare.upper() in gold
+    return one_new_and_gold(letter_mentions(response), letter_mentions(question), gold)
 
 
 def roman_mentions(text: str) -> Counter:
@@ -241,8 +248,7 @@ def roman_match(response: str, answers: Sequence[str], question: str = "") -> bo
     bare = _bare_token(response)
     if bare and set(bare.upper()) <= set("IVXLCDM"):
         return bare.upper() in set(answers)
-    new = set(roman_mentions(response) - roman_mentions(question))
-    return len(new) == 1 and new <= set(answers)
+    return one_new_and_gold(roman_mentions(response), roman_mentions(question), set(answers))
 
 
 def _below_hundred(words: Sequence[str], i: int) -> tuple[int, int] | None:
@@ -321,8 +327,8 @@ def spelled_number_match(response: str, answers: Sequence[str], question: str = 
         if len(values) != 1:
             raise ConfigError(f"spelled_number grader: gold answer {answer!r} is not one number")
         gold.add(values[0])
-    new = set(Counter(spelled_numbers(response)) - Counter(spelled_numbers(question)))
-    return len(new) == 1 and new <= gold
+    found, echoed = Counter(spelled_numbers(response)), Counter(spelled_numbers(question))
+    return one_new_and_gold(found, echoed, gold)
 
 
 # --- entity graders: every answer of a kind the response names, gold or not --------------------
@@ -461,8 +467,8 @@ def symbol_match(response: str, answers: Sequence[str], question: str = "") -> b
     from calibtune.data.builtin import element_symbols
 
     symbols = element_symbols() | frozenset(answers)
-    new = set(symbol_mentions(response, symbols) - symbol_mentions(question, symbols))
-    return len(new) == 1 and new <= set(answers)
+    found, echoed = symbol_mentions(response, symbols), symbol_mentions(question, symbols)
+    return one_new_and_gold(found, echoed, set(answers))
 
 
 def choice_letter(response: str, choices: Sequence[str]) -> str | None:
