@@ -101,8 +101,15 @@ class MethodCfg(Group):
 
 
 class ProbeCfg(Group):
+    fit: Literal["logistic", "adamw"]
     hidden: int = NonNegInt
     dropout: float = Field(ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _logistic_is_linear(self) -> ProbeCfg:
+        if self.fit == "logistic" and self.hidden:
+            raise ValueError("probe.fit=logistic fits a linear head: set probe.hidden=0")
+        return self
 
 
 class OptimCfg(Group):

@@ -19,8 +19,11 @@ from calibtune.train.recipe import run_train_stage
 
 
 def method_overrides(overrides: list[str], method: str) -> list[str]:
-    """The overrides that apply to `method` (probe has no lora: block)."""
-    return [o for o in overrides if method != "probe" or not o.startswith("lora.")]
+    """The overrides that apply to `method` (probe has no lora: block; its head is trained in
+    AdamW steps here, the path with steps, checkpoints and resume)."""
+    if method == "probe":
+        return [*(o for o in overrides if not o.startswith("lora.")), "probe.fit=adamw"]
+    return overrides
 
 
 def main(spec_path: str) -> None:

@@ -307,11 +307,12 @@ def test_alora_needs_followup_queries(compose_cfg, tmp_path):
     assert not Path(cfg.train.output_dir).exists()
 
 
-def test_probe_method_saves_a_head_that_scores_val(compose_cfg, labeled_dir: Path):
+def test_probe_method_adamw_saves_a_head_that_scores_val(compose_cfg, labeled_dir: Path):
     from calibtune.models.probe import load_probe
 
     fast = [o for o in FAST if not o.startswith("lora.")]
     overrides = [*fast, f"train.data_dir={labeled_dir}", "method=probe", "train.epochs=3"]
+    overrides.append("probe.fit=adamw")
     cfg = compose_cfg("train", overrides)
     out = run_train_stage(cfg)
     assert (out / "adapter/probe.safetensors").is_file()
@@ -321,6 +322,32 @@ def test_probe_method_saves_a_head_that_scores_val(compose_cfg, labeled_dir: Pat
     assert head(torch.zeros(2, head.in_features)).shape == (2,)
     losses = [r["train/loss"] for r in read_metrics(out) if "train/loss" in r]
     assert len(losses) == 12
+
+
+def test_probe_method_logistic_fits_in_one_pass_and_scores_val(compose_cfg, labeled_dir: Path):
+    from calibtune.models.probe import PROBE_STRENGTHS, load_probe
+
+    fast = [o for o in FAST if not o.startswith("lora.")]
+    cfg = compose_cfg("train", [*fast, f"train.data_dir={labeled_dir}", "method=probe"])
+    assert cfg.probe.fit == "logistic"  # the default
+    out = run_train_stage(cfg)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fit"]["kind"] == "logistic" and manifest["steps"] == 0
+    assert manifest["fit"]["inverse_l2_strength"] in PROBE_STRENGTHS
+    assert manifest["fit"]["train_rows"] == 16
+    assert set(manifest["best"]["val_metrics"]) >= {"ece", "brier", "auroc", "val_loss"}
+    head = load_probe(out / "adapter")
+    assert head.hidden == 0 and head.net[-1].weight.abs().sum() > 0
+    records = read_metrics(out)
+    assert not any("train/loss" in r for r in records)
+    assert [r["val/val_loss"] for r in records] == [manifest["best"]["val_metrics"]["val_loss"]]
+
+
+def test_probe_logistic_with_a_hidden_layer_is_refused_before_work(compose_cfg, labeled_dir):
+    fast = [o for o in FAST if not o.startswith("lora.")]
+    overrides = [*fast, f"train.data_dir={labeled_dir}", "method=probe", "probe.hidden=8"]
+    with pytest.raises(ConfigError, match="probe.fit=logistic fits a linear head"):
+        run_train_stage(compose_cfg("train", overrides))
 
 
 def run_script(overrides: list[str]) -> subprocess.Popen:

@@ -119,7 +119,7 @@ def compose_with_hydra(*overrides: str):
     [
         ("lora", {"optim.lr", "lora.r", "train.beta"}),
         ("alora", {"optim.lr", "lora.r"}),
-        ("probe", {"optim.lr", "probe.hidden"}),
+        ("probe", {"optim.lr", "probe.hidden", "probe.fit"}),
     ],
 )
 def test_optuna_searches_only_keys_the_method_uses(method, searched):

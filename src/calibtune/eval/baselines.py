@@ -7,22 +7,20 @@ signals the base model already gives, or a read-out of what the base model alrea
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from calibtune.eval.recalibrate import group_folds
 from calibtune.examples import MANIFEST, read_labeled_split, row_group, split_path
+from calibtune.models.probe import fit_linear_probe
 
 DOMAIN_PRIOR, LOGREG, PROBE = "baseline/domain_prior", "baseline/logreg", "baseline/probe"
 TRAINED = (DOMAIN_PRIOR, LOGREG, PROBE)
-PROBE_STRENGTHS = np.logspace(-4, 1, 6)  # inverse L2 strengths the probe's folds choose from
 BASE_FEATURES = ("base/pavg", "base/pmin", "base/seqlogp")  # probabilities, used as they are
 FEATURE_METHODS = (*BASE_FEATURES, "base/ptrue")  # what the train rows' forward passes give
 EPS = 1e-6
@@ -101,22 +99,6 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, seed: int) -> Pipeline:
     return model.fit(x, y)
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int) -> Pipeline:
-    """L2 logistic regression on standardised hidden states; its strength chosen by log loss over
-    5 folds of the train rows that keep each entity group in one fold (never on val or test)."""
-    groups = np.asarray(groups)
-    folds = list(group_folds(groups).split(x, y, groups))
-    model = make_pipeline(
-        StandardScaler(),
-        LogisticRegressionCV(
-            Cs=PROBE_STRENGTHS, cv=folds, scoring="neg_log_loss", max_iter=2000, random_state=seed
-        ),
-    )
-    with warnings.catch_warnings():  # sklearn 1.9 warns about fitted attributes this never reads
-        warnings.simplefilter("ignore", FutureWarning)
-        return model.fit(x, y)
-
-
 def trained_baselines(
     train_rows: Sequence[dict],
     train_confidences: dict[str, np.ndarray],
@@ -147,7 +129,7 @@ def trained_baselines(
     groups = [row_group(r) for r in train_rows]
     if min(np.bincount(labels)) < 5 or len(set(groups)) < 2:
         return out, {PROBE: "too few train rows of a class (or groups) for the probe's folds"}
-    probe = fit_probe(hidden["train"], labels, groups, seed)
+    probe, _ = fit_linear_probe(hidden["train"], labels, groups, seed)  # what method=probe fits
     for name in scored:
-        out[name][PROBE] = probe.predict_proba(hidden[name])[:, 1]
+        out[name][PROBE] = probe.probability(hidden[name])
     return out, {}

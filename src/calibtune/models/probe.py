@@ -1,18 +1,27 @@
 """The probe head of `method=probe`: a small head on the frozen model's last hidden state at the
-query's last token, saved as `probe.safetensors` + `probe_config.json` in an adapter dir."""
+query's last token, saved as `probe.safetensors` + `probe_config.json` in an adapter dir; and the
+linear probe's fit (L2 logistic regression), shared by `method=probe` and the eval's
+`baseline/probe`."""
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import GroupKFold
+from sklearn.preprocessing import StandardScaler
 
 from calibtune.errors import CalibtuneError
 
 PROBE_WEIGHTS = "probe.safetensors"
 PROBE_CONFIG = "probe_config.json"
+PROBE_STRENGTHS = np.logspace(-4, 1, 6)  # inverse L2 strengths the linear probe's folds choose from
 
 
 class ProbeHead(torch.nn.Module):
@@ -41,6 +50,42 @@ class ProbeHead(torch.nn.Module):
         """[no, yes] logits, so the query loss and metrics apply unchanged."""
         logit = self(features)
         return torch.stack([torch.zeros_like(logit), logit], dim=-1)
+
+    @torch.no_grad()
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        """P(correct) of each row of `features` [N, H], as float64."""
+        return torch.sigmoid(self(torch.as_tensor(features))).double().numpy()
+
+
+def fit_linear_probe(
+    x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int
+) -> tuple[ProbeHead, float]:
+    """L2 logistic regression on standardised features, its inverse strength chosen from
+    PROBE_STRENGTHS by log loss over up to 5 folds that keep each entity group in one fold (never
+    val or test); returned as a linear head (the standardisation folded into its weights) and the
+    chosen strength. sklearn fits it (L-BFGS to convergence): no learning rate or steps to tune."""
+    groups = np.asarray(groups)
+    n_groups = len(set(groups.tolist()))
+    if n_groups < 2 or np.unique(y).size < 2:
+        raise CalibtuneError(
+            f"the linear probe needs two classes and two entity groups (got {np.unique(y).size} "
+            f"class(es), {n_groups} group(s))"
+        )
+    folds = list(GroupKFold(n_splits=min(5, n_groups)).split(x, y, groups))
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegressionCV(
+        Cs=PROBE_STRENGTHS, cv=folds, scoring="neg_log_loss", max_iter=2000, random_state=seed
+    )
+    with warnings.catch_warnings():  # sklearn 1.9 warns about fitted attributes this never reads
+        warnings.simplefilter("ignore", FutureWarning)
+        model.fit(scaler.transform(x), y)
+    weight = model.coef_[0] / scaler.scale_
+    head = ProbeHead(x.shape[1])
+    linear = head.net[-1]
+    with torch.no_grad():
+        linear.weight.copy_(torch.as_tensor(weight)[None])
+        linear.bias.fill_(float(model.intercept_[0] - weight @ scaler.mean_))
+    return head.eval(), float(model.C_[0])
 
 
 def is_probe_dir(path: str | Path) -> bool:

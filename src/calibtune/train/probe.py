@@ -19,10 +19,11 @@ from transformers import get_scheduler
 
 from calibtune.config import save_config
 from calibtune.errors import ConfigError
+from calibtune.examples import row_group
 from calibtune.io import atomic_dir, write_json_atomic
 from calibtune.models.confidence import query_features, query_tokens_of
 from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, ProbeHead
+from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, ProbeHead, fit_linear_probe
 from calibtune.runtime import set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
@@ -68,32 +69,75 @@ def shared_features(accelerator, model, tokenizer, rows: list[dict], batch_size:
 
 
 def train_probe(cfg: DictConfig) -> Path:
-    """Features from the frozen model once (sharded over ranks), then AdamW on the head with
-    each rank taking its share of every global batch (DDP); checkpoints and resume as for LoRA;
-    the best head by `train.best_metric` on val is saved as adapter/."""
+    """Features from the frozen model once (sharded over ranks), then the head: fitted by L2
+    logistic regression (probe.fit=logistic, the eval's baseline/probe) or trained by AdamW
+    (probe.fit=adamw); saved as adapter/ with a manifest."""
     from calibtune.train import recipe
 
     tc = cfg.train
     accelerator = dist.make_accelerator(cfg)
     if dist.use_deepspeed() or str(tc.strategy) == "fsdp2":
         raise ConfigError("method=probe trains a small head: use DDP (train.strategy=auto)")
-    strategy = dist.Strategy("ddp", accumulation_steps=1)
     accelerator.gradient_accumulation_steps = 1
-    rank0, world = accelerator.is_main_process, accelerator.num_processes
     output_dir = recipe.shared_output_dir(accelerator, tc.output_dir)
     train_rows, val_rows = recipe.read_training_data(cfg)
-    recipe.check_train_config(cfg, len(train_rows), world)
+    recipe.check_train_config(cfg, len(train_rows), accelerator.num_processes)
     tokenizer = load_tokenizer(cfg.model)
     query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
     with accelerator.main_process_first():
         model = load_model(cfg.model, device=accelerator.device).eval()
-    x_train, y_train = shared_features(
-        accelerator, model, tokenizer, train_rows, tc.eval_batch_size
-    )
-    x_val, y_val = shared_features(accelerator, model, tokenizer, val_rows, tc.eval_batch_size)
+    train_xy = shared_features(accelerator, model, tokenizer, train_rows, tc.eval_batch_size)
+    val_xy = shared_features(accelerator, model, tokenizer, val_rows, tc.eval_batch_size)
     del model
+    if cfg.probe.fit == "logistic":
+        groups = [row_group(r) for r in train_rows]
+        fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, groups)
+    else:
+        fields = train_adamw(cfg, accelerator, output_dir, train_xy, val_xy)
+    if accelerator.is_main_process:
+        manifest = {"stage": "train", "method": "probe", "seed": int(cfg.seed), **fields}
+        manifest["world_size"] = accelerator.num_processes
+        write_json_atomic(
+            output_dir / "manifest.json", {**manifest, **_shared_manifest_fields(cfg)}
+        )
+    accelerator.wait_for_everyone()
+    return output_dir
 
+
+def fit_logistic(cfg, accelerator, output_dir: Path, train_xy, val_xy, groups) -> dict:
+    """probe.fit=logistic: the linear probe of calibtune.models.probe on the train features
+    (rank 0; seconds), scored on val; the manifest fields."""
+    if not accelerator.is_main_process:
+        return {}
+    (x_train, y_train), (x_val, y_val) = train_xy, val_xy
+    labels = (y_train.numpy() >= 0.5).astype(int)  # soft labels: the majority grade
+    head, strength = fit_linear_probe(x_train.double().numpy(), labels, groups, int(cfg.seed))
+    with torch.no_grad():
+        scores = validation_metrics(head.two_way(x_val), y_val)
+    tracker = Tracker(output_dir, cfg.logger, cfg)
+    save_config(cfg, output_dir / "config.yaml")
+    tracker.log({f"val/{k}": v for k, v in scores.items()}, step=0)
+    tracker.finish()
+    save_probe(head, output_dir / "adapter", {"feature": "last_hidden_state", "fit": "logistic"})
+    metric = cfg.train.best_metric
+    return {
+        "steps": 0,
+        "fit": {"kind": "logistic", "inverse_l2_strength": strength, "train_rows": len(labels)},
+        "best": {"metric": metric, "step": 0, "value": scores[metric], "val_metrics": scores},
+    }
+
+
+def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
+    """probe.fit=adamw: AdamW on the head with each rank taking its share of every global batch
+    (DDP); checkpoints and resume as for LoRA; the best head by `train.best_metric` on val is
+    saved as adapter/. Returns the manifest fields."""
+    from calibtune.train import recipe
+
+    tc = cfg.train
+    strategy = dist.Strategy("ddp", accumulation_steps=1)
+    rank0, world = accelerator.is_main_process, accelerator.num_processes
+    (x_train, y_train), (x_val, y_val) = train_xy, val_xy
     head = ProbeHead(x_train.shape[1], int(cfg.probe.hidden), float(cfg.probe.dropout))
     resume_from = ckpt.find_resume_checkpoint(cfg, output_dir)
     snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
@@ -113,11 +157,11 @@ def train_probe(cfg: DictConfig) -> Path:
         if snapshot is not None:
             tracker.drop_after(state.step)
     batch_size, local_batch = int(tc.batch_size), int(tc.batch_size) // world
-    steps = recipe.total_steps(cfg, len(train_rows) // batch_size)
+    steps = recipe.total_steps(cfg, len(y_train) // batch_size)
     x_train, y_train = x_train.to(accelerator.device), y_train.to(accelerator.device)
     while state.step < steps:
         batches = recipe.plan_batches(
-            [0] * len(train_rows), batch_size, recipe.epoch_seed(int(cfg.seed), state.epoch), False
+            [0] * len(y_train), batch_size, recipe.epoch_seed(int(cfg.seed), state.epoch), False
         )
         for batch_index in range(state.batch_in_epoch, len(batches)):
             mine = batches[batch_index][accelerator.process_index :: world]
@@ -155,27 +199,17 @@ def train_probe(cfg: DictConfig) -> Path:
         else:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     if rank0:
-        write_json_atomic(
-            output_dir / "manifest.json",
-            {
-                "stage": "train",
-                "method": "probe",
-                "seed": int(cfg.seed),
-                "steps": steps,
-                "world_size": world,
-                "best": {
-                    "metric": tc.best_metric,
-                    "step": state.best_step,
-                    "value": state.best_value,
-                    "val_metrics": state.best_metrics,
-                },
-                "final": asdict(state),
-                **_shared_manifest_fields(cfg),
-            },
-        )
         tracker.finish()
-    accelerator.wait_for_everyone()
-    return output_dir
+    return {
+        "steps": steps,
+        "best": {
+            "metric": tc.best_metric,
+            "step": state.best_step,
+            "value": state.best_value,
+            "val_metrics": state.best_metrics,
+        },
+        "final": asdict(state),
+    }
 
 
 def _shared_manifest_fields(cfg: DictConfig) -> dict:

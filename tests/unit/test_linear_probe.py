@@ -1,0 +1,58 @@
+"""The linear probe's fit (calibtune.models.probe.fit_linear_probe), shared by `method=probe`
+(probe.fit=logistic) and the eval's baseline/probe: an sklearn L2 logistic regression on
+standardised features, returned as a ProbeHead with the standardisation folded in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from calibtune.errors import CalibtuneError
+from calibtune.models.probe import PROBE_STRENGTHS, fit_linear_probe
+
+
+def make_data(n: int = 400, dim: int = 12, seed: int = 0):
+    """Features on very different scales and offsets; labels from a linear rule plus noise; 40
+    entity groups."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)) * rng.uniform(0.1, 50, dim) + rng.uniform(-20, 20, dim)
+    z = (x - x.mean(0)) / x.std(0)
+    y = (z[:, 0] - 0.7 * z[:, 1] + rng.normal(scale=0.8, size=n) > 0).astype(int)
+    groups = [f"g{i % 40}" for i in range(n)]
+    return x, y, groups
+
+
+def test_the_head_equals_the_standardised_regression_at_the_chosen_strength():
+    x, y, groups = make_data()
+    head, strength = fit_linear_probe(x, y, groups, seed=0)
+    assert strength in PROBE_STRENGTHS and head.hidden == 0
+    scaler = StandardScaler().fit(x)
+    direct = LogisticRegression(C=strength, max_iter=2000).fit(scaler.transform(x), y)
+    x_new = make_data(seed=1)[0]
+    expected = direct.predict_proba(scaler.transform(x_new))[:, 1]
+    # within the solver tolerance (L-BFGS, tol 1e-4) and float32 of the head
+    np.testing.assert_allclose(head.probability(x_new), expected, atol=2e-3)
+    assert np.ptp(expected) > 0.5  # the rule is learnt, not a constant
+
+
+def test_strength_is_chosen_by_held_out_groups_not_fixed():
+    x, y, groups = make_data()
+    noise = np.random.default_rng(3).permutation(y)  # labels unrelated to x: strongest penalty
+    _, strength_signal = fit_linear_probe(x, y, groups, seed=0)
+    _, strength_noise = fit_linear_probe(x, noise, groups, seed=0)
+    assert strength_noise < strength_signal
+
+
+@pytest.mark.parametrize(
+    ("labels", "groups", "message"),
+    [
+        (np.zeros(50, dtype=int), [f"g{i}" for i in range(50)], "1 class"),
+        (np.arange(50) % 2, ["g"] * 50, "1 group"),
+    ],
+)
+def test_one_class_or_one_group_is_refused_with_the_counts(labels, groups, message):
+    x = np.random.default_rng(0).normal(size=(50, 4))
+    with pytest.raises(CalibtuneError, match=message):
+        fit_linear_probe(x, labels, groups, seed=0)
