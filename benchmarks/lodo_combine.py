@@ -40,6 +40,20 @@ STACKS = {
         "base/pmin",
         "base/seqlogp",
     ),
+    "stack: probe + pmin": ("baseline/probe", "base/pmin"),
+    "stack: probe + pavg, pmin, seqlogp": (
+        "baseline/probe",
+        "base/pavg",
+        "base/pmin",
+        "base/seqlogp",
+    ),
+    "stack: tuned ptrue + probe + pavg, pmin, seqlogp": (
+        "tuned/ptrue",
+        "baseline/probe",
+        "base/pavg",
+        "base/pmin",
+        "base/seqlogp",
+    ),
 }
 
 

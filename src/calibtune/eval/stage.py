@@ -45,6 +45,7 @@ from calibtune.models.confidence import (
     shared_suffix,
 )
 from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
+from calibtune.models.probe import probe_fit
 from calibtune.runtime import is_rank_zero, process_group, provenance, set_seed, share_work
 
 log = logging.getLogger(__name__)
@@ -297,12 +298,13 @@ def add_trained_baselines(
     train: tuple[list[dict], str | None],
     splits: dict[str, list[dict]],
     scored: dict[str, dict],
+    probe: bool,
 ) -> dict[str, str]:
     """Fit the trained baselines (eval/baselines.py) on the train rows' base confidences and
     hidden states (this stage's code path, the pass shared over the processes of `group` as in
     `confidences_on_ranks`) and add their confidences to `scored` (split name -> the val or
     test confidences, with their hidden states under confidence.HIDDEN when the probe is on,
-    removed here); returns reasons for any not fitted."""
+    removed here; `probe`: fit the probe baseline); returns reasons for any not fitted."""
     val, test = scored["val"], scored["test"]
     hidden = {name: scored[name].pop(confidence.HIDDEN, None) for name in ("val", "test")}
     train_rows, reason = train
@@ -319,7 +321,7 @@ def add_trained_baselines(
             tuned=False,
             answers=True,
             full_ece=False,
-            hidden=bool(cfg.eval.baseline_probe),
+            hidden=probe,
         )
     }
     if not set(baselines.FEATURE_METHODS) <= set(val):  # val answers not computed for recalibration
@@ -335,7 +337,7 @@ def add_trained_baselines(
         done["train"],
         rows_and_confidences,
         cfg.seed,
-        hidden if cfg.eval.baseline_probe else None,
+        hidden if probe else None,
     )
     val.update(fitted["val"])
     test.update(fitted["test"])
@@ -589,16 +591,21 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
 
     log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
-    probe_features = bool(eval_cfg.baseline_probe) and train[1] is None  # train rows to fit on
+    probe_is_tuned = adapter_path is not None and probe_fit(adapter_path) == "logistic"
+    probe = bool(eval_cfg.baseline_probe) and not probe_is_tuned
     val, test, verbalized, cost = confidences_on_ranks(
-        group, cfg, qm, tokenizer, splits, tuned, probe_features
+        group, cfg, qm, tokenizer, splits, tuned, probe and train[1] is None
     )
     full_ece = summarize_full_ece(test.pop("full_ece"))
     val.pop("full_ece")
 
     baselines_not_fitted = add_trained_baselines(
-        group, cfg, qm, tokenizer, train, splits, {"val": val, "test": test}
+        group, cfg, qm, tokenizer, train, splits, {"val": val, "test": test}, probe
     )
+    if probe_is_tuned and train[1] is None:
+        baselines_not_fitted[baselines.PROBE] = (
+            "the tuned model is this probe (method=probe, probe.fit=logistic: the same fit)"
+        )
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)
     not_fitted.update(baselines_not_fitted)

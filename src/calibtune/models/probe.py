@@ -93,6 +93,14 @@ def is_probe_dir(path: str | Path) -> bool:
     return (Path(path) / PROBE_CONFIG).is_file()
 
 
+def probe_fit(adapter_dir: str | Path) -> str | None:
+    """How the probe head in `adapter_dir` was fitted ("logistic", "adamw"); None when the
+    directory holds no probe (a LoRA adapter)."""
+    if not is_probe_dir(adapter_dir):
+        return None
+    return json.loads((Path(adapter_dir) / PROBE_CONFIG).read_text()).get("fit", "adamw")
+
+
 def load_probe(adapter_dir: str | Path) -> ProbeHead:
     """The probe head saved in `adapter_dir`, in eval mode."""
     adapter_dir = Path(adapter_dir)
