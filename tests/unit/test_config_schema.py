@@ -134,6 +134,17 @@ def test_optuna_searches_only_keys_the_method_uses(method, searched):
         check_config(other)
 
 
+def test_the_default_preset_fits_the_linear_probe_and_lora_is_one_override_away():
+    default = compose("run")
+    assert default.method.name == "probe" and default.probe.fit == "logistic"
+    assert default.probe.hidden == 0
+    check_config(default)
+    lora = compose("run", ["method=alora"])
+    assert lora.method.name == "alora" and lora.lora.r >= 1
+    with pytest.raises(ConfigError, match="probe.fit=logistic fits a linear head"):
+        check_config(compose("run", ["probe.hidden=16"]))
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml")))
 def test_experiment_bundles_compose(name):
     cfg = compose("run", [f"experiment={name}"])
