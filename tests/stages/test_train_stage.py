@@ -343,6 +343,22 @@ def test_probe_method_logistic_fits_in_one_pass_and_scores_val(compose_cfg, labe
     assert [r["val/val_loss"] for r in records] == [manifest["best"]["val_metrics"]["val_loss"]]
 
 
+def test_probe_logistic_on_one_grade_fails_naming_the_file_before_the_model_loads(
+    compose_cfg, labeled_dir: Path, monkeypatch
+):
+    from calibtune.train import probe
+
+    train_file = labeled_dir / "train.jsonl"
+    rows = [json.loads(line) for line in train_file.read_text().splitlines()]
+    train_file.write_text("".join(json.dumps({**r, "correct": 0}) + "\n" for r in rows))
+    monkeypatch.setattr(probe, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    fast = [o for o in FAST if not o.startswith("lora.")]
+    cfg = compose_cfg("train", [*fast, f"train.data_dir={labeled_dir}", "method=probe"])
+    with pytest.raises(InputError, match=r"train.jsonl: field 'correct': 1 grade\(s\)"):
+        run_train_stage(cfg)
+    assert not Path(cfg.train.output_dir, "adapter").exists()
+
+
 def test_probe_logistic_with_a_hidden_layer_is_refused_before_work(compose_cfg, labeled_dir):
     fast = [o for o in FAST if not o.startswith("lora.")]
     overrides = [*fast, f"train.data_dir={labeled_dir}", "method=probe", "probe.hidden=8"]

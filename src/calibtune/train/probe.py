@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from transformers import get_scheduler
 
 from calibtune.config import save_config
-from calibtune.errors import ConfigError
-from calibtune.examples import row_group
+from calibtune.errors import ConfigError, InputError
+from calibtune.examples import row_group, split_path
 from calibtune.io import atomic_dir, write_json_atomic
 from calibtune.models.confidence import query_features, query_tokens_of
 from calibtune.models.loading import load_model, load_tokenizer
@@ -82,6 +82,8 @@ def train_probe(cfg: DictConfig) -> Path:
     output_dir = recipe.shared_output_dir(accelerator, tc.output_dir)
     train_rows, val_rows = recipe.read_training_data(cfg)
     recipe.check_train_config(cfg, len(train_rows), accelerator.num_processes)
+    if cfg.probe.fit == "logistic":
+        check_fittable(train_rows, Path(cfg.train.data_dir))
     tokenizer = load_tokenizer(cfg.model)
     query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
@@ -103,6 +105,22 @@ def train_probe(cfg: DictConfig) -> Path:
         )
     accelerator.wait_for_everyone()
     return output_dir
+
+
+def check_fittable(train_rows: list[dict], data_dir: Path) -> None:
+    """Before any model pass: the logistic probe needs both grades among the train rows and two
+    entity groups (its strength is chosen on group folds)."""
+    grades = {float(r["correct"]) >= 0.5 for r in train_rows}
+    groups = {row_group(r) for r in train_rows}
+    if len(grades) < 2 or len(groups) < 2:
+        raise InputError(
+            split_path(data_dir, "train"),
+            None,
+            "correct",
+            f"{len(grades)} grade(s) over {len(groups)} entity group(s); the linear probe "
+            "(probe.fit=logistic) needs right and wrong answers from at least two groups "
+            "(more examples, or method=alora)",
+        )
 
 
 def fit_logistic(cfg, accelerator, output_dir: Path, train_xy, val_xy, groups) -> dict:
