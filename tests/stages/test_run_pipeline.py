@@ -117,6 +117,7 @@ def test_probe_method_runs_end_to_end_and_scores_like_eval(tiny_model_dir: Path,
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert "the tuned model is this probe" in metrics["methods"]["baseline/probe"]["n/a"]["all"]
     assert metrics["methods"]["baseline/logreg"]["n"] == 16
+    assert metrics["answer_agreement"] == 1.0  # the probe never touches the answering model
 
 
 def test_lodo_trains_each_fold_without_its_domains_and_aggregates(

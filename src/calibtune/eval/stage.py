@@ -470,8 +470,9 @@ def tuning_cost(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> dict:
 
     Both sides are generated here with the same batches and settings (the data stage's
     max_new_tokens and stop strings, greedy), the base side under `disable_adapter()`, so the
-    agreement measures the adapter alone; agreement with the data stage's stored responses
-    (other batch composition) is reported beside it."""
+    agreement measures the adapter alone (a probe head leaves the model as it is: one generation,
+    agreement 1 by construction); agreement with the data stage's stored responses (other batch
+    composition) is reported beside it."""
     from calibtune.data.generation import generate_answers
     from calibtune.data.grading import grade
     from calibtune.data.stage import generation_kwargs
@@ -484,8 +485,11 @@ def tuning_cost(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> dict:
     prompts = [r["prompt"] for r in rows]
     model = qm.module
     tuned = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
-    with qm.base_mode():
-        base = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
+    if qm.kind == "probe":  # a probe never changes the model: its answers are the base answers
+        base = tuned
+    else:
+        with qm.base_mode():
+            base = [s[0] for s in generate_answers(model, tokenizer, prompts, **settings)]
     same = [normalize(t) == normalize(b) for t, b in zip(tuned, base, strict=True)]
     stored = [normalize(t) == normalize(r["response"]) for t, r in zip(tuned, rows, strict=True)]
     base_stored = [
