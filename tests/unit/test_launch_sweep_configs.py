@@ -23,7 +23,7 @@ def compose_with_hydra(*overrides: str):
 
 
 def test_optuna_sweep_composes_with_objective_and_search_space():
-    cfg = compose_with_hydra("+sweep=optuna")
+    cfg = compose_with_hydra("+sweep=optuna", "method=alora")  # the default space is alora's
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("optuna_sweeper.OptunaSweeper")
     assert cfg.hydra.mode.name == "MULTIRUN"
