@@ -49,6 +49,14 @@ def row_group(row: dict) -> str:
     return str(group or row.get("qid") or row.get("id"))
 
 
+def group_kfold(groups, n_folds: int = 5):
+    """sklearn's GroupKFold with up to `n_folds` folds (fewer when there are fewer groups), so
+    that each entity group stays in one fold; the caller checks there are at least two groups."""
+    from sklearn.model_selection import GroupKFold
+
+    return GroupKFold(n_splits=min(n_folds, len(set(list(groups)))))
+
+
 def split_path(data_dir: str | os.PathLike, split: str) -> Path:
     """Path of one split's file in a labeled set directory."""
     return Path(data_dir) / f"{split}.jsonl"

@@ -26,6 +26,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
 
 from calibtune.errors import ConfigError
+from calibtune.examples import group_kfold
 from calibtune.metrics import as_inputs, bin_indices
 from calibtune.schema import Recalibrator
 
@@ -171,7 +172,7 @@ def group_folds(groups: np.ndarray, n_folds: int = 5) -> GroupKFold:
     n_groups = len(set(groups.tolist()))
     if n_groups < 2:
         raise CalibrationUnavailable(f"val has {n_groups} entity group(s): no folds to fit on")
-    return GroupKFold(n_splits=min(n_folds, n_groups))
+    return group_kfold(groups, n_folds)
 
 
 def choose_shrinkage(c: np.ndarray, y: np.ndarray, domains: np.ndarray, groups) -> dict:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 from sklearn.linear_model import LogisticRegressionCV
-from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
 from calibtune.errors import CalibtuneError
+from calibtune.examples import group_kfold
 
 PROBE_WEIGHTS = "probe.safetensors"
 PROBE_CONFIG = "probe_config.json"
@@ -71,7 +71,7 @@ def fit_linear_probe(
             f"the linear probe needs two classes and two entity groups (got {np.unique(y).size} "
             f"class(es), {n_groups} group(s))"
         )
-    folds = list(GroupKFold(n_splits=min(5, n_groups)).split(x, y, groups))
+    folds = list(group_kfold(groups).split(x, y, groups))
     scaler = StandardScaler().fit(x)
     model = LogisticRegressionCV(
         Cs=PROBE_STRENGTHS, cv=folds, scoring="neg_log_loss", max_iter=2000, random_state=seed
