@@ -7,7 +7,7 @@ test (its held-out domains), and print fold means side by side with the single s
 
 Reads <run>/fold*/eval/val_predictions.jsonl and predictions.jsonl (written by every eval);
 nothing is re-run. Within-domain AUROC averages the held-out domains holding at least
-`min_per_class` (default 30, as eval.within_min_per_class) right and wrong answers.
+`min_per_class` (default 10, as eval.within_min_per_class) right and wrong answers.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def fold_confidences(eval_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray,
 
 def main() -> None:
     run = Path(sys.argv[1])
-    min_per_class = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    min_per_class = int(sys.argv[2]) if len(sys.argv) > 2 else 10
     table: dict[str, list[tuple[float, ...]]] = {}
     folds = sorted(run.glob("fold*/eval"))
     for eval_dir in folds:

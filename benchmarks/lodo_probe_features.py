@@ -87,7 +87,7 @@ def scores(features: dict, with_signals: bool, min_per_class: int) -> dict[str, 
 
 def main() -> None:
     run = Path(sys.argv[1])
-    min_per_class = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    min_per_class = int(sys.argv[2]) if len(sys.argv) > 2 else 10
     folds = sorted(p for p in run.glob("fold*") if (p / "eval" / "config.yaml").is_file())
     table: dict[str, list[dict]] = {"probe": [], "probe + answer signals": []}
     for fold in folds:

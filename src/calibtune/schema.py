@@ -306,7 +306,6 @@ class SweepCfg(Group):
 class LodoCfg(Group):
     folds: int = Field(ge=2)
     domains: list[str]
-    within_min_per_class: int = Field(ge=1)
 
 
 class Config(Group):

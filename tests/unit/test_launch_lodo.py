@@ -46,5 +46,4 @@ def test_a_fold_holds_its_domains_out_of_training_and_scores_only_them(tmp_path)
         == ["capitals", "currencies"]
     )
     assert fold.data.holdout_test_only and not cfg.data.holdout_test_only
-    assert fold.eval.within_min_per_class == 10 != cfg.eval.within_min_per_class
     assert cfg.data.holdout_domains == []  # the parent config is left as it was

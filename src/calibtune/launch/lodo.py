@@ -6,8 +6,7 @@ The domains (the built-in suite's, after data.include_domains / exclude_domains,
 `lodo.domains`) are dealt into `lodo.folds` folds (seeded shuffle, round-robin). Fold i runs
 `calibtune run` under <run_dir>/fold<i> with data.holdout_domains = its domains (they, and
 their entities, go to test only: never trained on nor used for validation), test holding
-them alone (data.holdout_test_only, so every test row is scored; within-domain metrics use
-domains with lodo.within_min_per_class of each class), and
+them alone (data.holdout_test_only, so every test row is scored), and
 eval.test_domains = its domains (scored on them alone). Then `calibtune leaderboard
 --aggregate` over the folds gives the mean ± sd over folds, written to <run_dir>/aggregate.md.
 A finished fold is reused by a re-run (calibtune run reuses finished stages).
@@ -67,7 +66,6 @@ def fold_config(cfg: DictConfig, index: int, held_out: list[str]) -> DictConfig:
     fold.data.holdout_domains = held_out
     fold.data.holdout_test_only = True
     fold.eval.test_domains = held_out
-    fold.eval.within_min_per_class = cfg.lodo.within_min_per_class
     return fold
 
 
