@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_production.py <eval output dir> [--resplits 200]
         [--stationary 100] [--shift-streams 20] [--shrinkage auto|N] [--out results.json]
+        [--answer-risk 0.2] [--escalate-risk 0.5] [--no-drift]
 
 Reads the eval stage's val_predictions.jsonl and predictions.jsonl (raw tuned/ptrue, domain,
 correct per example) and, with the eval's own settings and code (per-domain Platt shrunk toward
@@ -318,6 +319,8 @@ def summarize(results: dict) -> str:
         f"splits answering nothing {r['splits_answering_nothing']}, "
         f"shares {r['shares_mean']}"
     )
+    if "drift" not in results:
+        return "\n".join(lines)
     d = results["drift"]
     lines.append(
         f"stationary false-alarm rate: {d['stationary']['false_alarm_rate']:.3f} over {d['stationary']['streams']} streams"
@@ -359,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--shrinkage", default=SHRINKAGE, help="auto (the eval default; slow: nested folds), or N"
     )
+    parser.add_argument("--no-drift", action="store_true", help="per-domain maps and policy only")
     args = parser.parse_args(argv)
     MAPS["shrinkage"] = args.shrinkage if args.shrinkage == "auto" else float(args.shrinkage)
     POLICY.update(answer_risk=args.answer_risk, escalate_risk=args.escalate_risk)
@@ -371,8 +375,11 @@ def main(argv: list[str] | None = None) -> None:
         "n_test": len(test["y"]),
         "split_figures": split_figures(val, test, args.method),
         "policy_resplits": policy_resplits(val, test, args.resplits, args.seed),
-        "drift": drift_benchmark(val, test, args.stationary, args.shift_streams, args.seed),
     }
+    if not args.no_drift:
+        results["drift"] = drift_benchmark(
+            val, test, args.stationary, args.shift_streams, args.seed
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(summarize(results))
