@@ -99,3 +99,22 @@ def test_domain_calibration_scores_resample_whole_questions():
     assert mean["delta"]["ci95"][1] < 0
     assert scores["domains"]["a"]["n"] == 200
     assert mean["resampled"] == "groups within each domain"
+    assert set(mean["floor"]) == {"global", "per_domain"}
+    assert mean["floor"]["per_domain"]["mean"] < mean["per_domain"]["value"] + 0.05
+
+
+def test_calibrated_floor_matches_calibrated_outcomes_and_sits_below_miscalibrated_ones():
+    from calibtune.eval.scoring import calibrated_floor, mean_domain_ece
+
+    rng = np.random.default_rng(1)
+    n = 900
+    domains = np.repeat(np.array(["a", "b", "c"]), n // 3)
+    c = rng.uniform(0.05, 0.6, n)
+    floor = calibrated_floor(c, domains, 15, np.random.default_rng(2), draws=100)
+    assert 0.05 < floor["mean"] < 0.15  # a few hundred rows a domain: well above 0
+    calibrated = [
+        mean_domain_ece(c, (rng.random(n) < c).astype(float), domains, 15) for _ in range(50)
+    ]
+    assert abs(np.mean(calibrated) - floor["mean"]) < 3 * floor["sd"] / np.sqrt(50) + 0.005
+    shifted = (rng.random(n) < np.clip(c + 0.15, 0, 1)).astype(float)  # confidence too low
+    assert mean_domain_ece(c, shifted, domains, 15) > floor["mean"] + 5 * floor["sd"]

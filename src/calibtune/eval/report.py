@@ -224,6 +224,9 @@ def domain_calibration_table(metrics: dict) -> list[list[str]]:
     mean = block["mean_domain_ece"]
     cells = [delta_cell(mean["global"]), delta_cell(mean["per_domain"])]
     rows.append(["mean over domains [95% CI]", "", "", "", *(c.lstrip("+") for c in cells)])
+    floor = [mean["floor"][name] for name in ("global", "per_domain")]
+    cells = [f"{fmt(f['mean'])} ± {fmt(f['sd'])}" for f in floor]
+    rows.append(["mean over domains if calibrated (floor)", "", "", "", *cells])
     pooled = block["pooled"]
     rows.append(
         ["pooled", "", "", "", fmt(pooled["global"]["ece"]), fmt(pooled["per_domain"]["ece"])]

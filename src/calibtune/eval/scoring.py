@@ -340,6 +340,20 @@ def mean_domain_ece(c: np.ndarray, y: np.ndarray, domains: np.ndarray, n_bins: i
     )
 
 
+def calibrated_floor(
+    c: np.ndarray, domains: np.ndarray, n_bins: int, rng: np.random.Generator, draws: int = 200
+) -> dict:
+    """The mean per-domain ECE that a perfectly calibrated confidence with these values would
+    show on these rows (outcomes drawn as Bernoulli(c), `draws` times): binned ECE of a few
+    dozen rows a domain is far above 0 by sampling noise alone, so a map can only lower the
+    observed figure down to about this floor."""
+    values = [
+        mean_domain_ece(c, (rng.random(c.size) < c).astype(np.float64), domains, n_bins)
+        for _ in range(draws)
+    ]
+    return {"mean": float(np.mean(values)), "sd": float(np.std(values)), "draws": draws}
+
+
 def grouped_indices(domains: np.ndarray, groups: np.ndarray) -> list[list[np.ndarray]]:
     """Per domain, the row indices of each group (e.g. a question and its phrasings)."""
     out = []
@@ -364,7 +378,8 @@ def domain_calibration_scores(
 ) -> dict:
     """Global vs per-domain calibrator on test: pooled ECE/Brier, per-domain ECE, and the mean
     per-domain ECE of each with 95 % intervals from a paired bootstrap over groups (entities or
-    questions, when `groups` gives each row's group; else rows) within each domain."""
+    questions, when `groups` gives each row's group; else rows) within each domain, and its
+    floor (`calibrated_floor`: what each map's confidences would show if they were calibrated)."""
     domains = np.asarray([str(d) for d in domains])
     resampled = "rows" if groups is None else "groups within each domain"
     groups = np.arange(domains.size) if groups is None else np.asarray([str(g) for g in groups])
@@ -416,6 +431,10 @@ def domain_calibration_scores(
             "interval": "basic bootstrap",
             "n_boot": int(n_boot),
             "resampled": resampled,
+            "floor": {
+                "global": calibrated_floor(c_global, domains, n_bins, rng),
+                "per_domain": calibrated_floor(c_domain, domains, n_bins, rng),
+            },
         },
         "domains": table,
     }
