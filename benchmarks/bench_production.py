@@ -312,6 +312,11 @@ def eval_figures(eval_dir: Path, computed: dict | None = None) -> list[str]:
 def summarize(results: dict) -> str:
     """The headline lines printed at the end."""
     lines = eval_figures(Path(results["eval_dir"]), results.get("split_figures"))
+    floor = results["split_figures"]["per_domain_calibration"]["mean_domain_ece"]["floor"]
+    lines.append(
+        "mean per-domain ECE if calibrated (floor; the bench's maps): "
+        + ", ".join(f"{k} {v['mean']:.4f} ± {v['sd']:.4f}" for k, v in floor.items())
+    )
     r = results["policy_resplits"]
     lines.append(
         f"policy re-splits: {r['splits']} splits, violation share {r['violation_share']:.3f} "
