@@ -16,6 +16,7 @@ from fixtures.adapters import write_stage_adapter as write_adapter
 from fixtures.labeled import write_synthetic_labeled_set
 
 from calibtune.errors import ConfigError, InputError
+from calibtune.eval.policy import RISK_GRID
 from calibtune.eval.recalibrate import calibrator_from_params
 from calibtune.eval.stage import resolve_adapter, run_eval_stage, split_by_question
 from calibtune.examples import read_labeled_split
@@ -172,6 +173,10 @@ def check_production_outputs(out: Path, metrics: dict, fitted: dict, predictions
     assert policy["batch_size"] == 40 and policy["calibrator"] == "tuned/ptrue+per_domain"
     shares = metrics["policy"]["test"]["shares"]
     assert sum(s["k"] for s in shares.values()) == 40
+    certifiable = metrics["policy"]["certifiable"]
+    assert [row["answer_risk"] for row in certifiable] == list(RISK_GRID)
+    assert all(row["test"]["n"] == 40 for row in certifiable)
+    assert "lowest answer risk certifiable on this val" in (out / "report.md").read_text()
 
 
 def check_report(out: Path, metrics: dict) -> None:

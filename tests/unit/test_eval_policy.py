@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from calibtune.errors import ConfigError
-from calibtune.eval.policy import decide, evaluate_policy, fit_policy, ltt_threshold
+from calibtune.eval.policy import (
+    certifiable_risks,
+    decide,
+    evaluate_policy,
+    fit_policy,
+    ltt_threshold,
+)
 
 
 def calibrated_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,3 +124,22 @@ def test_calibrated_floor_matches_calibrated_outcomes_and_sits_below_miscalibrat
     assert abs(np.mean(calibrated) - floor["mean"]) < 3 * floor["sd"] / np.sqrt(50) + 0.005
     shifted = (rng.random(n) < np.clip(c + 0.15, 0, 1)).astype(float)  # confidence too low
     assert mean_domain_ece(c, shifted, domains, 15) > floor["mean"] + 5 * floor["sd"]
+
+
+def test_certifiable_risks_list_the_targets_this_confidence_can_promise():
+    c_val, y_val = calibrated_sample(500, 3)
+    c_val = 0.85 * c_val  # right at most 85 % of the time, calibrated
+    y_val = (np.random.default_rng(4).uniform(size=500) < c_val).astype(float)
+    c_test = 0.85 * calibrated_sample(1000, 5)[0]
+    y_test = (np.random.default_rng(6).uniform(size=1000) < c_test).astype(float)
+    rows = certifiable_risks(c_val, y_val, 0.1, 1000, c_test, y_test)
+    assert [r["answer_risk"] for r in rows] == sorted(r["answer_risk"] for r in rows)
+    certified = [r for r in rows if r["threshold"] is not None]
+    assert rows[0]["threshold"] is None  # 5 % error: out of reach when the best is 85 % right
+    assert certified and certified[-1]["answer_risk"] == 0.5
+    thresholds = [r["threshold"] for r in certified]
+    assert thresholds == sorted(thresholds, reverse=True)  # a looser target answers more
+    shares = [r["test"]["value"] for r in certified]
+    assert shares == sorted(shares) and shares[-1] > 0.1
+    for row in certified:
+        assert row["test_answered_risk"]["value"] <= row["answer_risk"] + 0.05

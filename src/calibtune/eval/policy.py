@@ -36,6 +36,7 @@ from calibtune.metrics import as_inputs
 
 ACTIONS = ("answer", "retrieve", "escalate")
 START_FRACTION = 0.1
+RISK_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)  # certifiable_risks
 
 
 def risk_p_values(n, k, target: float, n_future=None) -> np.ndarray:
@@ -102,6 +103,31 @@ def fit_thresholds(c, y, answer_risk: float, escalate_risk: float, delta: float,
         "answer_fit": answer,
         "escalate_fit": escalate,
     }
+
+
+def certifiable_risks(c, y, delta: float, batch_size: int | None, c_test, y_test) -> list[dict]:
+    """Which answer risks this confidence can promise at all: for each target of RISK_GRID, the
+    answer threshold Learn-then-Test certifies on val (at delta / 2, as in fit_thresholds), its
+    val share, and on test the share answered and their realised error rate. A diagnostic for
+    choosing `answer_risk`: each guarantee is for a target fixed before the val data are seen,
+    so a target picked from this list is refitted on new val data for its promise to hold."""
+    c_test, y_test = as_inputs(c_test, y_test)
+    rows = []
+    for target in RISK_GRID:
+        fit = ltt_threshold(c, y, target, delta / 2, batch_size)
+        answered = c_test >= (np.inf if fit["threshold"] is None else fit["threshold"])
+        rows.append(
+            {
+                "answer_risk": target,
+                "threshold": fit["threshold"],
+                "val_share": fit["n_val_above"] / len(c),
+                "test": proportion(int(answered.sum()), int(c_test.size)),
+                "test_answered_risk": proportion(
+                    int((y_test[answered] < 0.5).sum()), int(answered.sum())
+                ),
+            }
+        )
+    return rows
 
 
 def fit_policy(

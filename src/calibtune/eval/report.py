@@ -255,6 +255,15 @@ def policy_table(metrics: dict) -> list[list[str]]:
     rows.append(
         ["risk of non-escalated (test)", delta_cell(test["non_escalated_risk"]).lstrip("+")]
     )
+    certified = [row for row in block.get("certifiable", []) if row["threshold"] is not None]
+    lowest = "none up to 0.50"
+    if certified:
+        row = certified[0]
+        lowest = (
+            f"{row['answer_risk']:.2f} (answers {fmt(row['test']['value'])} of test, "
+            f"realised risk {fmt(row['test_answered_risk']['value'], 'none answered')})"
+        )
+    rows.append(["lowest answer risk certifiable on this val", lowest])
     return rows
 
 

@@ -458,6 +458,9 @@ def fit_and_score_policy(
     block = {
         **fitted_policy,
         "test": policy.evaluate_policy(fitted_policy, c_test, y_test, domains),
+        "certifiable": policy.certifiable_risks(
+            c_val, y_val, settings.delta, fitted_policy["batch_size"], c_test, y_test
+        ),
     }
     return fitted_policy, block
 
