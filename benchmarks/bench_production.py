@@ -39,7 +39,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from calibtune import metrics
-from calibtune.eval.policy import evaluate_policy, fit_policy
+from calibtune.eval.policy import certifiable_risks, evaluate_policy, fit_policy
 from calibtune.eval.recalibrate import (
     apply_calibrator,
     cross_fitted_domain_confidences,
@@ -270,6 +270,9 @@ def split_figures(val: dict, test: dict, method: str) -> dict:
     c_val = cross_fitted_domain_confidences(val["raw"], val["y"], val["domain"], val["qid"], MAPS)
     policy = fit_policy(c_val, val["y"], val["domain"], batch_size=len(test["y"]), **POLICY)
     policy["test"] = evaluate_policy(policy, c_domain, test["y"])
+    policy["certifiable"] = certifiable_risks(
+        c_val, val["y"], POLICY["delta"], len(test["y"]), c_domain, test["y"]
+    )
     return {"per_domain_calibration": block, "policy": policy}
 
 
@@ -317,6 +320,13 @@ def summarize(results: dict) -> str:
         "mean per-domain ECE if calibrated (floor; the bench's maps): "
         + ", ".join(f"{k} {v['mean']:.4f} ± {v['sd']:.4f}" for k, v in floor.items())
     )
+    for row in results["split_figures"]["policy"]["certifiable"]:
+        risk = row["test_answered_risk"]["value"]
+        lines.append(
+            f"  answer risk {row['answer_risk']:.2f}: threshold {row['threshold']}, val share "
+            f"{row['val_share']:.3f}, test share {row['test']['value']:.3f}, realised risk "
+            f"{'n/a' if risk is None else f'{risk:.3f}'}"
+        )
     r = results["policy_resplits"]
     lines.append(
         f"policy re-splits: {r['splits']} splits, violation share {r['violation_share']:.3f} "
