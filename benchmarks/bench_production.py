@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_production.py <eval output dir> [--resplits 200]
         [--stationary 100] [--shift-streams 20] [--shrinkage auto|N] [--out results.json]
-        [--answer-risk 0.2] [--escalate-risk 0.5] [--no-drift]
+        [--answer-risk 0.2] [--escalate-risk 0.5] [--no-drift] [--resplit-by question|row]
 
 Reads the eval stage's val_predictions.jsonl and predictions.jsonl (raw tuned/ptrue, domain,
 correct per example) and, with the eval's own settings and code (per-domain Platt shrunk toward
@@ -15,7 +15,9 @@ cross-fitted val confidences):
    questions stand in for entity groups, which predictions files do not hold), the answered
    error rate measured on
    the test part. Reports the share of splits whose realised answered-error rate exceeds the
-   target (the guarantee says at most delta), and the mean action shares.
+   target (the guarantee says at most delta), and the mean action shares. `--resplit-by row`
+   makes every row its own unit instead (Learn-then-Test's p-values assume rows exchangeable;
+   a question's phrasings share their outcome, so the two show what that assumption costs).
 2. Drift streams, each item drawn with replacement from test (confidences from per-domain maps
    fitted on val), 60 % of items labeled; the monitor's reference is each stream's first 500
    items (as `calibtune monitor` without monitor.reference):
@@ -95,6 +97,11 @@ def question_split(questions: np.ndarray, members: np.ndarray, n_val: int, rng) 
     sizes = np.bincount(members, minlength=questions.size)[order]
     chosen = order[np.cumsum(sizes) <= n_val]
     return np.isin(members, chosen)
+
+
+def rows_as_units(data: dict, name: str) -> dict:
+    """The same arrays with every row its own question (`--resplit-by row`)."""
+    return {**data, "qid": np.array([f"{name}{i}" for i in range(data["y"].size)])}
 
 
 def policy_resplits(val: dict, test: dict, n_splits: int, seed: int) -> dict:
@@ -378,18 +385,22 @@ def main(argv: list[str] | None = None) -> None:
         "--shrinkage", default=SHRINKAGE, help="auto (the eval default; slow: nested folds), or N"
     )
     parser.add_argument("--no-drift", action="store_true", help="per-domain maps and policy only")
+    parser.add_argument("--resplit-by", choices=("question", "row"), default="question")
     args = parser.parse_args(argv)
     MAPS["shrinkage"] = args.shrinkage if args.shrinkage == "auto" else float(args.shrinkage)
     POLICY.update(answer_risk=args.answer_risk, escalate_risk=args.escalate_risk)
     val = load(args.eval_dir, "val_predictions.jsonl", args.method)
     test = load(args.eval_dir, "predictions.jsonl", args.method)
+    units = (val, test)
+    if args.resplit_by == "row":
+        units = (rows_as_units(val, "val"), rows_as_units(test, "test"))
     results = {
         "eval_dir": str(args.eval_dir),
         "method": args.method,
         "n_val": len(val["y"]),
         "n_test": len(test["y"]),
         "split_figures": split_figures(val, test, args.method),
-        "policy_resplits": policy_resplits(val, test, args.resplits, args.seed),
+        "policy_resplits": policy_resplits(*units, args.resplits, args.seed),
     }
     if not args.no_drift:
         results["drift"] = drift_benchmark(

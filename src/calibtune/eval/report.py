@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from calibtune.config import save_config  # noqa: E402
+from calibtune.eval.policy import RISK_GRID  # noqa: E402
 from calibtune.io import write_json_atomic, write_jsonl_atomic, write_text_atomic  # noqa: E402
 from calibtune.tracking import Tracker  # noqa: E402
 
@@ -256,7 +257,7 @@ def policy_table(metrics: dict) -> list[list[str]]:
         ["risk of non-escalated (test)", delta_cell(test["non_escalated_risk"]).lstrip("+")]
     )
     certified = [row for row in block.get("certifiable", []) if row["threshold"] is not None]
-    lowest = "none up to 0.50"
+    lowest = f"none up to {RISK_GRID[-1]:.2f}"
     if certified:
         row = certified[0]
         lowest = (
