@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_production.py <eval output dir> [--resplits 200]
         [--stationary 100] [--shift-streams 20] [--shrinkage auto|N] [--out results.json]
-        [--answer-risk 0.2] [--escalate-risk 0.5] [--no-drift] [--resplit-by question|row]
+        [--answer-risk 0.2] [--escalate-risk 0.5] [--no-drift] [--resplit-by question|row|entity]
+        [--unit row|group] [--groups-from <labeled data dir>]
 
 Reads the eval stage's val_predictions.jsonl and predictions.jsonl (raw tuned/ptrue, domain,
 correct per example) and, with the eval's own settings and code (per-domain Platt shrunk toward
@@ -17,7 +18,11 @@ cross-fitted val confidences):
    the test part. Reports the share of splits whose realised answered-error rate exceeds the
    target (the guarantee says at most delta), and the mean action shares. `--resplit-by row`
    makes every row its own unit instead (Learn-then-Test's p-values assume rows exchangeable;
-   a question's phrasings share their outcome, so the two show what that assumption costs).
+   a question's phrasings share their outcome, so the two show what that assumption costs);
+   `--resplit-by entity` re-splits by entity group, as the eval stage splits (the predictions'
+   `group`, or the labeled rows of `--groups-from` for runs written before it was recorded).
+   `--unit group` fits the policy with the re-split's units as its p-values' units
+   (eval.policy.unit=group).
 2. Drift streams, each item drawn with replacement from test (confidences from per-domain maps
    fitted on val), 60 % of items labeled; the monitor's reference is each stream's first 500
    items (as `calibtune monitor` without monitor.reference):
@@ -48,6 +53,7 @@ from calibtune.eval.recalibrate import (
     fit_domain_calibrators,
 )
 from calibtune.eval.scoring import domain_calibration_scores
+from calibtune.examples import read_labeled_split, row_group
 from calibtune.io import read_jsonl
 from calibtune.serve.monitor import Monitor, reference_from_rows, refit_calibrator
 
@@ -56,6 +62,7 @@ N_BINS, N_BOOT = 15, 1000
 KIND, MIN_COUNT, SHRINKAGE = "platt", 40, "auto"  # the eval's eval.domain_calibration defaults
 MAPS = {"kind": KIND, "min_count": MIN_COUNT, "n_bins": N_BINS, "shrinkage": SHRINKAGE}
 POLICY = {"answer_risk": 0.2, "escalate_risk": 0.5, "delta": 0.1}
+POLICY_UNIT = {"unit": "row"}  # --unit
 REFERENCE, BEFORE, AFTER, LABEL_SHARE = 500, 500, 1000, 0.6
 START = datetime(2026, 1, 1, tzinfo=UTC)
 REFIT = SimpleNamespace(
@@ -63,14 +70,29 @@ REFIT = SimpleNamespace(
 )
 
 
-def load(eval_dir: Path, name: str, method: str) -> dict[str, np.ndarray]:
-    """raw confidence, outcome and domain arrays of one predictions file."""
+def load(eval_dir: Path, name: str, method: str, entity: dict | None) -> dict[str, np.ndarray]:
+    """raw confidence, outcome, domain, question and entity group arrays of a predictions file
+    (`entity`: id -> entity group, for files without a `group` field)."""
     rows = read_jsonl(eval_dir / name)
+    questions = [str(r.get("qid") or r["id"]) for r in rows]
+    groups = [r.get("group") or (entity or {}).get(r["id"]) for r in rows]
     return {
         "raw": np.array([r[method] for r in rows]),
         "y": np.array([float(r["correct"]) for r in rows]),
         "domain": np.array([r["domain"] for r in rows]),
-        "qid": np.array([str(r.get("qid") or r["id"]) for r in rows]),
+        "qid": np.array(questions),
+        "entity": np.array([g or q for g, q in zip(groups, questions, strict=True)]),
+    }
+
+
+def entity_groups_of(data_dir: Path | None) -> dict | None:
+    """id -> entity group of a labeled set's val and test rows (None without a data dir)."""
+    if data_dir is None:
+        return None
+    return {
+        row["id"]: row_group(row)
+        for split in ("val", "test")
+        for row in read_labeled_split(data_dir, split)
     }
 
 
@@ -99,9 +121,17 @@ def question_split(questions: np.ndarray, members: np.ndarray, n_val: int, rng) 
     return np.isin(members, chosen)
 
 
-def rows_as_units(data: dict, name: str) -> dict:
-    """The same arrays with every row its own question (`--resplit-by row`)."""
-    return {**data, "qid": np.array([f"{name}{i}" for i in range(data["y"].size)])}
+def with_units(data: dict, name: str, by: str) -> dict:
+    """The same arrays with the re-split's units in "qid": every row its own (`row`), entity
+    groups (`entity`), or questions (`question`, unchanged)."""
+    if by == "row":
+        return {**data, "qid": np.array([f"{name}{i}" for i in range(data["y"].size)])}
+    return {**data, "qid": data["entity"]} if by == "entity" else data
+
+
+def policy_groups(data: dict):
+    """The policy's p-value units: the data's units with --unit group, else None (rows)."""
+    return data["qid"] if POLICY_UNIT["unit"] == "group" else None
 
 
 def policy_resplits(val: dict, test: dict, n_splits: int, seed: int) -> dict:
@@ -116,7 +146,9 @@ def policy_resplits(val: dict, test: dict, n_splits: int, seed: int) -> dict:
         v, t = subset(pool, in_val), subset(pool, ~in_val)
         params = fit_maps(v)
         c_val = cross_fitted_domain_confidences(v["raw"], v["y"], v["domain"], v["qid"], MAPS)
-        policy = fit_policy(c_val, v["y"], v["domain"], batch_size=len(t["y"]), **POLICY)
+        policy = fit_policy(
+            c_val, v["y"], v["domain"], batch_size=len(t["y"]), groups=policy_groups(v), **POLICY
+        )
         c_test = apply_calibrator(params, t["raw"], t["domain"])
         result = evaluate_policy(policy, c_test, t["y"])
         risk = result["answered_risk"]["value"]
@@ -275,10 +307,13 @@ def split_figures(val: dict, test: dict, method: str) -> dict:
         entry["calibrator"] = "per-domain" if domain in params["domains"] else "global (fallback)"
     block.update(method=method, kind=KIND)
     c_val = cross_fitted_domain_confidences(val["raw"], val["y"], val["domain"], val["qid"], MAPS)
-    policy = fit_policy(c_val, val["y"], val["domain"], batch_size=len(test["y"]), **POLICY)
+    groups = policy_groups(val)
+    policy = fit_policy(
+        c_val, val["y"], val["domain"], batch_size=len(test["y"]), groups=groups, **POLICY
+    )
     policy["test"] = evaluate_policy(policy, c_domain, test["y"])
     policy["certifiable"] = certifiable_risks(
-        c_val, val["y"], POLICY["delta"], len(test["y"]), c_domain, test["y"]
+        c_val, val["y"], POLICY["delta"], policy["batch_size"], c_domain, test["y"], groups
     )
     return {"per_domain_calibration": block, "policy": policy}
 
@@ -385,21 +420,25 @@ def main(argv: list[str] | None = None) -> None:
         "--shrinkage", default=SHRINKAGE, help="auto (the eval default; slow: nested folds), or N"
     )
     parser.add_argument("--no-drift", action="store_true", help="per-domain maps and policy only")
-    parser.add_argument("--resplit-by", choices=("question", "row"), default="question")
+    parser.add_argument("--resplit-by", choices=("question", "row", "entity"), default="question")
+    parser.add_argument("--unit", choices=("row", "group"), default="row")
+    parser.add_argument("--groups-from", type=Path, default=None, help="labeled data dir")
     args = parser.parse_args(argv)
     MAPS["shrinkage"] = args.shrinkage if args.shrinkage == "auto" else float(args.shrinkage)
     POLICY.update(answer_risk=args.answer_risk, escalate_risk=args.escalate_risk)
-    val = load(args.eval_dir, "val_predictions.jsonl", args.method)
-    test = load(args.eval_dir, "predictions.jsonl", args.method)
-    units = (val, test)
-    if args.resplit_by == "row":
-        units = (rows_as_units(val, "val"), rows_as_units(test, "test"))
+    POLICY_UNIT["unit"] = args.unit
+    entity = entity_groups_of(args.groups_from)
+    val = load(args.eval_dir, "val_predictions.jsonl", args.method, entity)
+    test = load(args.eval_dir, "predictions.jsonl", args.method, entity)
+    units = (with_units(val, "val", args.resplit_by), with_units(test, "test", args.resplit_by))
     results = {
         "eval_dir": str(args.eval_dir),
         "method": args.method,
         "n_val": len(val["y"]),
         "n_test": len(test["y"]),
-        "split_figures": split_figures(val, test, args.method),
+        "unit": args.unit,
+        "resplit_by": args.resplit_by,
+        "split_figures": split_figures(*units, args.method),
         "policy_resplits": policy_resplits(*units, args.resplits, args.seed),
     }
     if not args.no_drift:

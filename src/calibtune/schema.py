@@ -211,6 +211,7 @@ class PolicyCfg(Group):
     answer_risk: float = Field(gt=0.0, lt=1.0)
     escalate_risk: float = Field(gt=0.0, lt=1.0)
     delta: float = Field(gt=0.0, lt=1.0)
+    unit: Literal["row", "group"]  # group: p-values over val's entity groups (population risk)
     batch_size: Literal["auto"] | int | None  # auto: the test split; null: population risk
     per_domain: bool
     min_count: int = Field(ge=1)

@@ -169,8 +169,10 @@ def check_production_outputs(out: Path, metrics: dict, fitted: dict, predictions
     assert mean["ci95"][0] <= mean["value"] <= mean["ci95"][1]
     val_rows = (out / "val_predictions.jsonl").read_text().splitlines()
     assert len(val_rows) == metrics["n_val"] == 30
+    assert all(json.loads(row)["group"] for row in val_rows)  # entity groups, for re-splits
     policy = json.loads((out / "policy.json").read_text())
     assert policy["batch_size"] == 40 and policy["calibrator"] == "tuned/ptrue+per_domain"
+    assert policy["unit"] == "row" and metrics["policy"]["val_groups"]["rows"] == 30
     shares = metrics["policy"]["test"]["shares"]
     assert sum(s["k"] for s in shares.values()) == 40
     certifiable = metrics["policy"]["certifiable"]
@@ -443,11 +445,15 @@ def test_test_domains_restricts_the_scored_test_rows(compose_cfg, eval_inputs, t
             "eval.verbalized.enabled=false",
             "eval.test_domains=[capitals]",
             "eval.recalibrate_methods=[base/ptrue]",  # val's answer features: for the baselines
+            "eval.policy.unit=group",
             f"eval.output_dir={out}",
         ],
     )
     run_eval_stage(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
+    policy = metrics["policy"]  # p-values over val's entity groups: population risk, no batch
+    assert policy["unit"] == "group" and policy["batch_size"] is None
+    assert 0 < policy["val_groups"]["n"] <= policy["val_groups"]["rows"] == metrics["n_val"]
     test_rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
     assert metrics["n_test"] == sum(r["domain"] == "capitals" for r in test_rows) > 0
     assert metrics["methods"]["baseline/logreg"]["n"] == metrics["n_test"]

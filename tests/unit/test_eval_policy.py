@@ -143,3 +143,39 @@ def test_certifiable_risks_list_the_targets_this_confidence_can_promise():
     assert shares == sorted(shares) and shares[-1] > 0.1
     for row in certified:
         assert row["test_answered_risk"]["value"] <= row["answer_risk"] + 0.05
+
+
+def clustered_sample(n_groups: int, error_rate: float | None, seed: int):
+    """Groups of three rows that share confidence and outcome (a question's phrasings);
+    `error_rate` None: calibrated, else outcomes independent of confidence at that error rate."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0.0, 1.0, n_groups)
+    right = c if error_rate is None else np.full(n_groups, 1.0 - error_rate)
+    y = (rng.uniform(size=n_groups) < right).astype(float)
+    return np.repeat(c, 3), np.repeat(y, 3), np.repeat(np.arange(n_groups), 3)
+
+
+def test_group_units_keep_the_level_where_clustered_rows_break_row_p_values():
+    # every answered set errs 22 % of the time: any certified 0.2 threshold is a false promise
+    false_row = false_group = 0
+    for seed in range(100):
+        c, y, groups = clustered_sample(200, 0.22, seed)
+        false_row += ltt_threshold(c, y, 0.2, 0.1)["threshold"] is not None
+        false_group += ltt_threshold(c, y, 0.2, 0.1, groups=groups)["threshold"] is not None
+    assert false_group / 100 <= 0.1 < false_row / 100  # rows counted as independent: optimistic
+
+
+def test_group_units_certify_when_the_groups_carry_the_evidence():
+    c, y, groups = clustered_sample(1000, None, 0)
+    by_row = ltt_threshold(c, y, 0.2, 0.1)
+    by_group = ltt_threshold(c, y, 0.2, 0.1, groups=groups)
+    assert by_group["threshold"] is not None and by_group["p_value"] <= 0.1
+    assert by_group["threshold"] > by_row["threshold"]  # a third of the evidence: more cautious
+    c_test, y_test, _ = clustered_sample(1000, None, 1)
+    assert np.mean(1 - y_test[c_test >= by_group["threshold"]]) <= 0.2
+    policy = fit_policy(
+        c, y, None, answer_risk=0.2, escalate_risk=0.5, delta=0.1, batch_size=1500, groups=groups
+    )
+    assert policy["unit"] == "group" and policy["batch_size"] is None  # population risk
+    answer_fit = ltt_threshold(c, y, 0.2, 0.05, groups=groups)  # delta / 2 each threshold
+    assert policy["answer_threshold"] == answer_fit["threshold"] is not None

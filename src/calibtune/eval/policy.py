@@ -22,6 +22,12 @@ val and future items, given n val items above t with k errors and n' = n * batch
 ones, the val error count is hypergeometric, and p = P(X <= k) at the smallest error total that
 violates the target (a permutation argument, exact for that n'). Without it (null), the
 guarantee is on the population risk: p = P(Binomial(n, target) <= k).
+
+Both p-values treat val rows as independent. When rows come in clusters that share their outcome
+(paraphrases of a question, questions about one entity), `groups` makes the clusters the units:
+each group's loss e_g - target * a_g (errors and answered items above t), scaled by the largest
+val group into [0, 1], and a betting test of "mean loss > 0" over the groups (`betting_p_value`).
+Its guarantee is on the population risk (batch_size is not used); it needs many groups.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from calibtune.metrics import as_inputs
 ACTIONS = ("answer", "retrieve", "escalate")
 START_FRACTION = 0.1
 RISK_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)  # certifiable_risks
+UNITS = ("row", "group")  # eval.policy.unit
+BETTING_ORDERS = 16  # unit orders averaged by betting_p_value (fixed seed: outcome-free)
 
 
 def risk_p_values(n, k, target: float, n_future=None) -> np.ndarray:
@@ -51,13 +59,55 @@ def risk_p_values(n, k, target: float, n_future=None) -> np.ndarray:
     return np.where(errors_total > n + n_future, 0.0, p)
 
 
+def betting_p_value(x: np.ndarray, target: float, delta: float) -> float:
+    """p-value of 'E[x] >= target' for independent units x in [0, 1]: 1 / the mean final wealth
+    of a betting test over BETTING_ORDERS fixed orders of the units (Waudby-Smith & Ramdas 2024,
+    with the predictable bets of Bates et al. 2021, RCPS); wealth is a nonnegative supermartingale
+    under the null and a mean of e-values is an e-value, so P(p <= delta) <= delta. Written here:
+    no maintained library on our lock has it (confseq needs a C++ build); it is 15 lines."""
+    n = x.size
+    steps = np.arange(1, n + 1) + 1.0
+    wealth = []
+    for order in np.random.default_rng(0).permuted(
+        np.tile(np.arange(n), (BETTING_ORDERS, 1)), axis=1
+    ):
+        xs = x[order]
+        mean = (0.5 + np.cumsum(xs)) / steps
+        var = (0.25 + np.cumsum((xs - mean) ** 2)) / steps
+        previous_var = np.concatenate([[0.25], var[:-1]])
+        bets = np.minimum(1.0, np.sqrt(2.0 * np.log(1.0 / delta) / (n * previous_var)))
+        wealth.append(np.prod(1.0 - bets * (xs - target)))
+    return float(min(1.0, 1.0 / np.mean(wealth)))
+
+
+def group_p_values(answered_rows, errors, groups, target: float, delta: float) -> np.ndarray:
+    """Group-level p-values for the candidate answered sets (`answered_rows`: one array of row
+    indices per candidate, nested, largest last), computed until the first exceeds delta (the
+    fixed sequence stops there): each group's loss e_g - target * a_g scaled by the largest group
+    into [0, 1] (mean <= target iff the row-level risk <= target), tested by betting."""
+    units = np.unique(groups, return_inverse=True)[1]
+    sizes = np.bincount(units)
+    p_values = []
+    for rows in answered_rows:
+        answered = np.bincount(units[rows], minlength=sizes.size)
+        wrong = np.bincount(units[rows], weights=errors[rows], minlength=sizes.size)
+        x = (wrong - target * answered) / sizes.max() + target
+        p_values.append(betting_p_value(x, target, delta))
+        if p_values[-1] > delta:
+            break
+    return np.asarray(p_values)
+
+
 def start_count(target: float, delta: float, n_val: int) -> int:
     """Val items above the first tested threshold (depends on counts only, never on outcomes)."""
     return max(int(np.ceil(2 * np.log(delta) / np.log1p(-target))), round(START_FRACTION * n_val))
 
 
-def ltt_threshold(c, y, target: float, delta: float, batch_size: int | None = None) -> dict:
-    """Lowest threshold whose answered set keeps error <= target w.p. >= 1 - delta (fixed sequence).
+def ltt_threshold(
+    c, y, target: float, delta: float, batch_size: int | None = None, groups=None
+) -> dict:
+    """Lowest threshold whose answered set keeps error <= target w.p. >= 1 - delta (fixed sequence;
+    `groups`: p-values over the groups of rows, for the population risk).
 
     Returns the threshold (None: no threshold certified, so nothing passes), the val count and
     error rate above it, and the p-value that certified it."""
@@ -71,8 +121,12 @@ def ltt_threshold(c, y, target: float, delta: float, batch_size: int | None = No
     ends = np.nonzero(group_end)[0]
     ends = ends[ends + 1 >= start_count(target, delta, c.size)]
     n, k = ends + 1, errors[ends].astype(np.int64)
-    n_future = None if batch_size is None else np.rint(n * batch_size / c.size)
-    p = risk_p_values(n, k, target, n_future)
+    if groups is None:
+        n_future = None if batch_size is None else np.rint(n * batch_size / c.size)
+        p = risk_p_values(n, k, target, n_future)
+    else:
+        rows = [order[: end + 1] for end in ends]
+        p = group_p_values(rows, 1.0 - y, np.asarray(groups), target, delta)
     failed = np.nonzero(p > delta)[0]
     last = (failed[0] if failed.size else p.size) - 1  # fixed sequence: stop at first failure
     if last >= 0:
@@ -85,14 +139,16 @@ def ltt_threshold(c, y, target: float, delta: float, batch_size: int | None = No
     return result
 
 
-def fit_thresholds(c, y, answer_risk: float, escalate_risk: float, delta: float, batch_size):
+def fit_thresholds(
+    c, y, answer_risk: float, escalate_risk: float, delta: float, batch_size, groups=None
+):
     """Answer and escalation thresholds (delta / 2 each); escalate <= answer always."""
     if escalate_risk <= answer_risk:
         raise ConfigError(
             f"policy.escalate_risk ({escalate_risk}) must exceed policy.answer_risk ({answer_risk})"
         )
-    answer = ltt_threshold(c, y, answer_risk, delta / 2, batch_size)
-    escalate = ltt_threshold(c, y, escalate_risk, delta / 2, batch_size)
+    answer = ltt_threshold(c, y, answer_risk, delta / 2, batch_size, groups)
+    escalate = ltt_threshold(c, y, escalate_risk, delta / 2, batch_size, groups)
     t_answer = answer["threshold"]
     t_escalate = escalate["threshold"]
     if t_answer is not None and (t_escalate is None or t_escalate > t_answer):
@@ -105,7 +161,9 @@ def fit_thresholds(c, y, answer_risk: float, escalate_risk: float, delta: float,
     }
 
 
-def certifiable_risks(c, y, delta: float, batch_size: int | None, c_test, y_test) -> list[dict]:
+def certifiable_risks(
+    c, y, delta: float, batch_size: int | None, c_test, y_test, groups=None
+) -> list[dict]:
     """Which answer risks this confidence can promise at all: for each target of RISK_GRID, the
     answer threshold Learn-then-Test certifies on val (at delta / 2, as in fit_thresholds), its
     val share, and on test the share answered and their realised error rate. A diagnostic for
@@ -114,7 +172,7 @@ def certifiable_risks(c, y, delta: float, batch_size: int | None, c_test, y_test
     c_test, y_test = as_inputs(c_test, y_test)
     rows = []
     for target in RISK_GRID:
-        fit = ltt_threshold(c, y, target, delta / 2, batch_size)
+        fit = ltt_threshold(c, y, target, delta / 2, batch_size, groups)
         answered = c_test >= (np.inf if fit["threshold"] is None else fit["threshold"])
         rows.append(
             {
@@ -141,18 +199,23 @@ def fit_policy(
     batch_size: int | None,
     per_domain: bool = False,
     min_count: int = 100,
+    groups: Sequence[str] | None = None,
 ) -> dict:
     """The policy's plain params: global thresholds, and per-domain ones when asked (domains with
-    fewer than `min_count` val items use the global thresholds)."""
+    fewer than `min_count` val items use the global thresholds). With `groups`, the p-values take
+    the groups as units (population risk: batch_size is then not used)."""
     c, y = as_inputs(c, y)
+    if groups is not None:
+        groups, batch_size = np.asarray([str(g) for g in groups]), None
     policy = {
         "kind": "ltt_three_way",
         "answer_risk": float(answer_risk),
         "escalate_risk": float(escalate_risk),
         "delta": float(delta),
+        "unit": "row" if groups is None else "group",
         "batch_size": batch_size,
         "n_val": int(c.size),
-        **fit_thresholds(c, y, answer_risk, escalate_risk, delta, batch_size),
+        **fit_thresholds(c, y, answer_risk, escalate_risk, delta, batch_size, groups),
         "domains": {},
     }
     if per_domain and domains is not None:
@@ -163,7 +226,13 @@ def fit_policy(
                 continue
             share = None if batch_size is None else round(batch_size * index.mean())
             policy["domains"][domain] = fit_thresholds(
-                c[index], y[index], answer_risk, escalate_risk, delta, share
+                c[index],
+                y[index],
+                answer_risk,
+                escalate_risk,
+                delta,
+                share,
+                None if groups is None else groups[index],
             )
     return policy
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from calibtune.config import save_config  # noqa: E402
 from calibtune.eval.policy import RISK_GRID  # noqa: E402
+from calibtune.examples import row_group  # noqa: E402
 from calibtune.io import write_json_atomic, write_jsonl_atomic, write_text_atomic  # noqa: E402
 from calibtune.tracking import Tracker  # noqa: E402
 
@@ -422,10 +423,11 @@ def render_html(metrics: dict, images: dict[str, bytes]) -> str:
 
 
 def prediction_rows(test_rows: list[dict], confidences: dict[str, np.ndarray]) -> list[dict]:
-    """One record per test example: id, domain, correct and every method's confidence."""
+    """One record per example: id, domain, entity group, correct and every method's confidence."""
     records = []
     for index, row in enumerate(test_rows):
-        record = {"id": row["id"], "domain": row.get("domain"), "correct": row["correct"]}
+        record = {"id": row["id"], "domain": row.get("domain"), "group": row_group(row)}
+        record["correct"] = row["correct"]
         if row.get("qid") is not None:
             record["qid"] = row["qid"]
         for method, values in confidences.items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -442,6 +443,7 @@ def fit_and_score_policy(
         )
     except CalibrationUnavailable as err:
         return None, {"reason": f"cross-fitted val confidences: {err}"}
+    units = val_groups if settings.unit == "group" else None
     fitted_policy = policy.fit_policy(
         c_val,
         y_val,
@@ -452,14 +454,17 @@ def fit_and_score_policy(
         batch_size=policy_batch_size(settings.batch_size, len(y_test)),
         per_domain=settings.per_domain,
         min_count=settings.min_count,
+        groups=units,
     )
     fitted_policy["calibrator"] = f"{method}+per_domain"
     c_test = apply_calibrator(params, test[method], domains)
+    sizes = Counter(val_groups).values()
     block = {
         **fitted_policy,
+        "val_groups": {"n": len(sizes), "largest": max(sizes), "rows": len(val_groups)},
         "test": policy.evaluate_policy(fitted_policy, c_test, y_test, domains),
         "certifiable": policy.certifiable_risks(
-            c_val, y_val, settings.delta, fitted_policy["batch_size"], c_test, y_test
+            c_val, y_val, settings.delta, fitted_policy["batch_size"], c_test, y_test, units
         ),
     }
     return fitted_policy, block
