@@ -178,7 +178,9 @@ def check_production_outputs(out: Path, metrics: dict, fitted: dict, predictions
     certifiable = metrics["policy"]["certifiable"]
     assert [row["answer_risk"] for row in certifiable] == list(RISK_GRID)
     assert all(row["test"]["n"] == 40 for row in certifiable)
-    assert "lowest answer risk certifiable on this val" in (out / "report.md").read_text()
+    report_text = (out / "report.md").read_text()
+    assert "lowest answer risk certifiable on this val" in report_text
+    assert "| p-value units (val) | rows (30, exchangeable; val holds" in report_text
 
 
 def check_report(out: Path, metrics: dict) -> None:

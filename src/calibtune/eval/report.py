@@ -236,6 +236,17 @@ def domain_calibration_table(metrics: dict) -> list[list[str]]:
     return rows
 
 
+def policy_units(block: dict) -> str:
+    """What the policy's p-values count as independent: rows, or val's entity groups."""
+    groups = block.get("val_groups")
+    if groups is None:
+        return block.get("unit", "row")
+    clusters = f"{groups['n']} entity groups of up to {groups['largest']} rows"
+    if block.get("unit") == "group":
+        return f"entity groups ({clusters}; population risk)"
+    return f"rows ({groups['rows']}, exchangeable; val holds {clusters})"
+
+
 def policy_table(metrics: dict) -> list[list[str]]:
     """The answer / retrieve / escalate policy: thresholds from val, shares and risk on test."""
     block = metrics.get("policy") or {}
@@ -248,6 +259,7 @@ def policy_table(metrics: dict) -> list[list[str]]:
             f"{block['answer_risk']:.2f} / {block['escalate_risk']:.2f} / {block['delta']:.2f}",
         ]
     )
+    rows.append(["p-value units (val)", policy_units(block)])
     rows.append(["answer threshold", fmt(block["answer_threshold"], "none certified")])
     rows.append(["escalate threshold", fmt(block["escalate_threshold"], "none certified")])
     test = block["test"]

@@ -25,9 +25,9 @@ from calibtune.errors import ConfigError
 
 log = logging.getLogger(__name__)
 # Wall clock of one run of the default config (4,000 examples of the 30-domain suite, the linear
-# probe; data 803 s + train 942 s + eval 1,884 s) on the shared 2-core CPU of docs/BENCHMARKS.md
-# ("The 30-domain default run"; measured on a loaded machine): the duration printed up front.
-DEFAULT_FOLD_SECONDS = 3629
+# probe; seed 2: data 413 s + train 334 s + eval 768 s) on the 2-core CPU of docs/BENCHMARKS.md
+# ("Seeds 1 and 2 of the default"), otherwise idle; runs beside other work took 2-3x longer.
+DEFAULT_FOLD_SECONDS = 1530
 DEFAULT_EXAMPLES = 4000
 
 
@@ -88,8 +88,8 @@ def run_lodo(cfg: DictConfig) -> Path:
     minutes = expected_seconds(cfg, len(folds)) / 60
     print(
         f"calibtune lodo: {len(folds)} folds {folds}; expected about {minutes:.0f} min on a "
-        f"2-core CPU (one default-size fold took {DEFAULT_FOLD_SECONDS / 60:.0f} min there), "
-        "less on a GPU",
+        f"idle 2-core CPU (one default-size fold took {DEFAULT_FOLD_SECONDS / 60:.0f} min there; "
+        "2-3x that on a shared one), less on a GPU",
         flush=True,
     )
     for index, fold in enumerate(configs):
