@@ -179,3 +179,18 @@ def test_group_units_certify_when_the_groups_carry_the_evidence():
     assert policy["unit"] == "group" and policy["batch_size"] is None  # population risk
     answer_fit = ltt_threshold(c, y, 0.2, 0.05, groups=groups)  # delta / 2 each threshold
     assert policy["answer_threshold"] == answer_fit["threshold"] is not None
+    domains = np.where(groups % 2 == 0, "even", "odd")  # a domain holds whole groups
+    policy = fit_policy(
+        c,
+        y,
+        domains,
+        answer_risk=0.2,
+        escalate_risk=0.5,
+        delta=0.1,
+        batch_size=None,
+        per_domain=True,
+        groups=groups,
+    )
+    even = domains == "even"
+    fit = ltt_threshold(c[even], y[even], 0.5, 0.05, groups=groups[even])
+    assert policy["domains"]["even"]["escalate_threshold"] == fit["threshold"] is not None
