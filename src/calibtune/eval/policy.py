@@ -43,7 +43,6 @@ from calibtune.metrics import as_inputs
 ACTIONS = ("answer", "retrieve", "escalate")
 START_FRACTION = 0.1
 RISK_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)  # certifiable_risks
-UNITS = ("row", "group")  # eval.policy.unit
 BETTING_ORDERS = 16  # unit orders averaged by betting_p_value (fixed seed: outcome-free)
 
 
