@@ -9,6 +9,7 @@ One torchrun launch per strategy runs all its methods (full run + resumed run ea
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,12 @@ def launched(common: list[str], tmp_path_factory: pytest.TempPathFactory):
                     }
                 )
             )
-            torchrun(2, [str(DRIVER), str(spec)], env, out)
+
+            def clear() -> None:
+                for method in methods:
+                    shutil.rmtree(out / method, ignore_errors=True)
+
+            torchrun(2, [str(DRIVER), str(spec)], env, out, before_retry=clear)
             done[name] = out
         return done[name]
 
