@@ -12,9 +12,8 @@ cross-fitted val confidences):
 
 1. Policy re-splits: val and test pooled, split at random by question (a question's phrasings
    stay together) into about the eval's val / test sizes;
-   per-domain calibrators and policy fitted on the val part (as the eval stage fits them: the
-   questions stand in for entity groups, which predictions files do not hold), the answered
-   error rate measured on
+   per-domain calibrators and policy fitted on the val part (as the eval stage fits them, with
+   the re-split's units standing in for its entity groups), the answered error rate measured on
    the test part. Reports the share of splits whose realised answered-error rate exceeds the
    target (the guarantee says at most delta), and the mean action shares. `--resplit-by row`
    makes every row its own unit instead (Learn-then-Test's p-values assume rows exchangeable;

@@ -438,8 +438,12 @@ def prediction_rows(test_rows: list[dict], confidences: dict[str, np.ndarray]) -
     """One record per example: id, domain, entity group, correct and every method's confidence."""
     records = []
     for index, row in enumerate(test_rows):
-        record = {"id": row["id"], "domain": row.get("domain"), "group": row_group(row)}
-        record["correct"] = row["correct"]
+        record = {
+            "id": row["id"],
+            "domain": row.get("domain"),
+            "group": row_group(row),
+            "correct": row["correct"],
+        }
         if row.get("qid") is not None:
             record["qid"] = row["qid"]
         for method, values in confidences.items():
