@@ -21,7 +21,11 @@ cross-fitted val confidences):
    `--resplit-by entity` re-splits by entity group, as the eval stage splits (the predictions'
    `group`, or the labeled rows of `--groups-from` for runs written before it was recorded).
    `--unit group` fits the policy with the re-split's units as its p-values' units
-   (eval.policy.unit=group).
+   (eval.policy.unit=group). The same re-splits also score the per-domain maps: the mean
+   per-domain ECE on each test part of the global map and of the per-domain maps (both fitted
+   on the val part), their mean difference, its sd over splits and the share of splits where
+   the per-domain maps are lower (one split's bootstrap interval says nothing about another
+   split of the same rows; this does).
 2. Drift streams, each item drawn with replacement from test (confidences from per-domain maps
    fitted on val), 60 % of items labeled; the monitor's reference is each stream's first 500
    items (as `calibtune monitor` without monitor.reference):
@@ -51,7 +55,7 @@ from calibtune.eval.recalibrate import (
     cross_fitted_domain_confidences,
     fit_domain_calibrators,
 )
-from calibtune.eval.scoring import domain_calibration_scores
+from calibtune.eval.scoring import domain_calibration_scores, mean_domain_ece
 from calibtune.examples import read_labeled_split, row_group
 from calibtune.io import read_jsonl
 from calibtune.serve.monitor import Monitor, reference_from_rows, refit_calibrator
@@ -139,6 +143,7 @@ def policy_resplits(val: dict, test: dict, n_splits: int, seed: int) -> dict:
     n_val = len(val["y"])
     rng = np.random.default_rng(seed)
     risks, shares, violations = [], {"answer": [], "retrieve": [], "escalate": []}, 0
+    domain_ece: dict[str, list[float]] = {"global": [], "per_domain": []}
     questions, members = np.unique(pool["qid"], return_inverse=True)
     for _ in range(n_splits):
         in_val = question_split(questions, members, n_val, rng)
@@ -149,6 +154,9 @@ def policy_resplits(val: dict, test: dict, n_splits: int, seed: int) -> dict:
             c_val, v["y"], v["domain"], batch_size=len(t["y"]), groups=policy_groups(v), **POLICY
         )
         c_test = apply_calibrator(params, t["raw"], t["domain"])
+        c_global = apply_calibrator(params["global"], t["raw"])
+        for name, c in (("global", c_global), ("per_domain", c_test)):
+            domain_ece[name].append(mean_domain_ece(c, t["y"], t["domain"], N_BINS))
         result = evaluate_policy(policy, c_test, t["y"])
         risk = result["answered_risk"]["value"]
         risks.append(np.nan if risk is None else risk)
@@ -156,7 +164,14 @@ def policy_resplits(val: dict, test: dict, n_splits: int, seed: int) -> dict:
         for action, share in result["shares"].items():
             shares[action].append(share["value"])
     risks = np.asarray(risks)
+    differences = np.subtract(domain_ece["per_domain"], domain_ece["global"])
     return {
+        "domain_maps": {
+            "mean_domain_ece": {k: float(np.mean(v)) for k, v in domain_ece.items()},
+            "delta_mean": float(np.mean(differences)),
+            "delta_sd": float(np.std(differences, ddof=1)) if n_splits > 1 else float("nan"),
+            "share_per_domain_lower": float(np.mean(differences < 0)),
+        },
         "splits": n_splits,
         "violation_share": violations / n_splits,
         "delta": POLICY["delta"],
@@ -374,6 +389,13 @@ def summarize(results: dict) -> str:
         f"(delta {r['delta']}, target {r['target']}), mean answered risk {r['answered_risk_mean']}, "
         f"splits answering nothing {r['splits_answering_nothing']}, "
         f"shares {r['shares_mean']}"
+    )
+    m = r["domain_maps"]
+    lines.append(
+        f"per-domain maps over the same re-splits: mean per-domain ECE global "
+        f"{m['mean_domain_ece']['global']:.4f}, per-domain {m['mean_domain_ece']['per_domain']:.4f}; "
+        f"difference {m['delta_mean']:+.4f} (sd {m['delta_sd']:.4f}), per-domain lower in "
+        f"{m['share_per_domain_lower']:.2f} of splits"
     )
     if "drift" not in results:
         return "\n".join(lines)

@@ -7,7 +7,7 @@ score both on the fold's held-out domains (its test split), fold means side by s
 
 Per fold, one base-model pass over train, val and test (the eval's own code path:
 calibtune.eval.stage.compute_confidences, follow-up queries: hidden state, ptrue, pavg, pmin,
-seqlogp from one pass) is cached in <run>/fold<i>/probe_features.npz; a re-run only refits.
+seqlogp from one pass) is cached in <run>/fold<i>/probe_features_train_test.npz; a re-run only refits.
 Val is not used: the probe chooses its strength on entity-group folds of train.
 """
 
@@ -32,10 +32,10 @@ SIGNALS = ("base/ptrue", "base/pavg", "base/pmin", "base/seqlogp")
 SPLITS = ("train", "test")
 
 
-def fold_features(fold: Path) -> dict[str, np.ndarray]:
-    """Hidden states, answer signals, labels, domains and groups of the fold's train and test
-    rows (test: the held-out domains eval scored), cached beside the fold."""
-    cache = fold / "probe_features.npz"
+def fold_features(fold: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, np.ndarray]:
+    """Hidden states, answer signals, labels, domains and groups of the fold's (or run's) rows of
+    `splits` (test: the held-out domains eval scored), cached beside the fold."""
+    cache = fold / f"probe_features_{'_'.join(splits)}.npz"
     if cache.is_file():
         return dict(np.load(cache, allow_pickle=True))
     cfg = OmegaConf.load(fold / "eval" / "config.yaml")
@@ -43,7 +43,7 @@ def fold_features(fold: Path) -> dict[str, np.ndarray]:
     qm = attach_adapter(load_model(cfg.model), None)
     held_out = set(cfg.eval.test_domains or [])
     out: dict[str, np.ndarray] = {}
-    for split in SPLITS:
+    for split in splits:
         rows = read_labeled_split(cfg.eval.data_dir, split)
         if split == "test" and held_out:
             rows = [r for r in rows if r.get("domain") in held_out]
