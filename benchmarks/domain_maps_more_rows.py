@@ -24,6 +24,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from bench_production import question_split
 from lodo_probe_features import fold_features
 
 from calibtune.eval.recalibrate import apply_calibrator, fit_domain_calibrators
@@ -38,22 +39,15 @@ MAPS = {"kind": "platt", "min_count": 40, "n_bins": N_BINS, "shrinkage": "auto"}
 
 def probe_confidences(features: dict, seed: int) -> dict[str, np.ndarray]:
     """The probe fitted on all of train scored on val and test, and train scored out of fold."""
-    x, y, groups = features["train/hidden"], features["train/y"] >= 0.5, features["train/group"]
-    probe, _ = fit_linear_probe(x, y.astype(int), groups, seed)
+    x, groups = features["train/hidden"], features["train/group"]
+    y = (features["train/y"] >= 0.5).astype(int)
+    probe, _ = fit_linear_probe(x, y, groups, seed)
     out = {split: probe.probability(features[f"{split}/hidden"]) for split in ("val", "test")}
     out["train"] = np.empty(y.size)
     for fit, held in group_kfold(groups).split(x, y, groups):
-        fold_probe, _ = fit_linear_probe(x[fit], y[fit].astype(int), groups[fit], seed)
+        fold_probe, _ = fit_linear_probe(x[fit], y[fit], groups[fit], seed)
         out["train"][held] = fold_probe.probability(x[held])
     return out
-
-
-def entity_split(groups: np.ndarray, n_val: int, rng: np.random.Generator) -> np.ndarray:
-    """A random val mask of whole entity groups, filled up to at most n_val rows."""
-    names, members = np.unique(groups, return_inverse=True)
-    order = rng.permutation(names.size)
-    sizes = np.bincount(members, minlength=names.size)[order]
-    return np.isin(members, order[np.cumsum(sizes) <= n_val])
 
 
 def map_figures(rows: dict, test: dict) -> dict[str, float]:
@@ -86,17 +80,17 @@ def main() -> None:
     features = fold_features(args.run_dir, ("train", "val", "test"))
     c = probe_confidences(features, args.seed)
     served = [r["tuned/ptrue"] for r in read_jsonl(args.run_dir / "eval" / "predictions.jsonl")]
-    print(
-        f"refitted probe vs the run's test confidences: max |diff| {np.abs(c['test'] - served).max():.1e}"
-    )
-    fields = {"y": "y", "domain": "domain", "group": "group"}
-    rows = {s: {"c": c[s], **{k: features[f"{s}/{v}"] for k, v in fields.items()}} for s in c}
+    gap = np.abs(c["test"] - served).max()
+    print(f"refitted probe vs the run's test confidences: max |diff| {gap:.1e}")
+    fields = ("y", "domain", "group")
+    rows = {s: {"c": c[s], **{k: features[f"{s}/{k}"] for k in fields}} for s in c}
     pool = {k: np.concatenate([rows["val"][k], rows["test"][k]]) for k in rows["val"]}
     train = rows["train"]
     rng = np.random.default_rng(args.seed)
+    entities, members = np.unique(pool["group"], return_inverse=True)
     figures: dict[str, list[float]] = {}
     for k in range(args.splits):
-        in_val = entity_split(pool["group"], rows["val"]["y"].size, rng)
+        in_val = question_split(entities, members, rows["val"]["y"].size, rng)  # by entity
         val = {key: v[in_val] for key, v in pool.items()}
         test = {key: v[~in_val] for key, v in pool.items()}
         more = {key: np.concatenate([val[key], train[key]]) for key in val}

@@ -7,7 +7,8 @@ score both on the fold's held-out domains (its test split), fold means side by s
 
 Per fold, one base-model pass over train, val and test (the eval's own code path:
 calibtune.eval.stage.compute_confidences, follow-up queries: hidden state, ptrue, pavg, pmin,
-seqlogp from one pass) is cached in <run>/fold<i>/probe_features_train_test.npz; a re-run only refits.
+seqlogp from one pass) is cached in <run>/fold<i>/probe_features_train_test.npz; a re-run only
+refits.
 Val is not used: the probe chooses its strength on entity-group folds of train.
 """
 
