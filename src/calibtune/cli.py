@@ -7,6 +7,7 @@ Stage commands (data, train, eval, run, lodo, export, score, monitor) run as Hyd
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import sys
@@ -58,9 +59,10 @@ def load_target(target: str):
 def report_user_errors(name: str, stage_fn, cfg):
     """Run `stage_fn(cfg)` (with reproducible CPU math, see calibtune.runtime); a CalibtuneError
     is printed as one line naming `name`, exit status 2."""
-    from calibtune.runtime import reproducible_cpu_math
+    from calibtune.runtime import leave_process_group, reproducible_cpu_math
 
     reproducible_cpu_math()
+    atexit.register(leave_process_group)  # at exit, not here: a multirun's next trial may join
     try:
         return stage_fn(cfg)
     except CalibtuneError as err:

@@ -55,6 +55,14 @@ def process_group(device: str):
     return PartialState(cpu=device == "cpu")
 
 
+def leave_process_group() -> None:
+    """Destroy the process group, if one was joined, while the interpreter is fully alive: gloo's
+    worker threads left to interpreter shutdown abort the process now and then (SIGABRT,
+    "terminate called without an active exception", after all the work is done)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def share_work(state, tasks: dict[str, Callable[[], T]]) -> dict[str, T]:
     """Run each task once: task k on rank k % world_size (every task on this process when
     `state` is None), and return every result on every rank. Each task runs exactly as it

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch.distributed as torch_dist
 
 from calibtune.config import compose
+from calibtune.runtime import leave_process_group
 from calibtune.train.recipe import run_train_stage
 
 
@@ -44,3 +45,4 @@ def main(spec_path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    leave_process_group()

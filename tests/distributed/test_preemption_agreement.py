@@ -17,6 +17,7 @@ pytestmark = pytest.mark.distributed
 SCRIPT = """
 import os, signal
 from accelerate import Accelerator
+from calibtune.runtime import leave_process_group
 from calibtune.train import preemption
 
 accelerator = Accelerator(cpu=True)
@@ -27,6 +28,7 @@ with preemption.stop_on_signals():
         os.kill(os.getpid(), signal.SIGUSR1)
     after = preemption.stop_requested(accelerator)
 print(f"rank {rank} of {accelerator.num_processes}: before={before} after={after}", flush=True)
+leave_process_group()
 """
 
 
