@@ -198,6 +198,7 @@ class DomainCalibrationCfg(Group):
     min_count: int = Field(ge=1)
     shrinkage: Literal["auto"] | Annotated[float, Field(ge=0.0)] | None
     methods: list[ConfidenceMethod]
+    add_train: Literal["auto"] | bool
 
     @model_validator(mode="after")
     def shrinkage_needs_platt(self) -> DomainCalibrationCfg:

@@ -274,6 +274,33 @@ def test_bad_inputs_fail_clearly_before_writing(compose_cfg, eval_inputs, tmp_pa
     assert not out.exists()
 
 
+def test_bad_out_of_fold_train_rows_fail_before_the_model_loads(
+    compose_cfg, eval_inputs, tmp_path, monkeypatch
+):
+    from calibtune.eval import stage
+    from calibtune.models.probe import OUT_OF_FOLD
+
+    overrides, data, train = eval_inputs
+    monkeypatch.setattr(stage, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    out = tmp_path / "never"
+    always = [*overrides, f"eval.output_dir={out}", "eval.domain_calibration.add_train=true"]
+    with pytest.raises(ConfigError, match="add_train=true needs the train rows scored out of"):
+        run_eval_stage(compose_cfg("eval", always))
+    val_id = read_labeled_split(data, "val")[0]["id"]
+    rows = [
+        {"id": "t0", "domain": "capitals", "group": "g0", "correct": 1.0, "confidence": 0.7},
+        {"id": "t1", "domain": "capitals", "group": "g1", "correct": 0.0, "confidence": 1.5},
+    ]
+    write_jsonl_atomic(train / "adapter" / OUT_OF_FOLD, rows)
+    with pytest.raises(InputError, match=rf"{OUT_OF_FOLD}:2: field 'confidence'"):
+        run_eval_stage(compose_cfg("eval", always))
+    rows[1] = {**rows[1], "confidence": 0.4, "id": val_id}
+    write_jsonl_atomic(train / "adapter" / OUT_OF_FOLD, rows)
+    with pytest.raises(InputError, match=rf"{OUT_OF_FOLD}:2: field 'id'.*a val or test row"):
+        run_eval_stage(compose_cfg("eval", [*always[:-1]]))  # auto reads them too
+    assert not out.exists()
+
+
 def test_split_by_question_is_deterministic_and_keeps_groups_together():
     rows = [
         {"id": f"{q}-{k}", "qid": f"q{q}", "question": f"fact {q}?", "group": f"e{q // 4}"}

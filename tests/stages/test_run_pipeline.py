@@ -117,6 +117,12 @@ def test_probe_method_runs_end_to_end_and_scores_like_eval(tiny_model_dir: Path,
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert "the tuned model is this probe" in metrics["methods"]["baseline/probe"]["n/a"]["all"]
     assert metrics["methods"]["baseline/logreg"]["n"] == 16
+    # the tuned confidence's per-domain maps could add the 24 train rows scored out of fold;
+    # add_train=auto added them only if that lowered the held-out log loss on val's folds
+    fit_rows = metrics["per_domain_calibration"]["fit_rows"]
+    losses = fit_rows["held_out_log_loss"]
+    assert fit_rows["n_train"] == 24 and fit_rows["add_train"] == "auto"
+    assert fit_rows["used"] is (losses["val+train"] < losses["val"])
     assert metrics["answer_agreement"] == 1.0  # the probe never touches the answering model
 
 

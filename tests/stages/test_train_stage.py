@@ -325,7 +325,8 @@ def test_probe_method_adamw_saves_a_head_that_scores_val(compose_cfg, labeled_di
 
 
 def test_probe_method_logistic_fits_in_one_pass_and_scores_val(compose_cfg, labeled_dir: Path):
-    from calibtune.models.probe import PROBE_STRENGTHS, load_probe
+    from calibtune.io import read_jsonl
+    from calibtune.models.probe import OUT_OF_FOLD, PROBE_STRENGTHS, load_probe
 
     fast = [o for o in FAST if not o.startswith("lora.")]
     cfg = compose_cfg("train", [*fast, f"train.data_dir={labeled_dir}", "method=probe"])
@@ -341,6 +342,12 @@ def test_probe_method_logistic_fits_in_one_pass_and_scores_val(compose_cfg, labe
     records = read_metrics(out)
     assert not any("train/loss" in r for r in records)
     assert [r["val/val_loss"] for r in records] == [manifest["best"]["val_metrics"]["val_loss"]]
+    # train rows scored out of fold, for the eval's per-domain maps (add_train)
+    oof = read_jsonl(out / "adapter" / OUT_OF_FOLD)
+    train_rows = read_jsonl(labeled_dir / "train.jsonl")
+    assert [r["id"] for r in oof] == [r["id"] for r in train_rows]
+    assert [r["domain"] for r in oof] == [r.get("domain") for r in train_rows]
+    assert all(0 < r["confidence"] < 1 for r in oof) and len({r["group"] for r in oof}) > 1
 
 
 def test_probe_logistic_on_one_grade_fails_naming_the_file_before_the_model_loads(

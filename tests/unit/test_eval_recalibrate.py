@@ -172,6 +172,33 @@ def test_cross_fitted_confidences_come_from_maps_that_never_saw_the_row():
     assert not np.allclose(out, in_sample)
 
 
+def test_cross_fitted_confidences_with_extra_rows_fit_each_fold_on_them_too():
+    from sklearn.model_selection import GroupKFold
+
+    from calibtune.eval.recalibrate import cross_fitted_domain_confidences, fit_domain_calibrators
+
+    rng = np.random.default_rng(4)
+    n, m = 200, 300
+    domains, c = rng.choice(["a", "b"], size=n), rng.uniform(0.05, 0.95, n)
+    y = (rng.uniform(size=n) < c).astype(float)
+    groups = np.array([f"g{i // 4}" for i in range(n)])
+    extra = {"domain": rng.choice(["a", "b"], size=m), "c": rng.uniform(0.05, 0.95, m)}
+    extra["y"] = (rng.uniform(size=m) < extra["c"] / 2).astype(float)  # over-confident rows
+    extra["group"] = np.array([f"t{i // 4}" for i in range(m)])
+    settings = {"kind": "platt", "min_count": 10, "n_bins": 15, "shrinkage": 10.0}
+    out = cross_fitted_domain_confidences(c, y, domains, groups, settings, extra=extra)
+    fit_rows, held = next(iter(GroupKFold(n_splits=5).split(c, y, groups)))
+    maps = fit_domain_calibrators(
+        c=np.concatenate([c[fit_rows], extra["c"]]),
+        y=np.concatenate([y[fit_rows], extra["y"]]),
+        domains=np.concatenate([domains[fit_rows], extra["domain"]]),
+        **settings,
+    )
+    assert out[held] == pytest.approx(apply_calibrator(maps, c[held], domains[held]))
+    without = cross_fitted_domain_confidences(c, y, domains, groups, settings)
+    assert out.mean() < without.mean() - 0.05  # the over-confident extra rows pull maps down
+
+
 def test_folds_need_two_groups_and_say_so():
     from calibtune.eval.recalibrate import CalibrationUnavailable, cross_fitted_domain_confidences
 
@@ -179,3 +206,41 @@ def test_folds_need_two_groups_and_say_so():
     c, y = np.array([0.2, 0.8, 0.4, 0.6]), np.array([0.0, 1.0, 0.0, 1.0])
     with pytest.raises(CalibrationUnavailable, match="1 entity group"):
         cross_fitted_domain_confidences(c, y, ["a"] * 4, ["g"] * 4, settings)
+
+
+def synthetic_rows(rng, n: int, prefix: str, shift: float = 1.0) -> dict:
+    """Rows of two domains whose accuracy differs from the confidence (`shift` scales it)."""
+    domain = rng.choice(["a", "b"], size=n)
+    c = rng.uniform(0.05, 0.95, n)
+    truth = np.where(domain == "a", c**2, np.sqrt(c)) * shift
+    y = (rng.uniform(size=n) < np.clip(truth, 0, 1)).astype(float)
+    return {"c": c, "y": y, "domain": domain, "group": np.array([f"{prefix}{i}" for i in range(n)])}
+
+
+@pytest.mark.parametrize(("shift", "used"), [(1.0, True), (0.2, False)])
+def test_train_rows_join_the_maps_only_when_they_lower_the_held_out_loss_on_val(
+    compose_cfg, shift, used
+):
+    from calibtune.eval.stage import choose_train_rows
+
+    rng = np.random.default_rng(5)
+    val = synthetic_rows(rng, 120, "v")
+    oof = synthetic_rows(rng, 1200, "t", shift)  # shift 0.2: rows of another kind of traffic
+    cfg = compose_cfg("eval", ["eval.domain_calibration.shrinkage=auto"])
+    extra, record = choose_train_rows(
+        cfg, {"tuned/ptrue": val["c"]}, val["y"], val["domain"], val["group"], oof
+    )
+    losses = record["held_out_log_loss"]
+    assert record["used"] is used and (extra is oof) is used and record["n_train"] == 1200
+    assert (losses["val+train"] < losses["val"]) is used
+    always = compose_cfg("eval", ["eval.domain_calibration.add_train=true"])
+    assert (
+        choose_train_rows(
+            always, {"tuned/ptrue": val["c"]}, val["y"], val["domain"], val["group"], oof
+        )[0]
+        is oof
+    )
+    _, none = choose_train_rows(
+        cfg, {"tuned/ptrue": val["c"]}, val["y"], val["domain"], val["group"], None
+    )
+    assert none["used"] is False and none["reason"] == "no out-of-fold train rows"

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from calibtune.errors import CalibtuneError
-from calibtune.models.probe import PROBE_STRENGTHS, fit_linear_probe
+from calibtune.models.probe import PROBE_STRENGTHS, fit_linear_probe, out_of_fold_probabilities
 
 
 def make_data(n: int = 400, dim: int = 12, seed: int = 0):
@@ -56,3 +56,20 @@ def test_one_class_or_one_group_is_refused_with_the_counts(labels, groups, messa
     x = np.random.default_rng(0).normal(size=(50, 4))
     with pytest.raises(CalibtuneError, match=message):
         fit_linear_probe(x, labels, groups, seed=0)
+
+
+def test_out_of_fold_probabilities_come_from_probes_that_never_saw_the_rows_group():
+    from calibtune.examples import group_kfold
+
+    x, y, groups = make_data()
+    groups = np.asarray(groups)
+    out = out_of_fold_probabilities(x, y, groups, seed=0)
+    folds = list(group_kfold(groups).split(x, y, groups))
+    assert len(folds) == 5
+    fit_rows, held = folds[2]
+    assert not set(groups[fit_rows]) & set(groups[held])
+    fold_probe, _ = fit_linear_probe(x[fit_rows], y[fit_rows], groups[fit_rows], seed=0)
+    np.testing.assert_allclose(out[held], fold_probe.probability(x[held]))
+    in_sample = fit_linear_probe(x, y, groups, seed=0)[0].probability(x)
+    assert np.abs(out - in_sample).max() > 0.01  # not the in-sample fit
+    assert np.corrcoef(out, in_sample)[0, 1] > 0.9  # but the same kind of confidence

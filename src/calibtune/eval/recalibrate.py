@@ -187,9 +187,7 @@ def choose_shrinkage(c: np.ndarray, y: np.ndarray, domains: np.ndarray, groups) 
         for strength in SHRINKAGE_GRID:
             maps = shrunk_maps(c[fit_rows], y[fit_rows], domains[fit_rows], strength)
             p = apply_domain_calibrators(maps, c[held_out], domains[held_out])
-            p = np.clip(p, LOGIT_EPS, 1 - LOGIT_EPS)
-            y_out = y[held_out]
-            losses[strength] -= float(np.sum(y_out * np.log(p) + (1 - y_out) * np.log1p(-p)))
+            losses[strength] += log_loss(p, y[held_out]) * held_out.size
     return {strength: loss / c.size for strength, loss in losses.items()}
 
 
@@ -214,27 +212,36 @@ def fit_shrunk_domain_maps(
 
 
 def cross_fitted_domain_confidences(
-    c, y, domains, groups, settings: dict, n_folds: int = 5
+    c, y, domains, groups, settings: dict, n_folds: int = 5, extra: dict | None = None
 ) -> np.ndarray:
     """Per-domain calibrated confidences of the rows of (c, y), each computed by maps fitted on
-    the other folds (folds keep entity groups together); `settings` are
-    `fit_domain_calibrators`' kind, min_count, n_bins and shrinkage. A rule tuned on these rows
-    (the decision policy's thresholds) then never thresholds maps fitted on its own rows, which
-    makes its val risk optimistic (docs/production.md)."""
+    the other folds (folds keep entity groups together) and, when given, every `extra` row
+    (arrays c, y, domain, group: rows outside these, e.g. train scored out of fold); `settings`
+    are `fit_domain_calibrators`' kind, min_count, n_bins and shrinkage. A rule tuned on these
+    rows (the decision policy's thresholds) then never thresholds maps fitted on its own rows,
+    which makes its val risk optimistic (docs/production.md)."""
     c, y = as_inputs(c, y)
     domains = np.asarray([str(d) for d in domains])
     groups = np.asarray([str(g) for g in groups])
+    add = {"c": c[:0], "y": y[:0], "domain": domains[:0], "group": groups[:0]}
+    if extra is not None:
+        add = {key: np.asarray(extra[key]) for key in add}
     out = np.empty_like(c)
     for fit_rows, held_out in group_folds(groups, n_folds).split(c, y, groups):
         maps = fit_domain_calibrators(
-            c=c[fit_rows],
-            y=y[fit_rows],
-            domains=domains[fit_rows],
-            groups=groups[fit_rows],
+            c=np.concatenate([c[fit_rows], add["c"]]),
+            y=np.concatenate([y[fit_rows], add["y"]]),
+            domains=np.concatenate([domains[fit_rows], add["domain"]]),
+            groups=np.concatenate([groups[fit_rows], add["group"]]),
             **settings,
         )
         out[held_out] = apply_calibrator(maps, c[held_out], domains[held_out])
     return out
+
+
+def log_loss(p, y) -> float:
+    """Mean binary log loss of outcomes y under probabilities p (clipped as `logit` clips)."""
+    return _binary_nll(logit(p), np.asarray(y, dtype=np.float64))
 
 
 def apply_domain_calibrators(params: dict, c, domains=None) -> np.ndarray:

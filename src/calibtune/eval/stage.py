@@ -32,8 +32,10 @@ from calibtune.eval.recalibrate import (
     cross_fitted_domain_confidences,
     fit_calibrator,
     fit_domain_calibrators,
+    log_loss,
 )
 from calibtune.examples import MANIFEST, read_labeled_split, row_group
+from calibtune.io import read_jsonl
 from calibtune.metrics import FullECE, MetricError
 from calibtune.models.confidence import (
     QueryModel,
@@ -46,7 +48,7 @@ from calibtune.models.confidence import (
     shared_suffix,
 )
 from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
-from calibtune.models.probe import probe_fit
+from calibtune.models.probe import OUT_OF_FOLD, probe_fit
 from calibtune.runtime import is_rank_zero, process_group, provenance, set_seed, share_work
 
 log = logging.getLogger(__name__)
@@ -364,21 +366,84 @@ def domain_map_settings(cfg) -> dict:
     }
 
 
+def read_out_of_fold(cfg, adapter_path: Path | None, inputs) -> dict | None:
+    """Before any model loads: the train rows a logistic probe adapter scored out of fold
+    (adapter/oof_confidences.jsonl: arrays c, y, domain, group) when
+    eval.domain_calibration.add_train may use them; None when it is false or (auto) there are
+    none. add_train=true without them, a bad row, or a row of val or test fails here."""
+    setting = cfg.eval.domain_calibration.add_train
+    path = adapter_path / OUT_OF_FOLD if adapter_path is not None else None
+    if setting is False or (setting == "auto" and (path is None or not path.is_file())):
+        return None
+    if path is None or not path.is_file():
+        raise ConfigError(
+            "eval.domain_calibration.add_train=true needs the train rows scored out of fold "
+            f"({OUT_OF_FOLD} beside a probe fitted by method=probe probe.fit=logistic); "
+            f"{adapter_path} has none: use add_train=auto or false"
+        )
+    rows = read_jsonl(path)
+    held = {r["id"] for split in inputs.values() for r in split} if isinstance(inputs, dict) else {}
+    for line, row in enumerate(rows, start=1):
+        c = row.get("confidence")
+        if isinstance(c, bool) or not isinstance(c, int | float) or not 0 <= c <= 1:
+            raise InputError(path, line, "confidence", f"must be a number in [0, 1], got {c!r}")
+        for field in ("correct", "group"):
+            if row.get(field) is None:
+                raise InputError(path, line, field, "missing")
+        if row.get("id") in held:
+            raise InputError(path, line, "id", f"{row['id']!r} is a val or test row, not train")
+    return {
+        "c": np.array([float(r["confidence"]) for r in rows]),
+        "y": np.array([float(r["correct"]) for r in rows]),
+        "domain": np.array(baselines.domains_of(rows)),
+        "group": np.array([str(r["group"]) for r in rows]),
+    }
+
+
+def choose_train_rows(cfg, val: dict, y_val, val_domains, val_groups, oof: dict | None):
+    """Whether the main method's per-domain maps fit on val plus the out-of-fold train rows
+    (`oof`): add_train=true always, auto when that lowers the held-out log loss of val's
+    cross-fitted confidences (maps fitted on the other folds of val, with or without every
+    train row; log loss, not per-domain ECE, as ~17 val rows a domain bin too coarsely to choose
+    by). Returns (the rows to add or None, metrics.json per_domain_calibration.fit_rows)."""
+    setting = cfg.eval.domain_calibration.add_train
+    record = {"add_train": setting, "n_train": 0 if oof is None else int(oof["y"].size)}
+    method = main_method(val)
+    if oof is None or method not in cfg.eval.domain_calibration.methods:
+        return None, {**record, "used": False, "reason": "no out-of-fold train rows"}
+    if setting is True:
+        return oof, {**record, "used": True}
+    args = (val[method], y_val, val_domains, val_groups, domain_map_settings(cfg))
+    try:
+        losses = {
+            "val": log_loss(cross_fitted_domain_confidences(*args), y_val),
+            "val+train": log_loss(cross_fitted_domain_confidences(*args, extra=oof), y_val),
+        }
+    except CalibrationUnavailable as err:
+        return None, {**record, "used": False, "reason": str(err)}
+    used = losses["val+train"] < losses["val"]
+    return (oof if used else None), {**record, "used": used, "held_out_log_loss": losses}
+
+
 def fit_domain_calibration(
-    cfg, val: dict, y_val, val_domains: list[str], val_groups: list[str]
+    cfg, val: dict, y_val, val_domains: list[str], val_groups: list[str], extra: dict | None
 ) -> tuple[dict, dict]:
-    """Per-domain calibrators `<method>+per_domain` fitted on val; reasons for those not fitted."""
+    """Per-domain calibrators `<method>+per_domain` fitted on val (the main method's on val and
+    the `extra` train rows, when given); reasons for those not fitted."""
     fitted, unavailable = {}, {}
     for method in cfg.eval.domain_calibration.methods:
         if method not in val:
             continue
         name = f"{method}+per_domain"
+        rows = {"c": val[method], "y": y_val, "domain": val_domains, "group": val_groups}
+        if extra is not None and method == main_method(val):
+            rows = {key: np.concatenate([np.asarray(rows[key]), extra[key]]) for key in rows}
         try:
             fitted[name] = fit_domain_calibrators(
-                c=val[method],
-                y=y_val,
-                domains=val_domains,
-                groups=val_groups,
+                c=rows["c"],
+                y=rows["y"],
+                domains=rows["domain"],
+                groups=rows["group"],
                 **domain_map_settings(cfg),
             )
         except (CalibrationUnavailable, MetricError) as err:
@@ -387,7 +452,7 @@ def fit_domain_calibration(
 
 
 def domain_calibration_report(
-    cfg, fitted: dict, test: dict, y_test, test_domains, groups: list[str]
+    cfg, fitted: dict, test: dict, y_test, test_domains, groups: list[str], fit_rows: dict
 ) -> dict:
     """metrics.json `per_domain_calibration`: global vs per-domain maps of the main method on test."""
     method = main_method(test)
@@ -414,6 +479,7 @@ def domain_calibration_report(
         "min_count": params["min_count"],
         "shrinkage": params.get("shrinkage"),
         "fallback": params["fallback"],
+        "fit_rows": fit_rows,
         **scores,
     }
 
@@ -426,12 +492,13 @@ def policy_batch_size(setting, n_test: int) -> int | None:
 
 
 def fit_and_score_policy(
-    cfg, fitted: dict, val: dict, y_val, val_domains, val_groups, test, y_test, domains
+    cfg, fitted: dict, val: dict, y_val, val_domains, val_groups, test, y_test, domains, extra
 ):
     """The answer/retrieve/escalate policy on per-domain calibrated confidence: thresholds on
     val (Learn-then-Test, on cross-fitted val confidences: each val row calibrated by maps
-    fitted on the other folds), action shares and realised risk on test (the maps fitted on all
-    of val, as served). Returns (policy, block)."""
+    fitted on the other folds and the `extra` train rows the served maps fit on), action shares
+    and realised risk on test (the maps fitted on all of val, as served). Returns (policy,
+    block)."""
     settings, method = cfg.eval.policy, main_method(test)
     params = fitted.get(f"{method}+per_domain")
     if not settings.enabled or params is None:
@@ -439,7 +506,7 @@ def fit_and_score_policy(
         return None, {"reason": reason}
     try:
         c_val = cross_fitted_domain_confidences(
-            val[method], y_val, val_domains, val_groups, domain_map_settings(cfg)
+            val[method], y_val, val_domains, val_groups, domain_map_settings(cfg), extra=extra
         )
     except CalibrationUnavailable as err:
         return None, {"reason": f"cross-fitted val confidences: {err}"}
@@ -591,6 +658,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     check_config(cfg)
     adapter_path = resolve_adapter(eval_cfg.adapter)
     inputs = read_inputs(cfg)
+    oof = read_out_of_fold(cfg, adapter_path, inputs)
     train = baselines.read_train_rows(eval_cfg.data_dir, eval_cfg.baseline_train_max, cfg.seed)
     tokenizer = load_tokenizer(cfg.model)
     group = process_group(str(cfg.model.device))  # several processes: see confidences_on_ranks
@@ -623,8 +691,9 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     not_fitted.update(baselines_not_fitted)
     val_domains, domains = baselines.domains_of(splits["val"]), baselines.domains_of(splits["test"])
     val_groups = [row_group(r) for r in splits["val"]]
+    extra, fit_rows = choose_train_rows(cfg, val, y_val, val_domains, val_groups, oof)
     domain_fitted, domain_not_fitted = fit_domain_calibration(
-        cfg, val, y_val, val_domains, val_groups
+        cfg, val, y_val, val_domains, val_groups, extra
     )
     calibrators.update(domain_fitted)
     not_fitted.update(domain_not_fitted)
@@ -633,7 +702,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         test[name] = apply_calibrator(params, test[method], domains)
         val[name] = apply_calibrator(params, val[method], val_domains)
     decision_policy, policy_block = fit_and_score_policy(
-        cfg, domain_fitted, val, y_val, val_domains, val_groups, test, y_test, domains
+        cfg, domain_fitted, val, y_val, val_domains, val_groups, test, y_test, domains, extra
     )
 
     log.info("scoring %d methods", len(test))
@@ -693,6 +762,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
             y_test,
             domains,
             [row_group(r) for r in splits["test"]],
+            fit_rows,
         ),
         "policy": policy_block,
         **provenance(),

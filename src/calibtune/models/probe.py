@@ -21,6 +21,7 @@ from calibtune.examples import group_kfold
 
 PROBE_WEIGHTS = "probe.safetensors"
 PROBE_CONFIG = "probe_config.json"
+OUT_OF_FOLD = "oof_confidences.jsonl"  # train rows scored out of fold, beside a logistic probe
 PROBE_STRENGTHS = np.logspace(-4, 1, 6)  # inverse L2 strengths the linear probe's folds choose from
 
 
@@ -86,6 +87,21 @@ def fit_linear_probe(
         linear.weight.copy_(torch.as_tensor(weight)[None])
         linear.bias.fill_(float(model.intercept_[0] - weight @ scaler.mean_))
     return head.eval(), float(model.C_[0])
+
+
+def out_of_fold_probabilities(
+    x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int
+) -> np.ndarray:
+    """P(correct) of each training row from a linear probe fitted (as `fit_linear_probe`) on the
+    other entity-group folds: confidences of the fitted probe's kind on rows it never saw, which
+    can join val in fitting calibration maps (as sklearn's CalibratedClassifierCV(ensemble=False)
+    scores its calibration rows)."""
+    groups = np.asarray(groups)
+    out = np.empty(len(y))
+    for fit_rows, held_out in group_kfold(groups).split(x, y, groups):
+        fold_probe, _ = fit_linear_probe(x[fit_rows], y[fit_rows], groups[fit_rows], seed)
+        out[held_out] = fold_probe.probability(x[held_out])
+    return out
 
 
 def is_probe_dir(path: str | Path) -> bool:

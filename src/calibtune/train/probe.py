@@ -20,10 +20,17 @@ from transformers import get_scheduler
 from calibtune.config import save_config
 from calibtune.errors import ConfigError, InputError
 from calibtune.examples import row_group, split_path
-from calibtune.io import atomic_dir, write_json_atomic
+from calibtune.io import atomic_dir, write_json_atomic, write_jsonl_atomic
 from calibtune.models.confidence import query_features, query_tokens_of
 from calibtune.models.loading import load_model, load_tokenizer
-from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, ProbeHead, fit_linear_probe
+from calibtune.models.probe import (
+    OUT_OF_FOLD,
+    PROBE_CONFIG,
+    PROBE_WEIGHTS,
+    ProbeHead,
+    fit_linear_probe,
+    out_of_fold_probabilities,
+)
 from calibtune.runtime import set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
@@ -95,6 +102,8 @@ def train_probe(cfg: DictConfig) -> Path:
     if cfg.probe.fit == "logistic":
         groups = [row_group(r) for r in train_rows]
         fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, groups)
+        if accelerator.is_main_process:
+            write_out_of_fold(cfg, output_dir, train_rows, train_xy, groups)
     else:
         fields = train_adamw(cfg, accelerator, output_dir, train_xy, val_xy)
     if accelerator.is_main_process:
@@ -144,6 +153,26 @@ def fit_logistic(cfg, accelerator, output_dir: Path, train_xy, val_xy, groups) -
         "fit": {"kind": "logistic", "inverse_l2_strength": strength, "train_rows": len(labels)},
         "best": {"metric": metric, "step": 0, "value": scores[metric], "val_metrics": scores},
     }
+
+
+def write_out_of_fold(cfg, output_dir: Path, rows: list[dict], train_xy, groups) -> None:
+    """adapter/oof_confidences.jsonl: each train row's confidence from the probe refitted without
+    its entity-group fold (id, domain, group, correct, confidence), which the eval's per-domain
+    maps may add to val (eval.domain_calibration.add_train)."""
+    x, y = train_xy
+    labels = (y.numpy() >= 0.5).astype(int)
+    c = out_of_fold_probabilities(x.double().numpy(), labels, groups, int(cfg.seed))
+    oof = [
+        {
+            "id": row["id"],
+            "domain": row.get("domain"),
+            "group": group,
+            "correct": float(row["correct"]),
+            "confidence": float(p),
+        }
+        for row, group, p in zip(rows, groups, c, strict=True)
+    ]
+    write_jsonl_atomic(output_dir / "adapter" / OUT_OF_FOLD, oof)
 
 
 def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
