@@ -239,6 +239,19 @@ def cross_fitted_domain_confidences(
     return out
 
 
+def held_out_losses(c, y, domains, groups, settings: dict, extra: dict) -> dict[str, float]:
+    """Held-out log loss of the cross-fitted per-domain confidences of (c, y) with the maps fitted
+    on the other folds alone ("val") and with every `extra` row too ("val+train"): whether the
+    extra rows help these rows' maps (log loss, not per-domain ECE: ~17 rows a domain bin too
+    coarsely to choose by)."""
+    return {
+        "val": log_loss(cross_fitted_domain_confidences(c, y, domains, groups, settings), y),
+        "val+train": log_loss(
+            cross_fitted_domain_confidences(c, y, domains, groups, settings, extra=extra), y
+        ),
+    }
+
+
 def log_loss(p, y) -> float:
     """Mean binary log loss of outcomes y under probabilities p (clipped as `logit` clips)."""
     return _binary_nll(logit(p), np.asarray(y, dtype=np.float64))

@@ -32,7 +32,7 @@ from calibtune.eval.recalibrate import (
     cross_fitted_domain_confidences,
     fit_calibrator,
     fit_domain_calibrators,
-    log_loss,
+    held_out_losses,
 )
 from calibtune.examples import MANIFEST, read_labeled_split, row_group
 from calibtune.io import read_jsonl
@@ -402,10 +402,9 @@ def read_out_of_fold(cfg, adapter_path: Path | None, inputs) -> dict | None:
 
 def choose_train_rows(cfg, val: dict, y_val, val_domains, val_groups, oof: dict | None):
     """Whether the main method's per-domain maps fit on val plus the out-of-fold train rows
-    (`oof`): add_train=true always, auto when that lowers the held-out log loss of val's
-    cross-fitted confidences (maps fitted on the other folds of val, with or without every
-    train row; log loss, not per-domain ECE, as ~17 val rows a domain bin too coarsely to choose
-    by). Returns (the rows to add or None, metrics.json per_domain_calibration.fit_rows)."""
+    (`oof`): add_train=true always, auto when that lowers val's held-out log loss
+    (`held_out_losses`). Returns (the rows to add or None, metrics.json
+    per_domain_calibration.fit_rows)."""
     setting = cfg.eval.domain_calibration.add_train
     record = {"add_train": setting, "n_train": 0 if oof is None else int(oof["y"].size)}
     method = main_method(val)
@@ -413,12 +412,9 @@ def choose_train_rows(cfg, val: dict, y_val, val_domains, val_groups, oof: dict 
         return None, {**record, "used": False, "reason": "no out-of-fold train rows"}
     if setting is True:
         return oof, {**record, "used": True}
-    args = (val[method], y_val, val_domains, val_groups, domain_map_settings(cfg))
     try:
-        losses = {
-            "val": log_loss(cross_fitted_domain_confidences(*args), y_val),
-            "val+train": log_loss(cross_fitted_domain_confidences(*args, extra=oof), y_val),
-        }
+        settings = domain_map_settings(cfg)
+        losses = held_out_losses(val[method], y_val, val_domains, val_groups, settings, oof)
     except CalibrationUnavailable as err:
         return None, {**record, "used": False, "reason": str(err)}
     used = losses["val+train"] < losses["val"]
