@@ -167,6 +167,16 @@ def check_production_outputs(out: Path, metrics: dict, fitted: dict, predictions
     assert block["method"] == "tuned/ptrue" and set(block["domains"]) == set(domains)
     mean = block["mean_domain_ece"]["per_domain"]
     assert mean["ci95"][0] <= mean["value"] <= mean["ci95"][1]
+    assert block["fit_rows"] == {  # a LoRA adapter: no train rows scored out of fold
+        "add_train": "auto",
+        "n_train": 0,
+        "used": False,
+        "reason": "no out-of-fold train rows",
+    }
+    assert (
+        "| maps fitted on |  |  |  | val (add_train=auto; no out-of-fold"
+        in (out / "report.md").read_text()
+    )
     val_rows = (out / "val_predictions.jsonl").read_text().splitlines()
     assert len(val_rows) == metrics["n_val"] == 30
     assert all(json.loads(row)["group"] for row in val_rows)  # entity groups, for re-splits

@@ -123,6 +123,8 @@ def test_probe_method_runs_end_to_end_and_scores_like_eval(tiny_model_dir: Path,
     losses = fit_rows["held_out_log_loss"]
     assert fit_rows["n_train"] == 24 and fit_rows["add_train"] == "auto"
     assert fit_rows["used"] is (losses["val+train"] < losses["val"])
+    report = (run_dir / "eval" / "report.md").read_text()
+    assert f"held-out log loss on val folds: val {losses['val']:.4f}, val + train" in report
     assert metrics["answer_agreement"] == 1.0  # the probe never touches the answering model
 
 

@@ -233,7 +233,23 @@ def domain_calibration_table(metrics: dict) -> list[list[str]]:
     rows.append(
         ["pooled", "", "", "", fmt(pooled["global"]["ece"]), fmt(pooled["per_domain"]["ece"])]
     )
+    rows.append(["maps fitted on", "", "", "", fit_rows_cell(block.get("fit_rows") or {}), ""])
     return rows
+
+
+def fit_rows_cell(fit_rows: dict) -> str:
+    """Which rows both maps were fitted on: val alone, or val + train scored out of fold, and why."""
+    if fit_rows.get("used"):
+        source = f"val + {fit_rows['n_train']} train rows scored out of fold"
+    else:
+        source = "val"
+    losses = fit_rows.get("held_out_log_loss")
+    if losses:
+        return (
+            f"{source} (add_train={fit_rows['add_train']}; held-out log loss on val folds: "
+            f"val {losses['val']:.4f}, val + train {losses['val+train']:.4f})"
+        )
+    return f"{source} (add_train={fit_rows.get('add_train')}; {fit_rows.get('reason', 'always')})"
 
 
 def policy_units(block: dict) -> str:
