@@ -408,8 +408,11 @@ def choose_train_rows(cfg, val: dict, y_val, val_domains, val_groups, oof: dict 
     setting = cfg.eval.domain_calibration.add_train
     record = {"add_train": setting, "n_train": 0 if oof is None else int(oof["y"].size)}
     method = main_method(val)
-    if oof is None or method not in cfg.eval.domain_calibration.methods:
+    if oof is None:
         return None, {**record, "used": False, "reason": "no out-of-fold train rows"}
+    if method not in cfg.eval.domain_calibration.methods:
+        reason = f"{method} is not in eval.domain_calibration.methods"
+        return None, {**record, "used": False, "reason": reason}
     if setting is True:
         return oof, {**record, "used": True}
     try:
