@@ -31,9 +31,8 @@ from lodo_probe_features import fold_features
 
 from calibtune.eval.recalibrate import apply_calibrator, fit_domain_calibrators, held_out_losses
 from calibtune.eval.scoring import mean_domain_ece
-from calibtune.examples import group_kfold
 from calibtune.io import read_jsonl
-from calibtune.models.probe import fit_linear_probe
+from calibtune.models.probe import fit_linear_probe, out_of_fold_probabilities
 
 N_BINS = 15
 MAPS = {"kind": "platt", "min_count": 40, "n_bins": N_BINS, "shrinkage": "auto"}  # eval defaults
@@ -45,10 +44,7 @@ def probe_confidences(features: dict, seed: int) -> dict[str, np.ndarray]:
     y = (features["train/y"] >= 0.5).astype(int)
     probe, _ = fit_linear_probe(x, y, groups, seed)
     out = {split: probe.probability(features[f"{split}/hidden"]) for split in ("val", "test")}
-    out["train"] = np.empty(y.size)
-    for fit, held in group_kfold(groups).split(x, y, groups):
-        fold_probe, _ = fit_linear_probe(x[fit], y[fit], groups[fit], seed)
-        out["train"][held] = fold_probe.probability(x[held])
+    out["train"] = out_of_fold_probabilities(x, y, groups, seed)  # as the train stage writes
     return out
 
 
