@@ -16,12 +16,11 @@ A labeled set is a directory holding `train.jsonl`, `val.jsonl`, `test.jsonl` an
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 from calibtune.errors import InputError
-from calibtune.io import read_jsonl
+from calibtune.io import check_probability, read_jsonl_numbered
 
 SPLITS = ("train", "val", "test")
 LABELED_FIELDS = (
@@ -72,14 +71,7 @@ def validate_labeled_row(row: dict, path: Path, line: int) -> None:
             raise InputError(path, line, field, "must be a non-empty string")
     if not isinstance(row["response"], str):
         raise InputError(path, line, "response", "must be a string")
-    correct = row["correct"]
-    if (
-        isinstance(correct, bool)
-        or not isinstance(correct, int | float)
-        or not math.isfinite(correct)
-        or not 0.0 <= correct <= 1.0
-    ):
-        raise InputError(path, line, "correct", f"must be a number in [0, 1], got {correct!r}")
+    check_probability(path, line, "correct", row["correct"])
 
 
 def read_labeled_split(data_dir: str | os.PathLike, split: str) -> list[dict]:
@@ -89,10 +81,7 @@ def read_labeled_split(data_dir: str | os.PathLike, split: str) -> list[dict]:
         raise InputError(
             Path(data_dir, MANIFEST), None, None, "no manifest: is this a calibtune labeled set?"
         )
-    rows = read_jsonl(path)
-    line = 0
-    with path.open(encoding="utf-8") as handle:
-        line_numbers = [i for i, text in enumerate(handle, start=1) if text.strip()]
-    for line, row in zip(line_numbers, rows, strict=True):
+    numbered = read_jsonl_numbered(path)
+    for line, row in numbered:
         validate_labeled_row(row, path, line)
-    return rows
+    return [row for _, row in numbered]

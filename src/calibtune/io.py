@@ -1,4 +1,5 @@
-"""File helpers shared by every stage: atomic writes, JSONL reading with located errors, hashes."""
+"""File helpers shared by every stage: atomic writes, JSONL reading with located errors (and
+the probability check every reader of confidences or labels makes), hashes."""
 
 from __future__ import annotations
 
@@ -77,8 +78,9 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
             handle.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file of objects; bad JSON or a non-object names the file and line."""
+def read_jsonl_numbered(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """The objects of a JSONL file with their line numbers (from 1; blank lines skipped, so a
+    row's number is where an editor shows it); bad JSON or a non-object names the file and line."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, None, None, "file not found")
@@ -93,10 +95,23 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 raise InputError(path, line_no, None, f"invalid JSON ({err.msg})") from None
             if not isinstance(row, dict):
                 raise InputError(path, line_no, None, "each line must be a JSON object")
-            rows.append(row)
+            rows.append((line_no, row))
     if not rows:
         raise InputError(path, None, None, "file is empty")
     return rows
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL file of objects; bad JSON or a non-object names the file and line."""
+    return [row for _, row in read_jsonl_numbered(path)]
+
+
+def check_probability(path: Path, line: int | None, field: str, value: Any) -> float:
+    """`value` as a float when it is a number in [0, 1] (not a bool, not NaN); otherwise an
+    InputError naming the file, line and field."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InputError(path, line, field, f"must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

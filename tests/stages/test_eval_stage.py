@@ -301,10 +301,15 @@ def test_bad_out_of_fold_train_rows_fail_before_the_model_loads(
         {"id": "t0", "domain": "capitals", "group": "g0", "correct": 1.0, "confidence": 0.7},
         {"id": "t1", "domain": "capitals", "group": "g1", "correct": 0.0, "confidence": 1.5},
     ]
-    write_jsonl_atomic(train / "adapter" / OUT_OF_FOLD, rows)
-    with pytest.raises(InputError, match=rf"{OUT_OF_FOLD}:2: field 'confidence'"):
+    oof_text = "\n\n".join(json.dumps(row) for row in rows)  # a blank line: bad row on line 3
+    (train / "adapter" / OUT_OF_FOLD).write_text(oof_text, encoding="utf-8")
+    with pytest.raises(InputError, match=rf"{OUT_OF_FOLD}:3: field 'confidence'"):
         run_eval_stage(compose_cfg("eval", always))
-    rows[1] = {**rows[1], "confidence": 0.4, "id": val_id}
+    rows[1] = {**rows[1], "confidence": 0.4, "correct": None}
+    write_jsonl_atomic(train / "adapter" / OUT_OF_FOLD, rows)
+    with pytest.raises(InputError, match=rf"{OUT_OF_FOLD}:2: field 'correct'"):
+        run_eval_stage(compose_cfg("eval", always))
+    rows[1] = {**rows[1], "correct": 0.0, "id": val_id}
     write_jsonl_atomic(train / "adapter" / OUT_OF_FOLD, rows)
     with pytest.raises(InputError, match=rf"{OUT_OF_FOLD}:2: field 'id'.*a val or test row"):
         run_eval_stage(compose_cfg("eval", [*always[:-1]]))  # auto reads them too

@@ -85,3 +85,25 @@ def test_provenance_records_the_commit_the_process_started_with(tmp_path, monkey
     assert git("rev-parse", "HEAD") != first
     assert runtime.provenance()["git_commit"] == first
     runtime.commit_at_start.cache_clear()
+
+
+def test_jsonl_rows_carry_the_line_an_editor_shows_and_probabilities_are_checked(tmp_path):
+    import math
+
+    import pytest
+
+    from calibtune.errors import InputError
+    from calibtune.io import check_probability, read_jsonl, read_jsonl_numbered
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n   \n{"a": 2}\n', encoding="utf-8")
+    assert read_jsonl_numbered(path) == [(1, {"a": 1}), (4, {"a": 2})]
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    path.write_text('{"a": 1}\n\n[2]\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"rows\.jsonl:3"):
+        read_jsonl_numbered(path)
+    assert check_probability(path, 2, "confidence", 1) == 1.0
+    assert isinstance(check_probability(path, 2, "confidence", 1), float)
+    for bad in (True, -0.01, 1.01, math.nan, "0.5", None):
+        with pytest.raises(InputError, match=r"rows\.jsonl:7: field 'p'.*in \[0, 1\]"):
+            check_probability(path, 7, "p", bad)

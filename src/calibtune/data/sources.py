@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from calibtune.errors import ConfigError, InputError
-from calibtune.io import read_jsonl
+from calibtune.io import read_jsonl_numbered
 from calibtune.models.prompts import CHOICE_LETTERS
 
 SOURCE_KEY = "_source"  # "path:line" of the input row; dropped before anything is written
@@ -86,12 +86,9 @@ def validate_qa_row(row: dict, path: object, line: int | None) -> dict:
 def read_qa_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read and validate a QA JSONL file (docs/data.md); errors name file, line and field."""
     path = Path(path)
-    rows = read_jsonl(path)  # bad JSON, non-objects and empty files fail here, naming the line
-    with path.open(encoding="utf-8") as handle:
-        line_numbers = [i for i, text in enumerate(handle, start=1) if text.strip()]
-    checked = [
-        validate_qa_row(row, path, line) for row, line in zip(rows, line_numbers, strict=True)
-    ]
+    numbered = read_jsonl_numbered(path)  # bad JSON, non-objects, empty files fail here
+    line_numbers = [line for line, _ in numbered]
+    checked = [validate_qa_row(row, path, line) for line, row in numbered]
     seen: dict[str, int] = {}
     for row, line in zip(checked, line_numbers, strict=True):
         if row["id"] in seen:

@@ -35,7 +35,7 @@ from calibtune.eval.recalibrate import (
     held_out_losses,
 )
 from calibtune.examples import MANIFEST, read_labeled_split, row_group
-from calibtune.io import read_jsonl
+from calibtune.io import check_probability, read_jsonl_numbered
 from calibtune.metrics import FullECE, MetricError
 from calibtune.models.confidence import (
     QueryModel,
@@ -381,17 +381,16 @@ def read_out_of_fold(cfg, adapter_path: Path | None, inputs) -> dict | None:
             f"({OUT_OF_FOLD} beside a probe fitted by method=probe probe.fit=logistic); "
             f"{adapter_path} has none: use add_train=auto or false"
         )
-    rows = read_jsonl(path)
+    numbered = read_jsonl_numbered(path)
     held = {r["id"] for split in inputs.values() for r in split} if isinstance(inputs, dict) else {}
-    for line, row in enumerate(rows, start=1):
-        c = row.get("confidence")
-        if isinstance(c, bool) or not isinstance(c, int | float) or not 0 <= c <= 1:
-            raise InputError(path, line, "confidence", f"must be a number in [0, 1], got {c!r}")
-        for field in ("correct", "group"):
-            if row.get(field) is None:
-                raise InputError(path, line, field, "missing")
+    for line, row in numbered:
+        for field in ("confidence", "correct"):
+            check_probability(path, line, field, row.get(field))
+        if row.get("group") is None:
+            raise InputError(path, line, "group", "missing")
         if row.get("id") in held:
             raise InputError(path, line, "id", f"{row['id']!r} is a val or test row, not train")
+    rows = [row for _, row in numbered]
     return {
         "c": np.array([float(r["confidence"]) for r in rows]),
         "y": np.array([float(r["correct"]) for r in rows]),

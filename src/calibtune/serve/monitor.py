@@ -42,7 +42,13 @@ from calibtune import metrics
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval.policy import ACTIONS, decide
 from calibtune.eval.recalibrate import apply_calibrator, fit_domain_calibrators
-from calibtune.io import read_jsonl, write_json_atomic, write_text_atomic
+from calibtune.io import (
+    check_probability,
+    read_jsonl,
+    read_jsonl_numbered,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +79,9 @@ def check_row(path: Path, line: int, row: dict) -> dict:
             raise InputError(path, line, field, "missing")
     if not isinstance(row["domain"], str) or not row["domain"]:
         raise InputError(path, line, "domain", "must be a non-empty string")
-    for field in ("confidence", "raw_confidence"):
-        value = row.get(field)
-        if value is None and field == "raw_confidence":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise InputError(path, line, field, f"must be a number in [0, 1], got {value!r}")
+    check_probability(path, line, "confidence", row["confidence"])
+    if row.get("raw_confidence") is not None:
+        check_probability(path, line, "raw_confidence", row["raw_confidence"])
     timestamp = parse_timestamp(row["timestamp"])
     if timestamp is None:
         raise InputError(path, line, "timestamp", f"not an ISO 8601 time: {row['timestamp']!r}")
@@ -93,10 +96,7 @@ def check_row(path: Path, line: int, row: dict) -> dict:
 def read_log(path: str | os.PathLike) -> list[dict]:
     """The validated log rows in timestamp order; the first bad row fails with file:line:field."""
     path = Path(path)
-    rows = read_jsonl(path)
-    with path.open(encoding="utf-8") as handle:
-        lines = [i for i, text in enumerate(handle, start=1) if text.strip()]
-    checked = [check_row(path, line, row) for line, row in zip(lines, rows, strict=True)]
+    checked = [check_row(path, line, row) for line, row in read_jsonl_numbered(path)]
     return sorted(checked, key=lambda r: r["timestamp"])
 
 

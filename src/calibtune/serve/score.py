@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval.recalibrate import Calibrator, calibrator_from_params
-from calibtune.io import read_jsonl, write_json_atomic, write_jsonl_atomic
+from calibtune.io import read_jsonl_numbered, write_json_atomic, write_jsonl_atomic
 from calibtune.models.confidence import (
     QueryModel,
     QueryTokens,
@@ -303,10 +303,8 @@ def resolve_policy(cfg: DictConfig) -> dict | None:
 def read_pairs(path: str | os.PathLike) -> list[dict]:
     """Read the score input: objects with a non-empty `question`, optional `answer`/`choices`."""
     path = Path(path)
-    rows = read_jsonl(path)
-    with path.open(encoding="utf-8") as handle:
-        line_numbers = [i for i, text in enumerate(handle, start=1) if text.strip()]
-    for line, row in zip(line_numbers, rows, strict=True):
+    numbered = read_jsonl_numbered(path)
+    for line, row in numbered:
         if not isinstance(row.get("question"), str) or not row["question"].strip():
             raise InputError(path, line, "question", "missing or not a non-empty string")
         if "answer" in row and not isinstance(row["answer"], str):
@@ -318,7 +316,7 @@ def read_pairs(path: str | os.PathLike) -> list[dict]:
             raise InputError(path, line, "choices", "must be a list of strings or null")
         if row.get("domain") is not None and not isinstance(row["domain"], str):
             raise InputError(path, line, "domain", "must be a string (or left out)")
-    return rows
+    return [row for _, row in numbered]
 
 
 def score_rows(scorer: Scorer, rows: list[dict], max_new_tokens: int) -> list[dict]:
