@@ -221,7 +221,7 @@ def synthetic_rows(rng, n: int, prefix: str, shift: float = 1.0) -> dict:
 def test_train_rows_join_the_maps_only_when_they_lower_the_held_out_loss_on_val(
     compose_cfg, shift, used
 ):
-    from calibtune.eval.stage import choose_train_rows
+    from calibtune.eval.production import choose_train_rows
 
     rng = np.random.default_rng(5)
     val = synthetic_rows(rng, 120, "v")
