@@ -1,7 +1,8 @@
 """launch/slurm/pipeline.sh on a real SLURM cluster with the tiny model: a data array of 2 shards
 -> one merge job -> train -> eval, chained with afterok, equal to `calibtune run` with the same
-config. The train job has a 1-minute time limit and a signal lead, so SIGUSR1 reaches it
-mid-run: it checkpoints, is requeued and resumes. A second training job is preempted (SIGTERM)
+config. The train job has a 1-minute time limit and a signal lead, and SIGUSR1 reaches it
+mid-run (from SLURM's timer or, since that timer is erratic, from the test): it checkpoints, is
+requeued and resumes. A second training job is preempted (SIGTERM)
 by a job of the higher-priority partition, and resumes the same way. Both end with the adapter
 of the uninterrupted run, bit for bit."""
 
@@ -21,10 +22,9 @@ pytestmark = pytest.mark.slurm
 
 PIPELINE = REPO / "launch" / "slurm" / "pipeline.sh"
 STEPS = 1600
-# Long enough (about 90 s at 0.06 s a step on one core) that the signal (see TIME_LIMIT) lands
-# mid-run: max_steps must bind, not epochs (the tiny set is 6 steps an epoch: 100 epochs stopped
-# at step 600, after 35 s, and a run once ended unsignalled, Restarts 0). No periodic
-# checkpoints, so a resume can only start from the checkpoint written on the stop request.
+# Long enough (about 36 s at 0.022 s a step on an idle core, 96 s at 0.06 s under load) that the
+# stop signal lands mid-run: max_steps must bind, not epochs (the tiny set is 6 steps an epoch:
+# 100 epochs stopped at step 600). No periodic
 TRAIN = [
     "train.epochs=1000",
     f"train.max_steps={STEPS}",
@@ -32,9 +32,13 @@ TRAIN = [
     "train.log_every=10",
     "train.checkpoint_every=0",
 ]
-# SIGUSR1 55 s before a 1-minute limit: SLURM sends it 5 to about 40 s after the job starts (on
-# its periodic timer, before the limit's kill on the same timer), while the trainer still has
-# most of its steps ahead.
+# SIGUSR1 55 s before a 1-minute limit, as a user would ask for it. SLURM's controller sends it on
+# a periodic timer, and on this one-node cluster that timer is erratic: measured 5 to 40 s after
+# the start on most runs, but on 2026-11-24 twice not at all (a 1,600-step run ended unsignalled
+# after 46 s; a 3,200-step run was killed by the limit at 62 s with no SIGUSR1 before it). So the
+# fixture also sends the batch shell the same signal (`scancel --batch --signal=USR1`, what
+# --signal=B:USR1 delivers) once training is under way: the test is about what the job does with
+# the signal (checkpoint, requeue, resume), not about when SLURM's timer fires.
 TIME_LIMIT = "--time=1 --signal=B:USR1@55"
 ADAPTER = Path("train/adapter/adapter_model.safetensors")
 
@@ -87,16 +91,24 @@ def pipeline(slurm: Cluster, tiny_model_dir: Path, tmp_path_factory) -> Pipeline
     slurm.run(PIPELINE, *overrides, env=submit_env)
     jobs = read_jobs(run_dir)
     lifted: list[str] = []
+    signalled: list[str] = []
 
-    def lift_time_limit_after_first_requeue(records: dict) -> None:
-        # Every run of the job would be signalled anew 5-20 s in; once the requeue is seen,
-        # a longer limit lets the resumed run finish (bounded test time).
+    def signal_then_lift_time_limit(records: dict) -> None:
         train = records[jobs["train"]]
-        if not lifted and train and int(train[0].get("Restarts", "0")) >= 1:
+        restarts = int(train[0].get("Restarts", "0")) if train else 0
+        metrics = run_dir / "train" / "metrics.jsonl"
+        under_way = metrics.is_file() and "train/loss" in metrics.read_text()
+        running = bool(train) and train[0]["JobState"] == "RUNNING"
+        if not signalled and restarts == 0 and under_way and running:
+            slurm.run("scancel", "--batch", "--signal=USR1", jobs["train"])
+            signalled.append(jobs["train"])
+        # Every run of the job would be signalled anew by the limit; once the requeue is seen,
+        # a longer limit lets the resumed run finish (bounded test time).
+        if not lifted and restarts >= 1:
             slurm.run("scontrol", "update", f"JobId={jobs['train']}", "TimeLimit=10")
             lifted.append(jobs["train"])
 
-    slurm.wait(list(jobs.values()), on_poll=lift_time_limit_after_first_requeue)
+    slurm.wait(list(jobs.values()), on_poll=signal_then_lift_time_limit)
     assert reference.wait(timeout=600) == 0, (root / "reference.log").read_text()[-3000:]
     return PipelineRun(run_dir, root / "reference", jobs, overrides)
 
