@@ -24,7 +24,8 @@ PIPELINE = REPO / "launch" / "slurm" / "pipeline.sh"
 STEPS = 1600
 # Long enough (about 36 s at 0.022 s a step on an idle core, 96 s at 0.06 s under load) that the
 # stop signal lands mid-run: max_steps must bind, not epochs (the tiny set is 6 steps an epoch:
-# 100 epochs stopped at step 600). No periodic
+# 100 epochs stopped at step 600). No periodic checkpoints, so a resume can only start from the
+# checkpoint written on the stop request.
 TRAIN = [
     "train.epochs=1000",
     f"train.max_steps={STEPS}",

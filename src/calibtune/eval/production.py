@@ -57,17 +57,18 @@ def read_out_of_fold(cfg, adapter_path: Path | None, inputs) -> dict | None:
         )
     numbered = read_jsonl_numbered(path)
     held = {r["id"] for split in inputs.values() for r in split} if isinstance(inputs, dict) else {}
+    c, y = [], []
     for line, row in numbered:
-        for field in ("confidence", "correct"):
-            check_probability(path, line, field, row.get(field))
+        c.append(check_probability(path, line, "confidence", row.get("confidence")))
+        y.append(check_probability(path, line, "correct", row.get("correct")))
         if row.get("group") is None:
             raise InputError(path, line, "group", "missing")
         if row.get("id") in held:
             raise InputError(path, line, "id", f"{row['id']!r} is a val or test row, not train")
     rows = [row for _, row in numbered]
     return {
-        "c": np.array([float(r["confidence"]) for r in rows]),
-        "y": np.array([float(r["correct"]) for r in rows]),
+        "c": np.array(c),
+        "y": np.array(y),
         "domain": np.array(baselines.domains_of(rows)),
         "group": np.array([str(r["group"]) for r in rows]),
     }
