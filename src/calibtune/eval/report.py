@@ -316,7 +316,8 @@ def html_table(rows: list[list[str]]) -> str:
 # -- figures
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes (110 dpi, tight bounding box); closes the figure."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -353,7 +354,7 @@ def reliability_figure(metrics: dict) -> bytes:
         )
     _unit_square(ax, "confidence", "accuracy", "Reliability: base vs tuned (test)")
     ax.legend(loc="lower right", fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _unit_square(ax, xlabel: str, ylabel: str, title: str) -> None:
@@ -378,7 +379,7 @@ def risk_coverage_figure(metrics: dict) -> bytes:
     ax.axhline(1 - metrics["accuracy"], color="grey", linestyle=":", label="risk answering all")
     _unit_square(ax, "coverage", "risk (error rate of answered)", "Risk-coverage (test)")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def figures(metrics: dict) -> dict[str, bytes]:
