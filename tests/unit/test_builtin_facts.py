@@ -9,7 +9,8 @@ from collections import Counter
 
 import pytest
 
-from calibtune.data.builtin import builtin_suite, geonames_countries
+from calibtune.data.builtin import builtin_suite
+from calibtune.data.builtin.facts import geonames_countries
 from calibtune.data.grading import grade
 
 NEW_DOMAINS = {

