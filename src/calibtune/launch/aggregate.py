@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from calibtune.errors import CalibtuneError
@@ -37,12 +38,12 @@ def find_eval_metrics(run_dir: Path) -> list[Path]:
     return found
 
 
-def headline_numbers(metrics: dict) -> dict[str, float]:
+def headline_numbers(metrics: dict, methods_shown: Sequence[str] = METHODS) -> dict[str, float]:
     """One run's headline numbers, flat: accuracy, each method's pooled and within-domain
     metrics (the best baseline on val as `best_baseline`), and the deltas' values."""
     numbers: dict[str, float | None] = {"accuracy": metrics.get("accuracy")}
     versus = metrics.get("deltas_vs_best_baseline") or {}
-    methods = {m: metrics["methods"].get(m) for m in METHODS}
+    methods = {m: metrics["methods"].get(m) for m in methods_shown}
     methods["best_baseline"] = metrics["methods"].get(versus.get("baseline") or "")
     for method, scores in methods.items():
         for name in METRICS:
