@@ -25,7 +25,10 @@ COMMANDS = {
     "score": ("eval", "calibtune.serve.score:run_score"),
     "monitor": ("monitor", "calibtune.serve.monitor:run_monitor"),
 }
-OTHER_COMMANDS = {"leaderboard": "calibtune.launch.leaderboard:main"}
+OTHER_COMMANDS = {
+    "leaderboard": "calibtune.launch.leaderboard:main",
+    "results": "calibtune.launch.results:main",
+}
 
 USAGE = """usage: calibtune <command> [hydra overrides]
 
@@ -40,6 +43,7 @@ commands:
   score        calibrated confidences for (question, answer) pairs (+ answer/retrieve/escalate)
   monitor      calibration of scored traffic over time: drift alarms, refit, rollback
   leaderboard  gather a sweep's trials into one table
+  results      Markdown tables of run, seed or lodo dirs: base vs tuned vs baselines, mean ± sd
 
 `calibtune <command> --cfg job` prints the resolved config; `-m` runs a sweep."""
 
