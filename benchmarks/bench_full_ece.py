@@ -13,18 +13,26 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from calibtune.metrics import FullECE
+if TYPE_CHECKING:
+    import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared test fixtures
-from fixtures.reference import full_ece_reference  # noqa: E402
+
+def full_ece_reference(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The tests' materialising NumPy Full-ECE (tests/fixtures/reference.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared test fixtures
+    from fixtures.reference import full_ece_reference as reference
+
+    return reference(logits, targets)
 
 
 def time_streaming(logits: torch.Tensor, targets: torch.Tensor, batch: int) -> tuple[float, float]:
     """Seconds and result of FullECE fed `batch` positions at a time."""
+    from calibtune.metrics import FullECE
+
     start = time.perf_counter()
     full = FullECE()
     for row in range(0, logits.shape[0], batch):
@@ -51,12 +59,16 @@ def peak_numpy_bytes(logits: np.ndarray, targets: np.ndarray) -> int:
 
 def main() -> None:
     """Run both sides on the same inputs and print times and the ratio."""
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--positions", type=int, default=2000)
     parser.add_argument("--vocab", type=int, default=49152)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    import torch
+
+    from calibtune.metrics import FullECE
+
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(args.positions, args.vocab, generator=generator) * 3
     logits[torch.arange(args.positions), torch.arange(args.positions) % args.vocab] += 12

@@ -18,16 +18,11 @@ import platform
 import random
 import time
 
-import torch
-
-from calibtune.config import compose
-from calibtune.data.builtin import builtin_suite
-from calibtune.data.generation import cut_at_stop, generate_answers
-from calibtune.models import load_model, load_tokenizer, render_answer_prompt
-
 
 def one_at_a_time(model, tokenizer, prompts, max_new_tokens, stop_strings) -> list[str]:
     """The baseline: a plain `generate` call per prompt, no padding."""
+    from calibtune.data.generation import cut_at_stop
+
     answers = []
     for prompt in prompts:
         inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
@@ -46,11 +41,18 @@ def one_at_a_time(model, tokenizer, prompts, max_new_tokens, stop_strings) -> li
 
 
 def main() -> None:
+    """Generate the same answers both ways and print both rates and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=12)
     args = parser.parse_args()
+    import torch
+
+    from calibtune.config import compose
+    from calibtune.data.builtin import builtin_suite
+    from calibtune.data.generation import generate_answers
+    from calibtune.models import load_model, load_tokenizer, render_answer_prompt
 
     cfg = compose("data", ["model.device=cpu", "model.dtype=float32"])
     tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model)

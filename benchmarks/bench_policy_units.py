@@ -18,8 +18,6 @@ import argparse
 
 import numpy as np
 
-from calibtune.eval.policy import ltt_threshold
-
 TARGET, DELTA, PHRASINGS = 0.2, 0.05, 3
 
 
@@ -35,6 +33,8 @@ def clustered(n_groups: int, error_rate: float | None, seed: int):
 
 def one_size(n_groups: int, draws: int) -> dict:
     """False-certification share (null) and mean answered share (calibrated), by unit."""
+    from calibtune.eval.policy import ltt_threshold
+
     out = {}
     for unit in ("row", "group"):
         false, shares = 0, []

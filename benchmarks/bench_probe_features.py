@@ -19,27 +19,28 @@ import platform
 import statistics
 import time
 
-import torch
-
-from calibtune.config import compose
-from calibtune.eval.confidence import HIDDEN, followup_confidences
-from calibtune.examples import read_labeled_split
-from calibtune.models import load_model, load_tokenizer
-from calibtune.models.confidence import (
-    attach_adapter,
-    common_suffix_ids,
-    encode_query,
-    query_features,
-    query_tokens_of,
-)
-
 
 def main() -> None:
+    """Time both ways back to back; print the medians, their ratio and the feature gap."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("labeled_set")
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    import torch
+
+    from calibtune.config import compose
+    from calibtune.eval.confidence import HIDDEN, followup_confidences
+    from calibtune.examples import read_labeled_split
+    from calibtune.models import load_model, load_tokenizer
+    from calibtune.models.confidence import (
+        attach_adapter,
+        common_suffix_ids,
+        encode_query,
+        query_features,
+        query_tokens_of,
+    )
+
     cfg = compose("eval", [])
     tokenizer = load_tokenizer(cfg.model)
     qm = attach_adapter(load_model(cfg.model), None)

@@ -48,18 +48,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from calibtune import metrics
-from calibtune.eval.policy import certifiable_risks, evaluate_policy, fit_policy
-from calibtune.eval.recalibrate import (
-    apply_calibrator,
-    cross_fitted_domain_confidences,
-    fit_domain_calibrators,
-)
-from calibtune.eval.scoring import domain_calibration_scores, mean_domain_ece
-from calibtune.examples import read_labeled_split, row_group
-from calibtune.io import read_jsonl
-from calibtune.serve.monitor import Monitor, reference_from_rows, refit_calibrator
-
 METHOD = "tuned/ptrue"  # --method base/ptrue for a base-model-only eval
 N_BINS, N_BOOT = 15, 1000
 KIND, MIN_COUNT, SHRINKAGE = "platt", 40, "auto"  # the eval's eval.domain_calibration defaults
@@ -71,6 +59,26 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 REFIT = SimpleNamespace(
     kind=KIND, min_count=MIN_COUNT, window=2000, holdout_fraction=0.3, metric="brier"
 )
+
+
+def import_calibtune() -> None:
+    """The calibtune imports (torch among them), once the arguments are parsed: --help stays
+    cheap."""
+    global metrics, certifiable_risks, evaluate_policy, fit_policy, apply_calibrator
+    global cross_fitted_domain_confidences, fit_domain_calibrators, domain_calibration_scores
+    global mean_domain_ece, read_labeled_split, row_group, read_jsonl, Monitor
+    global reference_from_rows, refit_calibrator
+    from calibtune import metrics
+    from calibtune.eval.policy import certifiable_risks, evaluate_policy, fit_policy
+    from calibtune.eval.recalibrate import (
+        apply_calibrator,
+        cross_fitted_domain_confidences,
+        fit_domain_calibrators,
+    )
+    from calibtune.eval.scoring import domain_calibration_scores, mean_domain_ece
+    from calibtune.examples import read_labeled_split, row_group
+    from calibtune.io import read_jsonl
+    from calibtune.serve.monitor import Monitor, reference_from_rows, refit_calibrator
 
 
 def load(eval_dir: Path, name: str, method: str, entity: dict | None) -> dict[str, np.ndarray]:
@@ -393,7 +401,8 @@ def summarize(results: dict) -> str:
     m = r["domain_maps"]
     lines.append(
         f"per-domain maps over the same re-splits: mean per-domain ECE global "
-        f"{m['mean_domain_ece']['global']:.4f}, per-domain {m['mean_domain_ece']['per_domain']:.4f}; "
+        f"{m['mean_domain_ece']['global']:.4f}, per-domain {m['mean_domain_ece']['per_domain']:.4f} "
+        f"(ratio {m['mean_domain_ece']['per_domain'] / m['mean_domain_ece']['global']:.3f}); "
         f"difference {m['delta_mean']:+.4f} (sd {m['delta_sd']:.4f}), per-domain lower in "
         f"{m['share_per_domain_lower']:.2f} of splits"
     )
@@ -445,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unit", choices=("row", "group"), default="row")
     parser.add_argument("--groups-from", type=Path, default=None, help="labeled data dir")
     args = parser.parse_args(argv)
+    import_calibtune()
     MAPS["shrinkage"] = args.shrinkage if args.shrinkage == "auto" else float(args.shrinkage)
     POLICY.update(answer_risk=args.answer_risk, escalate_risk=args.escalate_risk)
     POLICY_UNIT["unit"] = args.unit

@@ -24,17 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from calibtune.config import compose
-from calibtune.data.builtin import builtin_suite
-from calibtune.eval.stage import compute_confidences
-from calibtune.models.prompts import render_answer_prompt
-from calibtune.serve.score import Scorer, load_tuned_model, run_score
 
 
 def make_pairs(n: int, seed: int = 0) -> list[dict]:
     """n pairs from the built-in suite: even ones with a gold answer, odd ones with a wrong one."""
+    from calibtune.data.builtin import builtin_suite
+
     rows = builtin_suite()
     rng = random.Random(seed)
     picked = rng.sample(rows, n)
@@ -47,6 +42,7 @@ def make_pairs(n: int, seed: int = 0) -> list[dict]:
 
 def write_adapter(cfg, out_dir: Path) -> Path:
     """A LoRA adapter (r=8 on attention and MLP) with random B weights, saved as train saves it."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
     from calibtune.models.loading import load_model
@@ -65,11 +61,19 @@ def write_adapter(cfg, out_dir: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    """Score the pairs three ways; print both rates, their ratio and the agreement."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--naive-pairs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
+    import torch
+
+    from calibtune.config import compose
+    from calibtune.eval.stage import compute_confidences
+    from calibtune.models.prompts import render_answer_prompt
+    from calibtune.serve.score import Scorer, load_tuned_model, run_score
+
     torch.set_num_threads(torch.get_num_threads())
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-score-"))

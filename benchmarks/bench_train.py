@@ -34,8 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared test fixtures
 
 
@@ -133,6 +131,7 @@ def side_ours(args, data_dir: Path, run_dir: Path) -> dict:
 
 def side_hf(args, data_dir: Path, run_dir: Path) -> dict:
     """A plain transformers Trainer over a PEFT model with the same loss terms."""
+    import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from calibtune.config import compose
@@ -249,6 +248,8 @@ def side_hf(args, data_dir: Path, run_dir: Path) -> dict:
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 10) -> float:
     """Best fp32 matmul throughput of this machine (torch's default threads)."""
+    import torch
+
     a, b = torch.randn(size, size), torch.randn(size, size)
     best = float("inf")
     for _ in range(repeats):
@@ -259,6 +260,7 @@ def matmul_peak_gflops(size: int = 1024, repeats: int = 10) -> float:
 
 
 def run_child(side: str, args, data_dir: Path, work: Path) -> dict:
+    """One side in a fresh process; its JSON result line."""
     cmd = [sys.executable, __file__, "--side", side, "--subset", str(data_dir), "--work", str(work)]
     skip = ("side", "data", "work", "subset")
     cmd += [f"--{k}={v}" for k, v in vars(args).items() if k not in skip]
@@ -269,6 +271,7 @@ def run_child(side: str, args, data_dir: Path, work: Path) -> dict:
 
 
 def main() -> None:
+    """Run both sides (each in its own process) and print tokens/s, memory and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=4)
@@ -289,6 +292,8 @@ def main() -> None:
         result["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
         return
+
+    import torch
 
     from calibtune.config import compose
     from calibtune.examples import read_labeled_split

@@ -31,7 +31,7 @@ def reproducible_cpu_math() -> None:
     without it an fp32 GEMM's rounding depends on how its inputs happen to lie in memory, so the
     same row can score differently on another process (measured: one confidence moved by 6e-8
     between 1 and 2 processes). Takes effect before MKL's first call, so entry points call it
-    first; a value set by the user is kept. Its speed cost: benchmarks/bench_mkl_cbwr.py."""
+    first; a value set by the user is kept. Its speed cost: docs/BENCHMARKS.md (history)."""
     os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
