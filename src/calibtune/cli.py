@@ -1,6 +1,6 @@
 """`calibtune <command> [hydra overrides]`: one entry point for every stage.
 
-Stage commands (data, train, eval, run, lodo, export, score, monitor) run as Hydra apps over `conf/`, so
+Stage commands (data, train, eval, run, lodo, export, score, monitor, adapt) run as Hydra apps over `conf/`, so
 `--cfg job`, `-m` sweeps and every override work as they do for the entry scripts.
 `calibtune leaderboard <sweep dir>` gathers a sweep's results.
 """
@@ -24,6 +24,7 @@ COMMANDS = {
     "export": ("eval", "calibtune.serve.export:run_export"),
     "score": ("eval", "calibtune.serve.score:run_score"),
     "monitor": ("monitor", "calibtune.serve.monitor:run_monitor"),
+    "adapt": ("adapt", "calibtune.serve.adapt:run_adapt"),
 }
 OTHER_COMMANDS = {
     "leaderboard": "calibtune.launch.leaderboard:main",
@@ -42,6 +43,7 @@ commands:
   export       merge the adapter into the base weights (+ calibrator, model card)
   score        calibrated confidences for (question, answer) pairs (+ answer/retrieve/escalate)
   monitor      calibration of scored traffic over time: drift alarms, refit, rollback
+  adapt        fit the confidence's level map on labeled rows of your traffic (before/after)
   leaderboard  gather a sweep's trials into one table
   results      Markdown tables of run, seed or lodo dirs: base vs tuned vs baselines, mean ± sd
 

@@ -28,7 +28,7 @@ class Group(BaseModel):
 
 Method = Literal["alora", "lora", "probe"]
 QueryStyle = Literal["followup", "restate"]
-Recalibrator = Literal["temperature", "platt", "isotonic", "histogram"]
+Recalibrator = Literal["temperature", "platt", "beta", "isotonic", "histogram"]
 ConfidenceMethod = Literal[
     "base/ptrue", "tuned/ptrue", "base/pavg", "base/seqlogp", "base/pmin", "base/verbalized"
 ]
@@ -299,6 +299,19 @@ class MonitorCfg(Group):
     rollback: str | int | None  # previous | <version>
 
 
+class AdaptCfg(Group):
+    input: str
+    output_dir: str
+    family: Recalibrator
+    min_labels: int = Field(ge=2)
+    min_per_class: int = Field(ge=1)
+    per_domain: bool
+    min_count: int = Field(ge=1)
+    folds: int = Field(ge=2)
+    n_boot: int = NonNegInt
+    n_bins: int = Field(ge=1)
+
+
 class SweepCfg(Group):
     metric: SweepMetric
     direction: Literal["minimize", "maximize"]
@@ -311,9 +324,9 @@ class LodoCfg(Group):
 
 
 class Config(Group):
-    """A composed stage config (data.yaml, train.yaml, eval.yaml, run.yaml)."""
+    """A composed stage config: conf/common.yaml plus the command's `stage` (conf/<stage>.yaml)."""
 
-    stage: Literal["data", "train", "eval", "run", "monitor"]
+    stage: Literal["data", "train", "eval", "run", "monitor", "adapt"]
     seed: int
     run_dir: str
     model: ModelCfg
@@ -329,5 +342,6 @@ class Config(Group):
     eval: EvalCfg
     serve: ServeCfg
     monitor: MonitorCfg
+    adapt: AdaptCfg | None = None  # adapt.yaml: calibtune adapt
     sweep: SweepCfg | None = None  # +sweep=...
-    lodo: LodoCfg | None = None  # run.yaml: calibtune lodo
+    lodo: LodoCfg  # calibtune lodo (stages/lodo.yaml)

@@ -69,7 +69,7 @@ def test_histogram_maps_each_quantile_bin_to_its_mean_outcome():
     )
 
 
-@pytest.mark.parametrize("kind", ["temperature", "platt", "isotonic", "histogram"])
+@pytest.mark.parametrize("kind", ["temperature", "platt", "beta", "isotonic", "histogram"])
 def test_params_round_trip_through_json(kind, overconfident):
     (c_val, y_val), (c_test, _) = overconfident
     params = fit_calibrator(kind, c_val, y_val)
@@ -84,7 +84,7 @@ def test_unfittable_cases_say_why():
     with pytest.raises(CalibrationUnavailable, match="all 1"):
         fit_calibrator("platt", [0.1, 0.5, 0.9], [1, 1, 1])
     with pytest.raises(ConfigError, match="unknown recalibrator"):
-        fit_calibrator("beta", [0.1, 0.5], [0, 1])
+        fit_calibrator("platypus", [0.1, 0.5], [0, 1])
     with pytest.raises(ConfigError, match="unknown kind"):
         calibrator_from_params({"kind": "pickle"})
     with pytest.raises(metrics.MetricError, match="NaN"):

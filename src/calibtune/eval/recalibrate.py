@@ -1,4 +1,5 @@
-"""Post-hoc recalibrators of a confidence (docs/evaluation.md): temperature, Platt, isotonic, histogram.
+"""Post-hoc recalibrators of a confidence (docs/evaluation.md): temperature, Platt, beta, isotonic,
+histogram.
 
 Each is fitted on the validation split only and stored as plain parameters (a JSON-able dict
 with a `kind`), so `calibrator_from_params` can apply it anywhere (export, score) without
@@ -83,6 +84,35 @@ def fit_platt(c, y, prior: dict | None = None, strength: float = 0.0) -> dict:
     return {"kind": "platt", "a": float(result.x[0]), "b": float(result.x[1])}
 
 
+def beta_features(c) -> np.ndarray:
+    """The two features of beta calibration: ln c and -ln(1 - c), c clipped as `logit` clips."""
+    c = np.clip(np.asarray(c, dtype=np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return np.column_stack([np.log(c), -np.log1p(-c)])
+
+
+def fit_beta(c, y) -> dict:
+    """Beta calibration (Kull et al. 2017): sigmoid(a ln c - b ln(1 - c) + m) with a, b >= 0 (a
+    monotone map) minimising val NLL; a = b is Platt's map, a = b = 1 and m = 0 the identity."""
+    features = beta_features(c)
+    y = np.asarray(y, dtype=np.float64)
+
+    def loss_and_grad(p: np.ndarray) -> tuple[float, np.ndarray]:
+        z = features @ p[:2] + p[2]
+        residual = (sigmoid(z) - y) / len(y)
+        return _binary_nll(z, y), np.append(features.T @ residual, residual.sum())
+
+    result = minimize(
+        loss_and_grad,
+        x0=np.array([1.0, 1.0, 0.0]),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, None), (0.0, None), (None, None)],
+        options={"gtol": 1e-10},
+    )
+    a, b, m = (float(v) for v in result.x)
+    return {"kind": "beta", "a": a, "b": b, "m": m}
+
+
 def fit_isotonic(c, y) -> dict:
     """Isotonic regression of outcome on confidence (a monotone step map, clipped at the ends)."""
     model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(c, y)
@@ -114,6 +144,8 @@ def fit_calibrator(kind: str, c, y, n_bins: int = 15) -> dict:
         return fit_temperature(c, y)
     if kind == "platt":
         return fit_platt(c, y)
+    if kind == "beta":
+        return fit_beta(c, y)
     if kind == "isotonic":
         return fit_isotonic(c, y)
     return fit_histogram(c, y, n_bins)
@@ -155,6 +187,15 @@ def fit_domain_calibrators(
         except CalibrationUnavailable as err:
             fitted["fallback"][domain] = str(err)
     return fitted
+
+
+def fit_level_map(kind: str, c, y, domains=None, min_count: int = 40, n_bins: int = 15) -> dict:
+    """The level map of a confidence on labeled target rows: one `kind` map, or with `domains`
+    one per domain and the global map below `min_count` rows (`fit_domain_calibrators` without
+    shrinkage). `calibtune adapt` and the monitor's refit both fit with it."""
+    if domains is None:
+        return fit_calibrator(kind, c, y, n_bins)
+    return fit_domain_calibrators(kind, c, y, domains, min_count, n_bins)
 
 
 def shrunk_maps(c: np.ndarray, y: np.ndarray, domains: np.ndarray, strength: float) -> dict:
@@ -284,6 +325,8 @@ def apply_calibrator(params: dict, c, domains=None) -> np.ndarray:
         return sigmoid(logit(c) / params["temperature"])
     if kind == "platt":
         return sigmoid(params["a"] * logit(c) + params["b"])
+    if kind == "beta":
+        return sigmoid(beta_features(c) @ np.array([params["a"], params["b"]]) + params["m"])
     if kind == "isotonic":
         return np.interp(c, params["x"], params["y"])
     if kind == "histogram":

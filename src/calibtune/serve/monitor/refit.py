@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from calibtune import metrics
-from calibtune.eval.recalibrate import apply_calibrator, fit_domain_calibrators
+from calibtune.eval.recalibrate import apply_calibrator, fit_level_map
 
 
 def refit_calibrator(old: dict, rows: Sequence[dict], settings) -> dict:
@@ -32,7 +32,7 @@ def refit_calibrator(old: dict, rows: Sequence[dict], settings) -> dict:
         return raw, y, [r["domain"] for r in items]
 
     raw, y, domains = arrays(fit_rows)
-    new = fit_domain_calibrators(settings.kind, raw, y, domains, settings.min_count)
+    new = fit_level_map(settings.kind, raw, y, domains, settings.min_count)  # as `calibtune adapt`
     if old.get("kind") == "per_domain":
         new["domains"] = {**old["domains"], **new["domains"]}
         new["fallback"] = {d: r for d, r in new["fallback"].items() if d not in new["domains"]}

@@ -29,8 +29,9 @@ def read_serve_config(export_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def promote(export_dir: Path, result: dict) -> int:
-    """Write the refitted calibrator as the next version and make it the active one."""
+def promote(export_dir: Path, result: dict, source: str = "refit") -> int:
+    """Write a new calibrator (`result["params"]`, from the monitor's refit or `calibtune adapt`:
+    `source`) as the next version and make it the active one."""
     serve = read_serve_config(export_dir)
     active = int(serve.get("calibrator_version", 0))
     if not version_path(export_dir, 0).is_file():
@@ -38,11 +39,11 @@ def promote(export_dir: Path, result: dict) -> int:
     versions = sorted(int(p.stem[1:]) for p in (export_dir / VERSIONS_DIR).glob("v*.json"))
     version = versions[-1] + 1
     name = (serve.get("calibrator") or {}).get("name", "per_domain")
-    calibrator = {"name": f"{name} (refit v{version})", "params": result["params"]}
+    calibrator = {"name": f"{name} ({source} v{version})", "params": result["params"]}
     record = {k: v for k, v in result.items() if k != "params"}
     write_json_atomic(
         version_path(export_dir, version),
-        {"calibrator": calibrator, "refit": record, "parent": active},
+        {"calibrator": calibrator, source: record, "parent": active},
     )
     write_json_atomic(
         export_dir / SERVE_CONFIG,
