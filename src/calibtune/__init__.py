@@ -1,4 +1,7 @@
+from calibtune.resources import register_resolvers as _register_resolvers
+
 __version__ = "0.1.0"
+_register_resolvers()  # `${calibtune.package_file:...}` in configs (calibtune.resources)
 
 
 def __getattr__(name: str):
