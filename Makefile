@@ -19,7 +19,7 @@ setup: $(STAMP)
 # local CPU build; a bare `torch` would pull a multi-GB CUDA build. GPU users install their own
 # torch first and this step leaves it alone.
 # requirements.lock pins every other dependency (constraints; torch and its CUDA packages are
-# left out, see above); refresh it with the command in its header (README: "Reproducible installs").
+# left out, see above); refresh it with the command in its header (CONTRIBUTING.md: "Reproducible installs").
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
