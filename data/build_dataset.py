@@ -1,6 +1,6 @@
 """Build a labeled confidence set with the base model (the data stage).
 
-python data/build_dataset.py                                  # 6,000 examples, built-in suite
+python data/build_dataset.py                                  # 4,000 examples, built-in suite
 python data/build_dataset.py data.n_examples=600 data.val_size=100 data.test_size=100
 python data/build_dataset.py dataset=jsonl dataset.path=my_questions.jsonl
 python data/build_dataset.py data.shard=0 data.num_shards=4   # one part (e.g. a SLURM array task)
