@@ -1,0 +1,105 @@
+"""benchmarks/bench_adapt_curve.py on synthetic targets: draws keep entity groups apart, and on a
+confidence whose level is off, a map fitted on target labels lowers held-out ECE."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibtune.errors import InputError
+from calibtune.eval.recalibrate import logit, sigmoid
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_adapt_curve.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """The benchmark script as a module."""
+    spec = importlib.util.spec_from_file_location("bench_adapt_curve", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_target(path: Path, n_groups: int, seed: int, offset: float = -1.5) -> Path:
+    """Rows whose outcome probability is sigmoid(logit(c) + offset): ranked well, level too
+    high (offset < 0); two or three rows a group share the group's confidence and outcome rate."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        c = float(rng.uniform(0.3, 0.95))
+        for phrasing in range(int(rng.integers(2, 4))):
+            correct = int(rng.random() < sigmoid(logit(c) + offset))
+            rows.append(
+                {"id": f"g{g}-{phrasing}", "group": f"g{g}", "confidence": c, "correct": correct}
+            )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_draws_take_k_rows_and_hold_out_only_untouched_groups(bench):
+    groups = np.repeat(np.arange(40), 3)
+    members = [np.flatnonzero(groups == g) for g in range(40)]
+    rng = np.random.default_rng(0)
+    for k in (1, 25, 50, 119):
+        fit, held = bench.draw_rows(members, k, rng)
+        assert fit.size == k and not set(groups[fit]) & set(groups[held])
+        assert fit.size + held.size >= groups.size - 2  # at most a cut group's rest is unused
+
+
+def test_adaptation_lowers_held_out_ece_of_a_miscalibrated_target(bench, tmp_path, capsys):
+    target = write_target(tmp_path / "target.jsonl", 400, seed=0)
+    out = tmp_path / "curve.json"
+    results = bench.main(
+        [
+            str(target),
+            "--ks",
+            "25",
+            "200",
+            "2000",
+            "--draws",
+            "8",
+            "--families",
+            "platt",
+            "beta",
+            "temperature",
+            "isotonic",
+            "--out",
+            str(out),
+        ]
+    )
+    figures = results[str(target)]
+    none = figures[200]["none"]["ece"]["mean"]
+    assert none > 0.15  # the level is off by construction
+    for family in ("platt", "beta", "isotonic"):
+        assert figures[200][family]["ece"]["mean"] < none / 2
+        assert figures[200][family]["ece"]["ratio_to_none"] < 0.5
+        assert figures[200][family]["brier"]["minus_none"]["range95"][1] < 0
+    assert figures[200]["platt"]["ece"]["mean"] <= figures[25]["platt"]["ece"]["mean"]
+    assert "reason" in figures[2000]  # nothing left to hold out
+    printed = capsys.readouterr().out
+    assert "| 200 | platt |" in printed and "ECE / none" in printed
+    assert json.loads(out.read_text())["results"][str(target)]["200"]["draws"] == 8
+
+
+def test_several_targets_get_a_mean_table_and_bad_rows_name_the_line(bench, tmp_path, capsys):
+    first = write_target(tmp_path / "a.jsonl", 150, seed=1)
+    eval_dir = tmp_path / "fold"
+    eval_dir.mkdir()
+    rows = [json.loads(line) for line in first.open()]
+    (eval_dir / "predictions.jsonl").write_text(
+        "".join(json.dumps({"tuned/ptrue": r.pop("confidence"), **r}) + "\n" for r in rows)
+    )
+    bench.main([str(first), str(eval_dir), "--ks", "50", "--draws", "4", "--families", "platt"])
+    printed = capsys.readouterr().out
+    assert "## Mean over 2 targets" in printed and "| 50 | platt | 2 |" in printed
+    assert "(tuned/ptrue;" in printed
+    lines = first.read_text().splitlines()
+    lines[4] = json.dumps({**json.loads(lines[4]), "confidence": 1.7})
+    first.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"a\.jsonl:5: field 'confidence'"):
+        bench.main([str(first), "--ks", "50", "--draws", "2"])
