@@ -180,7 +180,7 @@ def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
 
 # The config sections a stage's output depends on: its own and those of the stages before it.
 DATA_INPUTS = ("model", "prompt", "dataset", "data", "seed")
-NOT_TRAIN_INPUTS = ("logger", "eval", "serve", "monitor", "sweep", "run_dir", "stage")
+NOT_TRAIN_INPUTS = ("logger", "eval", "serve", "monitor", "lodo", "sweep", "run_dir", "stage")
 
 
 def stage_inputs(config: dict, stage: str) -> dict:
@@ -216,8 +216,8 @@ def stage_changes(out_dir: str | os.PathLike, cfg: DictConfig, stage: str) -> li
 
 
 class CheckConfig(Callback):
-    """Hydra callback (conf/hydra/default.yaml): the schema check before Hydra creates the run
-    dir, so a bad config exits (status 2, one line) having written nothing."""
+    """Hydra callback (hydra.callbacks in conf/common.yaml): the schema check before Hydra
+    creates the run dir, so a bad config exits (status 2, one line) having written nothing."""
 
     def _check(self, config: DictConfig) -> None:
         try:

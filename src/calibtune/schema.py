@@ -324,7 +324,7 @@ class LodoCfg(Group):
 
 
 class Config(Group):
-    """A composed stage config (data.yaml, train.yaml, eval.yaml, run.yaml)."""
+    """A composed stage config: conf/common.yaml plus the command's `stage` (conf/<stage>.yaml)."""
 
     stage: Literal["data", "train", "eval", "run", "monitor", "adapt"]
     seed: int
@@ -344,4 +344,4 @@ class Config(Group):
     monitor: MonitorCfg
     adapt: AdaptCfg | None = None  # adapt.yaml: calibtune adapt
     sweep: SweepCfg | None = None  # +sweep=...
-    lodo: LodoCfg | None = None  # run.yaml: calibtune lodo
+    lodo: LodoCfg  # calibtune lodo (stages/lodo.yaml)

@@ -9,7 +9,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
-from calibtune.config import STAGES, compose, redact, save_config
+from calibtune.config import STAGES, compose, conf_dir, redact, save_config
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -65,3 +65,29 @@ def test_cli_rejects_unknown_key_and_command():
     result = run_cli("frobnicate")
     assert result.returncode == 2
     assert "unknown command" in result.stderr
+
+
+def test_every_command_composes_one_config_shape(tmp_path):
+    """conf/<command>.yaml is conf/common.yaml plus its `stage`: the same keys and defaults."""
+    shapes = {}
+    for stage in STAGES:
+        cfg = OmegaConf.to_container(compose(stage, [f"run_dir={tmp_path}"]), resolve=False)
+        assert cfg.pop("stage") == stage
+        cfg.pop("adapt", None)  # conf/adapt.yaml mounts stages/adapt.yaml (calibtune adapt)
+        shapes[stage] = cfg
+    assert "lodo" in shapes["train"] and "monitor" in shapes["data"]
+    for stage, cfg in shapes.items():
+        assert cfg == shapes["run"], stage
+
+
+def test_every_config_group_offers_a_choice():
+    """A group with a single option is folded into the file that uses it (prompt:, optim: and
+    hydra: live in common.yaml); preset is opt-in: null by default, preset=smoke."""
+    groups = {
+        path.name: sorted(option.stem for option in path.glob("*.yaml"))
+        for path in conf_dir().iterdir()
+        if path.is_dir() and path.name != "stages"  # stages/: one file per mounted section
+    }
+    assert {"model", "dataset", "method", "logger", "experiment"} <= set(groups)
+    single = {name for name, options in groups.items() if len(options) < 2}
+    assert single <= {"preset"}, single

@@ -33,7 +33,7 @@ def tiny(tiny_model_dir):
             "revision": None,
         }
     )
-    prompt_cfg = OmegaConf.load(conf_dir() / "prompt" / "default.yaml")
+    prompt_cfg = OmegaConf.load(conf_dir() / "common.yaml").prompt
     return load_model(model_cfg), load_tokenizer(model_cfg), prompt_cfg
 
 
