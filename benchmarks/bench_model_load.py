@@ -14,24 +14,15 @@ import platform
 import tempfile
 import time
 
-DEFAULT = {
-    "name_or_path": "smollm2-135m-instruct",
-    "revision": None,
-    "dtype": "float32",
-    "device": "cpu",
-    "attn_implementation": "sdpa",
-    "trust_remote_code": False,
-}
-
 
 def main() -> None:
     """Time the first load and the cached reloads; print both and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reloads", type=int, default=3)
     args = parser.parse_args()
-    from omegaconf import OmegaConf
+    from calibtune.config import compose
 
-    model_cfg = OmegaConf.create(DEFAULT)
+    model_cfg = compose("data", ["model.device=cpu", "model.dtype=float32"]).model  # the default
     with tempfile.TemporaryDirectory() as cache:
         os.environ["CALIBTUNE_CACHE"] = cache
         from calibtune.models import load_model, load_tokenizer
