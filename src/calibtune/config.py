@@ -180,7 +180,17 @@ def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
 
 # The config sections a stage's output depends on: its own and those of the stages before it.
 DATA_INPUTS = ("model", "prompt", "dataset", "data", "seed")
-NOT_TRAIN_INPUTS = ("logger", "eval", "serve", "monitor", "lodo", "sweep", "run_dir", "stage")
+NOT_TRAIN_INPUTS = (
+    "logger",
+    "eval",
+    "serve",
+    "monitor",
+    "adapt",
+    "lodo",
+    "sweep",
+    "run_dir",
+    "stage",
+)
 
 
 def stage_inputs(config: dict, stage: str) -> dict:

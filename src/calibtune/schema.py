@@ -342,6 +342,6 @@ class Config(Group):
     eval: EvalCfg
     serve: ServeCfg
     monitor: MonitorCfg
-    adapt: AdaptCfg | None = None  # adapt.yaml: calibtune adapt
+    adapt: AdaptCfg  # calibtune adapt (stages/adapt.yaml)
     sweep: SweepCfg | None = None  # +sweep=...
     lodo: LodoCfg  # calibtune lodo (stages/lodo.yaml)

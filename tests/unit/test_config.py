@@ -73,9 +73,8 @@ def test_every_command_composes_one_config_shape(tmp_path):
     for stage in STAGES:
         cfg = OmegaConf.to_container(compose(stage, [f"run_dir={tmp_path}"]), resolve=False)
         assert cfg.pop("stage") == stage
-        cfg.pop("adapt", None)  # conf/adapt.yaml mounts stages/adapt.yaml (calibtune adapt)
         shapes[stage] = cfg
-    assert "lodo" in shapes["train"] and "monitor" in shapes["data"]
+    assert "lodo" in shapes["train"] and "adapt" in shapes["data"]
     for stage, cfg in shapes.items():
         assert cfg == shapes["run"], stage
 
