@@ -224,6 +224,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  {label:<26}{cell(f[name]['ece']):<30}{cell(f[name]['brier'])}")
     delta = f["after_minus_before"]
     lines.append(f"  {'after - before':<26}{cell(delta['ece']):<30}{cell(delta['brier'])}")
+    if f["after"]["brier"]["value"] >= f["before"]["brier"]["value"]:
+        lines.append("  warning: the adapted map is not better than today's on this sample (Brier)")
     return lines
 
 
@@ -241,38 +243,53 @@ def write_calibrator(cfg: DictConfig, params: dict, record: dict) -> str:
     return str(path)
 
 
+def sample_confidences(cfg: DictConfig, kind: str, rows: list[dict], path: Path):
+    """The labeled rows (QA rows answered and graded first) and each answer's raw confidence and
+    today's calibrated one, from the model `calibtune score` would serve."""
+    if not cfg.serve.model_dir and cfg.serve.adapter:
+        adapter_dir(cfg.serve.adapter)  # a missing adapter fails before the model loads
+    scorer = Scorer.from_config(cfg)
+    if kind == "qa":
+        rows = grade_sample(scorer, rows, cfg)
+        check_enough(path, len(rows), sum(int(r["correct"]) for r in rows), cfg.adapt)
+    raw = scorer.raw_confidences(
+        [r["question"] for r in rows], [r["response"] for r in rows], [r["choices"] for r in rows]
+    )
+    return rows, raw, scorer.calibrate(raw, [str(r["domain"]) for r in rows])
+
+
+def write_report(out_dir: Path, report: dict, params: dict, rows: list[dict], confidences) -> None:
+    """adapt.json (the figures and the map) and sample.jsonl (each row's confidences)."""
+    write_json_atomic(out_dir / "adapt.json", {**report, "params": params, **provenance()})
+    write_jsonl_atomic(
+        out_dir / "sample.jsonl",
+        (
+            {
+                **{k: r.get(k) for k in SAMPLE_FIELDS},
+                **{f"{n}_confidence": float(c[i]) for n, c in confidences.items()},
+            }
+            for i, r in enumerate(rows)
+        ),
+    )
+
+
 def run_adapt(cfg: DictConfig) -> Path:
     """`calibtune adapt`: fit the level map on a labeled sample of the target, report before and
     after, and write the calibrator (nothing is written when the sample is bad or too small)."""
     check_config(cfg)
     settings, path = cfg.adapt, Path(cfg.adapt.input)
     kind, rows = read_sample(path)  # every row checked before the model loads
-    check_enough(
-        path, len(rows), sum(r["correct"] for r in rows) if kind == "graded" else None, settings
-    )
-    if not cfg.serve.model_dir and cfg.serve.adapter:
-        adapter_dir(cfg.serve.adapter)  # a missing adapter fails before the model loads
-    scorer = Scorer.from_config(cfg)
-    if kind == "qa":
-        rows = grade_sample(scorer, rows, cfg)
-        check_enough(path, len(rows), sum(int(r["correct"]) for r in rows), settings)
+    n_right = sum(r["correct"] for r in rows) if kind == "graded" else None
+    check_enough(path, len(rows), n_right, settings)
+    rows, raw, before = sample_confidences(cfg, kind, rows, path)
     y, domains, groups = sample_arrays(rows)
-    raw = scorer.raw_confidences(
-        [r["question"] for r in rows], [r["response"] for r in rows], [r["choices"] for r in rows]
-    )
     confidences = {
         "raw": raw,
-        "before": scorer.calibrate(raw, domains.tolist()),
+        "before": before,
         "after": cross_fitted(raw, y, domains, groups, settings, path),
     }
-    params = fit_level_map(
-        settings.family,
-        raw,
-        y,
-        domains if settings.per_domain else None,
-        settings.min_count,
-        settings.n_bins,
-    )
+    per_domain = domains if settings.per_domain else None
+    params = fit_level_map(settings.family, raw, y, per_domain, settings.min_count, settings.n_bins)
     report = {
         "input": str(path),
         "input_kind": kind,
@@ -287,23 +304,7 @@ def run_adapt(cfg: DictConfig) -> Path:
     }
     report["written"] = write_calibrator(cfg, params, report)
     out_dir = Path(settings.output_dir)
-    write_json_atomic(out_dir / "adapt.json", {**report, "params": params, **provenance()})
-    write_jsonl_atomic(
-        out_dir / "sample.jsonl",
-        (
-            {
-                **{k: r.get(k) for k in SAMPLE_FIELDS},
-                **{f"{n}_confidence": float(c[i]) for n, c in confidences.items()},
-            }
-            for i, r in enumerate(rows)
-        ),
-    )
-    for line in summary_lines(report):
-        print(line)
-    if (
-        report["figures"]["after"]["brier"]["value"]
-        >= report["figures"]["before"]["brier"]["value"]
-    ):
-        print("  warning: the adapted map is not better than today's on this sample (Brier)")
+    write_report(out_dir, report, params, rows, confidences)
+    print("\n".join(summary_lines(report)))
     print(f"calibrator -> {report['written']}; report -> {out_dir / 'adapt.json'}")
     return out_dir
