@@ -467,6 +467,20 @@ class FullECE:
         self.confidence_sum += sums
         self.hit_count += hits.double()
 
+    def add_sums(
+        self, confidence_sum: torch.Tensor, hit_count: torch.Tensor, positions: int
+    ) -> None:
+        """Add per-bin sums recorded elsewhere (another FullECE's `confidence_sum`, `hit_count`
+        and `positions` at the same n_bins): the sums are additive over positions."""
+        if confidence_sum.shape != (self.n_bins,) or hit_count.shape != (self.n_bins,):
+            raise MetricError(f"FullECE.add_sums wants [{self.n_bins}] sums")
+        if self.confidence_sum is None:
+            self.confidence_sum = torch.zeros(self.n_bins, dtype=torch.float64)
+            self.hit_count = torch.zeros(self.n_bins, dtype=torch.float64)
+        self.confidence_sum += confidence_sum.double().to(self.confidence_sum.device)
+        self.hit_count += hit_count.double().to(self.hit_count.device)
+        self.positions += int(positions)
+
     def compute(self) -> float | None:
         """Full-ECE of all positions seen so far (None before any update)."""
         if self.positions == 0 or self.confidence_sum is None:

@@ -151,6 +151,7 @@ class DataCfg(Group):
     num_shards: int = Field(ge=1)
     batches_per_chunk: int = Field(ge=1)
     merge: bool  # false: answer this run's shard(s) only, a later shard=null run merges
+    base_signals: bool  # record the base model's signals while answering (models/signals.py)
     progress: bool
 
 

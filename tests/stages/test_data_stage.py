@@ -6,13 +6,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from fixtures import SMALL_DATA
+import torch
+from fixtures import SMALL_DATA, build_tiny_model_dir
 
 from calibtune.data import stage
-from calibtune.data.stage import run_data_stage
+from calibtune.data.stage import current_key, run_data_stage
 from calibtune.errors import InputError
 from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, read_labeled_split
+from calibtune.models.confidence import QueryModel, query_tokens_of
+from calibtune.models.loading import load_model, load_tokenizer
+from calibtune.models.signals import (
+    SIGNALS_FILE,
+    compute_signals,
+    load_signals,
+    read_signals,
+    temperature_grid,
+)
 
 SMALL = SMALL_DATA
 
@@ -41,11 +52,69 @@ def test_builds_labeled_set_with_manifest(compose_cfg, capsys):
     assert not groups["train"] & groups["test"]  # and by entity: the rows carry their group
     manifest = json.loads((out_dir / MANIFEST).read_text())
     assert manifest["counts"] == {"train": 24, "val": 8, "test": 8}
-    assert set(manifest["files"]) == {"train.jsonl", "val.jsonl", "test.jsonl"}
+    assert set(manifest["files"]) == {"train.jsonl", "val.jsonl", "test.jsonl", SIGNALS_FILE}
+    assert manifest["base_signals"]["key"] == current_key(cfg)
+    assert manifest["work"]["generation_rows"] == 40
+    assert manifest["work"]["whole_query_rows"] + manifest["work"]["suffix_rows"] >= 40
     assert manifest["accuracy"]["overall"]["n"] == 40
     assert len(manifest["accuracy"]["domains"]) >= 5  # balanced over the built-in domains
     assert not (out_dir / ".partial").exists()
     assert "overall" in capsys.readouterr().out
+
+
+def assert_signals_equal(a: Path, b: Path, tolerance: float = 0.0) -> None:
+    """Two labeled sets' recorded signals agree row by row (by id) within `tolerance`."""
+    first, second = load_signals(a / SIGNALS_FILE)[0], load_signals(b / SIGNALS_FILE)[0]
+    second = second.select(first.ids)
+    for name in ("two_way", "stats", "hidden", "full_ece", "positions"):
+        x, y = getattr(first, name).double(), getattr(second, name).double()
+        assert torch.allclose(x, y, atol=tolerance, rtol=0, equal_nan=True), name
+
+
+def test_recorded_signals_equal_a_base_pass_over_the_written_rows(compose_cfg, tmp_path):
+    """What the data stage records from generation (answer logits, the suffix on its KV cache)
+    is what one base pass over prompt + response + suffix gives, to float noise."""
+    model_dir = build_tiny_model_dir(tmp_path / "talkative", tied=False)  # non-empty answers
+    overrides = [f"model.name_or_path={model_dir}", "data.max_new_tokens=6", "data.batch_size=16"]
+    cfg = compose_cfg("data", [*SMALL, *overrides])
+    out_dir = run_data_stage(cfg)
+    recorded = read_signals(out_dir, current_key(cfg))
+    rows = [r for split in SPLITS for r in read_labeled_split(out_dir, split)]
+    tokenizer = load_tokenizer(cfg.model)
+    reference = compute_signals(
+        QueryModel.of(load_model(cfg.model)),
+        tokenizer,
+        rows,
+        query_tokens_of(tokenizer, cfg.prompt),
+        4,
+        temperature_grid(cfg.eval),
+        int(cfg.eval.n_bins),
+    )
+    assert sorted(recorded.ids) == sorted(reference.ids)
+    recorded = recorded.select(reference.ids)
+    for name, values in reference.confidences().items():
+        got = recorded.confidences()[name]
+        assert np.allclose(got, values, atol=1e-5, rtol=0, equal_nan=True), name
+    assert torch.allclose(recorded.hidden, reference.hidden, atol=1e-4, rtol=1e-5)
+    assert torch.allclose(recorded.full_ece, reference.full_ece, atol=1e-4, rtol=0)
+    assert torch.equal(recorded.positions, reference.positions)
+    assert recorded.positions.sum() > 0 and not torch.equal(
+        recorded.full_ece, 0 * recorded.full_ece
+    )
+
+
+def test_signals_from_another_model_or_prompt_are_refused(compose_cfg):
+    cfg = compose_cfg("data", SMALL)
+    out_dir = run_data_stage(cfg)
+    other = compose_cfg("data", [*SMALL, "prompt.followup_template=Right or wrong?"])
+    with pytest.raises(InputError, match="prompt") as err:
+        read_signals(out_dir, current_key(other))
+    assert current_key(cfg)["prompt"] in str(err.value) and current_key(other)["prompt"] in str(
+        err.value
+    )
+    key = {**current_key(cfg), "model": "0" * 64}
+    with pytest.raises(InputError, match="model"):
+        read_signals(out_dir, key)
 
 
 def test_same_config_twice_is_byte_identical(compose_cfg, tmp_path):
@@ -76,6 +145,7 @@ def test_killed_build_resumes_to_the_same_output(compose_cfg, tmp_path, monkeypa
     run_data_stage(cfg)
     assert len(finished) == 3  # 5 chunks of 8, two reused
     assert split_bytes(out_dir) == split_bytes(reference)
+    assert_signals_equal(out_dir, reference)
 
 
 def test_shards_merge_into_the_unsharded_output(compose_cfg, tmp_path):
@@ -85,6 +155,7 @@ def test_shards_merge_into_the_unsharded_output(compose_cfg, tmp_path):
     assert not (out_dir / "train.jsonl").exists()  # shard 0 not done yet
     run_data_stage(compose_cfg("data", [*sharded, "data.shard=0"]))
     assert split_bytes(out_dir) == split_bytes(reference)
+    assert_signals_equal(out_dir, reference, tolerance=1e-4)  # other batches: float noise
 
 
 def test_holdout_domain_goes_only_to_test(compose_cfg):

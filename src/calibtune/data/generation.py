@@ -7,7 +7,7 @@ the prompts. Sampling is seeded per batch, so a resumed build draws the same sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -60,8 +60,13 @@ def generate_answers(
     temperature: float = 0.0,
     seed: int = 0,
     progress: bool = False,
+    on_batch: Callable[[list[int], dict, object, list[str]], None] | None = None,
 ) -> list[list[str]]:
-    """Answer each rendered prompt; per prompt, `num_samples` strings (1 when greedy)."""
+    """Answer each rendered prompt; per prompt, `num_samples` strings (1 when greedy).
+
+    `on_batch` (greedy Hugging Face decoding only) is called after each batch with the prompt
+    indices, the padded inputs, `generate`'s output (sequences, raw logits of every step, KV
+    cache) and the batch's answers: the data stage reads the base signals from it."""
     num_samples = 1 if temperature <= 0 else int(num_samples)
     if _is_vllm(model):
         return _generate_vllm(
@@ -79,19 +84,24 @@ def generate_answers(
         ).to(device)
         if temperature > 0:
             torch.manual_seed(seed * 1_000_003 + number)
+        keep = on_batch is not None and temperature <= 0
         out = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
             num_return_sequences=num_samples,
             pad_token_id=tokenizer.pad_token_id,
             **(sampling if temperature > 0 else greedy),
+            **({"return_dict_in_generate": True, "output_logits": True} if keep else {}),
         )
+        sequences = out.sequences if keep else out
         texts = tokenizer.batch_decode(
-            out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+            sequences[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
         )
         for row, index in enumerate(batch):
             chunk = texts[row * num_samples : (row + 1) * num_samples]
             answers[index] = [cut_at_stop(t, stop_strings) for t in chunk]
+        if keep:
+            on_batch(batch, inputs, out, [answers[i][0] for i in batch])
         bar.update(len(batch))
     bar.close()
     return answers

@@ -23,6 +23,7 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -36,8 +37,25 @@ from calibtune.errors import ConfigError, InputError
 from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, split_path
 from calibtune.io import read_jsonl, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
 from calibtune.models import load_model, load_tokenizer, model_fingerprint
-from calibtune.models.confidence import render_query_prompt
+from calibtune.models.confidence import (
+    QueryModel,
+    query_suffix,
+    query_tokens_of,
+    render_query_prompt,
+)
+from calibtune.models.encoding import encode_text
 from calibtune.models.prompts import render_answer_prompt
+from calibtune.models.signals import (
+    SIGNALS_FILE,
+    BaseSignals,
+    compute_signals,
+    concat,
+    load_signals,
+    save_signals,
+    signals_from_generation,
+    signals_key,
+    temperature_grid,
+)
 from calibtune.runtime import is_rank_zero, process_group, provenance, set_seed, share_work
 
 log = logging.getLogger(__name__)
@@ -267,11 +285,28 @@ def sample_hits(model, tokenizer, rows: list[dict], cfg) -> list[list[bool]]:
 
 def label_qa_rows(model, tokenizer, qa_rows: list[dict], cfg) -> list[dict]:
     """Answer, grade and render prompt and query for QA rows (split is kept, or "")."""
+    return label_and_signal(model, tokenizer, qa_rows, cfg, record=False)[0]
+
+
+def label_and_signal(
+    model, tokenizer, qa_rows: list[dict], cfg, record: bool = True
+) -> tuple[list[dict], BaseSignals | None, Counter]:
+    """`label_qa_rows`, and with `record` the rows' base signals (`calibtune.models.signals`):
+    read from the generation pass plus the query suffix on its KV cache, or, for rows that
+    pass cannot serve (sampling, a restated query, a response that does not re-encode to its
+    tokens), one base pass each. Also returns the model work done, by kind (rows, tokens)."""
     prompts = [
         render_answer_prompt(tokenizer, cfg.prompt, r["question"], r["choices"]) for r in qa_rows
     ]
+    record = record and records_signals(cfg)
+    recorder = SignalRecorder(model, tokenizer, cfg, qa_rows, prompts) if record else None
     answers = generate_answers(
-        model, tokenizer, prompts, seed=int(cfg.seed), **generation_kwargs(cfg.data)
+        model,
+        tokenizer,
+        prompts,
+        seed=int(cfg.seed),
+        on_batch=recorder.on_batch if recorder else None,
+        **generation_kwargs(cfg.data),
     )
     grader = str(cfg.data.grader)
     labeled = [
@@ -292,7 +327,75 @@ def label_qa_rows(model, tokenizer, qa_rows: list[dict], cfg) -> list[dict]:
         )
         if len(hits) == 1:
             del row["samples"]
-    return labeled
+    work = Counter({"generation_rows": len(qa_rows)})
+    if recorder is None:
+        return labeled, None, work
+    return labeled, recorder.finish(labeled, work), work
+
+
+class SignalRecorder:
+    """Collects base signals from each generated batch (`generate_answers`' `on_batch`)."""
+
+    def __init__(self, model, tokenizer, cfg, qa_rows: list[dict], prompts: list[str]):
+        self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+        self.qa_rows, self.prompts = qa_rows, prompts
+        self.tokens = query_tokens_of(tokenizer, cfg.prompt)
+        self.temperatures, self.n_bins = temperature_grid(cfg.eval), int(cfg.eval.n_bins)
+        self.parts: list[BaseSignals] = []
+        self.work: Counter = Counter()
+
+    def on_batch(self, batch: list[int], inputs: dict, out, answers: list[str]) -> None:
+        """Signals of one generated batch from its outputs and the suffix on its cache."""
+        rows = [self.qa_rows[i] for i in batch]
+        queries = [
+            render_query_prompt(self.tokenizer, self.cfg.prompt, r["question"], r["choices"], a)
+            for r, a in zip(rows, answers, strict=True)
+        ]
+        suffixes = {
+            query_suffix(self.prompts[i], a, q)
+            for i, a, q in zip(batch, answers, queries, strict=True)
+        }
+        self.work["generation_tokens"] += int(out.sequences.numel())
+        if len(suffixes) != 1 or None in suffixes:  # restated queries: computed afterwards
+            return
+        suffix_ids = encode_text(self.tokenizer, suffixes.pop())
+        signals, _ = signals_from_generation(
+            model=self.model,
+            inputs=inputs,
+            out=out,
+            response_ids=[encode_text(self.tokenizer, a) for a in answers],
+            suffix_ids=suffix_ids,
+            tokens=self.tokens,
+            ids=[str(r["id"]) for r in rows],
+            temperatures=self.temperatures,
+            n_bins=self.n_bins,
+        )
+        self.work["suffix_rows"] += len(batch)
+        self.work["suffix_tokens"] += len(batch) * (len(suffix_ids) + 1)
+        if signals is not None:
+            self.parts.append(signals)
+
+    def finish(self, labeled: list[dict], work: Counter) -> BaseSignals:
+        """All rows' signals in `labeled` order: the rest by one base pass each."""
+        ids = [str(r["id"]) for r in labeled]
+        have = {i for part in self.parts for i in part.ids}
+        rest = [r for r in labeled if str(r["id"]) not in have]
+        parts = list(self.parts)
+        if rest:
+            parts.append(
+                compute_signals(
+                    QueryModel.of(self.model),
+                    self.tokenizer,
+                    rest,
+                    self.tokens,
+                    int(self.cfg.eval.batch_size),
+                    self.temperatures,
+                    self.n_bins,
+                )
+            )
+        work.update(self.work)
+        work["whole_query_rows"] += len(rest)
+        return concat(parts).select(ids)
 
 
 def build_fingerprint(cfg, rows: list[dict]) -> str:
@@ -324,27 +427,58 @@ def length_chunks(rows: list[dict], cfg) -> list[list[int]]:
     return [order[start : start + chunk] for start in range(0, len(order), chunk)]
 
 
-def label_qa_rows_on_ranks(model, tokenizer, qa_rows: list[dict], cfg, group) -> list[dict]:
-    """`label_qa_rows` over the launched processes (`group`, None: this one): chunk k of
+@dataclass
+class LabeledPart:
+    """Labeled rows, their base signals (None when not recorded) and the model work done."""
+
+    rows: list[dict]
+    signals: BaseSignals | None
+    work: Counter
+
+
+def join_parts(parts: Sequence[LabeledPart]) -> LabeledPart:
+    """Several parts as one (signals only when every part has them)."""
+    signals = [p.signals for p in parts]
+    joined = concat(signals) if signals and all(s is not None for s in signals) else None
+    work: Counter = Counter()
+    for part in parts:
+        work.update(part.work)  # (Counter addition would drop the zero counts)
+    return LabeledPart([r for p in parts for r in p.rows], joined, work)
+
+
+def records_signals(cfg) -> bool:
+    """Whether the data stage records base signals (hf backend and data.base_signals)."""
+    return cfg.data.backend == "hf" and bool(cfg.data.base_signals)
+
+
+def label_qa_rows_on_ranks(model, tokenizer, qa_rows: list[dict], cfg, group) -> LabeledPart:
+    """`label_and_signal` over the launched processes (`group`, None: this one): chunk k of
     `length_chunks` on rank k % world size; every rank gets all rows back in input order."""
     chunks = length_chunks(qa_rows, cfg)
     tasks = {
-        k: (lambda idx=idx: label_qa_rows(model, tokenizer, [qa_rows[i] for i in idx], cfg))
+        k: (
+            lambda idx=idx: LabeledPart(
+                *label_and_signal(model, tokenizer, [qa_rows[i] for i in idx], cfg)
+            )
+        )
         for k, idx in enumerate(chunks)
     }
     done = share_work(group, tasks)
-    by_index = {i: row for k, idx in enumerate(chunks) for i, row in zip(idx, done[k], strict=True)}
-    return [by_index[i] for i in range(len(qa_rows))]
+    part = join_parts([done[k] for k in range(len(chunks))])
+    by_index = dict(zip([i for idx in chunks for i in idx], part.rows, strict=True))
+    rows = [by_index[i] for i in range(len(qa_rows))]
+    signals = part.signals.select([str(r["id"]) for r in rows]) if part.signals else None
+    return LabeledPart(rows, signals, part.work)
 
 
 def answer_shard(
     model, tokenizer, rows: list[dict], cfg, shard_dir: Path, bar, group=None
-) -> list[dict]:
+) -> LabeledPart:
     """Label one shard chunk by chunk; finished chunks are read back instead of redone. With
     several processes (`group`), chunk k is labeled by rank k % world_size (see label_chunk)."""
     parts = [[rows[i] for i in chunk] for chunk in length_chunks(rows, cfg)]
     world = group.num_processes if group is not None else 1
-    labeled: list[dict] = []
+    labeled: list[LabeledPart] = []
     done_here = 0
     for first in range(0, len(parts), world):
         tasks = {
@@ -353,13 +487,13 @@ def answer_shard(
         }
         for number, (result, fresh) in sorted(share_work(group, tasks).items()):
             if fresh and is_rank_zero():
-                write_jsonl_atomic(chunk_path(shard_dir, number), result)
+                write_part(chunk_path(shard_dir, number), result, cfg)
                 done_here += 1
                 if after_chunk is not None:
                     after_chunk(done_here)
-            labeled += result
-            bar.update(len(result))
-    return labeled
+            labeled.append(result)
+            bar.update(len(result.rows))
+    return join_parts(labeled)
 
 
 def chunk_path(shard_dir: Path, number: int) -> Path:
@@ -367,16 +501,38 @@ def chunk_path(shard_dir: Path, number: int) -> Path:
     return shard_dir / f"chunk-{number:05d}.jsonl"
 
 
+def write_part(path: Path, part: LabeledPart, cfg) -> None:
+    """A part's rows (JSONL at `path`) and signals (beside it, .safetensors): signals first,
+    so a part whose rows are written is complete."""
+    if part.signals is not None:
+        save_signals(path.with_suffix(".safetensors"), part.signals, current_key(cfg))
+    write_jsonl_atomic(path, part.rows)
+
+
+def read_part(path: Path, cfg) -> LabeledPart | None:
+    """A part written by `write_part`, or None when it (or its signals, when recorded) is
+    missing."""
+    signals_path = path.with_suffix(".safetensors")
+    if not path.is_file() or (records_signals(cfg) and not signals_path.is_file()):
+        return None
+    signals = load_signals(signals_path)[0] if records_signals(cfg) else None
+    return LabeledPart(read_jsonl(path), signals, Counter())
+
+
+def current_key(cfg) -> dict[str, str]:
+    """The signals key of this run's model and prompt."""
+    return signals_key(model_fingerprint(cfg.model), cfg.prompt)
+
+
 def label_chunk(
     model, tokenizer, part: list[dict], cfg, shard_dir: Path, number: int
-) -> tuple[list[dict], bool]:
+) -> tuple[LabeledPart, bool]:
     """A chunk's labeled rows, read back from its cache file when it is finished there, and
     whether they were labeled now (to be written) rather than read back."""
-    path = chunk_path(shard_dir, number)
-    cached = read_jsonl(path) if path.is_file() else []
-    if [r["id"] for r in cached] == [r["id"] for r in part]:
+    cached = read_part(chunk_path(shard_dir, number), cfg)
+    if cached is not None and [r["id"] for r in cached.rows] == [r["id"] for r in part]:
         return cached, False
-    return label_qa_rows(model, tokenizer, part, cfg), True
+    return LabeledPart(*label_and_signal(model, tokenizer, part, cfg)), True
 
 
 def shard_dir_of(partial: Path, shard: int, num_shards: int) -> Path:
@@ -409,16 +565,38 @@ def accuracy_table(rows: Sequence[dict]) -> dict:
     return table
 
 
-def write_labeled_set(cfg, out_dir: Path, rows: list[dict], source: str | None = None) -> dict:
-    """Write train/val/test JSONL and then manifest.json, each atomically (`source`: the QA file
-    the rows were read from, when not cfg.dataset)."""
+def write_labeled_set(
+    cfg,
+    out_dir: Path,
+    rows: list[dict],
+    source: str | None = None,
+    signals: BaseSignals | None = None,
+    work: Counter | None = None,
+) -> dict:
+    """Write train/val/test JSONL, the rows' base signals (when given) and then manifest.json,
+    each atomically (`source`: the QA file the rows were read from, when not cfg.dataset;
+    `work`: the model passes this run made, by kind)."""
     files = {}
+    ordered = []
     for split in SPLITS:
         split_rows = sorted(
             (output_row(r) for r in rows if r["split"] == split), key=lambda r: r["id"]
         )
+        ordered += split_rows
         write_jsonl_atomic(split_path(out_dir, split), split_rows)
         files[split_path(out_dir, split).name] = sha256_file(split_path(out_dir, split))
+    signals_block = None
+    if signals is not None:
+        key = current_key(cfg)
+        save_signals(out_dir / SIGNALS_FILE, signals.select([str(r["id"]) for r in ordered]), key)
+        files[SIGNALS_FILE] = sha256_file(out_dir / SIGNALS_FILE)
+        signals_block = {
+            "file": SIGNALS_FILE,
+            "key": key,
+            "rows": len(ordered),
+            "temperatures": signals.temperatures,
+            "n_bins": signals.n_bins,
+        }
     data_cfg = resolved_container(cfg)["data"]
     manifest = {
         "format": "calibtune.examples",
@@ -437,6 +615,8 @@ def write_labeled_set(cfg, out_dir: Path, rows: list[dict], source: str | None =
         "holdout_domains": list(data_cfg.get("holdout_domains") or []),
         "counts": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
         "accuracy": accuracy_table(rows),
+        "base_signals": signals_block,
+        "work": dict(work or {}),
         **provenance(),
         "files": files,
     }
@@ -515,8 +695,9 @@ def run_data_stage(cfg: DictConfig) -> Path:
                 model, tokenizer, shard_rows(rows, shard, num_shards), cfg, shard_dir, bar, group
             )
             if is_rank_zero():
-                write_jsonl_atomic(shard_dir / "shard.jsonl", labeled)
-                write_json_atomic(shard_dir / "done.json", {"n": len(labeled)})
+                write_part(shard_dir / "shard.jsonl", labeled, cfg)
+                done = {"n": len(labeled.rows), "work": dict(labeled.work)}
+                write_json_atomic(shard_dir / "done.json", done)
         bar.close()
         elapsed = time.perf_counter() - started
         log.info(
@@ -539,10 +720,18 @@ def run_data_stage(cfg: DictConfig) -> Path:
     if missing:
         print(f"shard(s) {shards} done; waiting for {len(missing)} more before merging: {missing}")
         return out_dir
-    labeled = []
+    parts = []
     for shard in range(num_shards):
-        labeled += read_jsonl(shard_dir_of(partial, shard, num_shards) / "shard.jsonl")
-    manifest = write_labeled_set(cfg, out_dir, labeled)
+        shard_dir = shard_dir_of(partial, shard, num_shards)
+        part = read_part(shard_dir / "shard.jsonl", cfg)
+        if part is None:
+            raise InputError(shard_dir, None, None, "a finished shard lacks its rows or signals")
+        part.work.update(json.loads((shard_dir / "done.json").read_text()).get("work", {}))
+        parts.append(part)
+    labeled = join_parts(parts)
+    manifest = write_labeled_set(
+        cfg, out_dir, labeled.rows, signals=labeled.signals, work=labeled.work
+    )
     save_config(cfg, out_dir / "config.yaml")
     shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
     print_accuracy(manifest, out_dir)

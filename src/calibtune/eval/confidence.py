@@ -1,7 +1,8 @@
-"""Per-example confidences of the eval stage from a model: ptrue (base, tuned), pavg / seqlogp /
-pmin, verbalized, and the Full-ECE logits.
+"""The eval stage's model passes beyond the base signals (`calibtune.models.signals`): the tuned
+query pass (with the tuned Full-ECE logits) and verbalized confidence; plus pavg / seqlogp / pmin
+of responses under any model.
 
-ptrue is `calibtune.models.confidence`'s: the same passes as train validation and `Scorer`.
+Tuned ptrue is `calibtune.models.confidence`'s: the same passes as train validation and `Scorer`.
 Every function batches rows of similar length together and returns numpy arrays in the order
 of its inputs.
 """
@@ -22,7 +23,7 @@ from calibtune.models.confidence import (
     EncodedQuery,
     QueryModel,
     QueryTokens,
-    confidences,
+    common_suffix_ids,
     followup_batches,
     followup_query_logits,
     query_logits,
@@ -32,12 +33,9 @@ from calibtune.models.encoding import (
     answer_token_logits,
     collate_answers,
     encode_answer,
-    followup_prefix_pass,
-    followup_suffix_outputs,
     length_sorted_batches,
 )
 
-HIDDEN = "hidden"  # the key of the base hidden states beside the confidences
 PERCENT = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d+)?)\s*%?")
 
 
@@ -103,87 +101,42 @@ def _update_full_ece(
         metric.update(logits / temperature, targets)
 
 
-def bar(progress: str | None):
-    """A tqdm wrapper named `progress` for batch iterators, or None (no bar)."""
-    if progress is None:
-        return None
-    return lambda batches: tqdm(batches, desc=progress, unit="batch")
-
-
-def ptrue(
+def tuned_pass(
     qm: QueryModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict],
     queries: Sequence[EncodedQuery],
     tokens: QueryTokens,
-    pad_id: int,
     batch_size: int,
-    *,
-    base: bool,
-    progress: str | None = None,
-) -> np.ndarray:
-    """P(yes) of each query, base (adapter disabled) or tuned: the shared confidence passes."""
-    two_way = query_two_way_logits(
-        qm, queries, tokens, pad_id, batch_size, base=base, progress=bar(progress)
-    )
-    return confidences(two_way)
-
-
-@torch.inference_mode()
-def followup_confidences(
-    qm: QueryModel,
-    queries: Sequence[EncodedQuery],
-    suffix_ids: Sequence[int],
-    tokens: QueryTokens,
-    pad_id: int,
-    batch_size: int,
-    tuned: bool,
-    base_full_ece: Sequence[tuple[float, FullECE]] = (),
-    tuned_full_ece: Sequence[tuple[float, FullECE]] = (),
-    progress: str | None = None,
-    hidden_state: bool = False,
-) -> dict[str, np.ndarray]:
-    """Every model confidence of follow-up queries (prompt + response + suffix), sharing work.
-
-    Per batch: one base pass over prompt + response gives pavg / seqlogp / pmin, the base
-    Full-ECE logits and a KV cache; the suffix on that cache gives base ptrue (and, with
-    `hidden_state`, the base model's last hidden state at the query's end, key HIDDEN: the
-    probe baseline's features, with no pass of their own). Tuned ptrue is
-    `followup_query_logits` (an aLoRA's suffix on the same cache; a LoRA's one pass over the
-    whole query, which also gives the tuned answer-token logits), a probe's is its head on the
-    query features. Keys: base/ptrue, base/pavg, base/seqlogp, base/pmin, tuned/ptrue."""
-    names = ("pavg", "seqlogp", "pmin")
-    stats = {name: np.full(len(queries), np.nan) for name in names}
-    two_way = {"base": torch.empty(len(queries), 2), "tuned": torch.empty(len(queries), 2)}
-    features = torch.empty(len(queries), qm.module.config.hidden_size) if hidden_state else None
+    full_ece: Sequence[tuple[float, FullECE]] = (),
+    progress=None,
+) -> tuple[torch.Tensor, bool]:
+    """Tuned two-way [no, yes] logits [N, 2] of each query (the shared confidence passes:
+    `query_two_way_logits`), and whether `full_ece` received the tuned model's answer-token
+    logits: a LoRA's follow-up pass over the whole query gives them in the same pass (a restated
+    query needs an answer pass); an activated LoRA is inactive on prompt + response, so its
+    answer tokens are the base model's and nothing is added."""
+    pad_id = tokenizer.pad_token_id
+    suffix_ids = common_suffix_ids(queries)
+    if not full_ece or qm.kind != "lora":
+        return query_two_way_logits(
+            qm, queries, tokens, pad_id, batch_size, progress=progress
+        ), False
+    if suffix_ids is None:
+        two_way = query_two_way_logits(qm, queries, tokens, pad_id, batch_size, progress=progress)
+        prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
+        answer_confidences(qm.module, tokenizer, prompts, responses, batch_size, full_ece)
+        return two_way, True
+    two_way = torch.empty(len(queries), 2)
     device = next(qm.module.parameters()).device
     batches = followup_batches(queries, suffix_ids, pad_id, batch_size)
-    for batch, collated in bar(progress)(batches) if progress else batches:
-        collated = {k: v.to(device) for k, v in collated.items()}
-        with qm.base_mode():
-            (logits, targets, rows), cache = followup_prefix_pass(qm.module, collated)
-            last, state = followup_suffix_outputs(qm.module, collated, cache, hidden_state)
-        two_way["base"][batch] = query_logits(last, tokens).cpu()
-        if features is not None:
-            features[batch] = state.float().cpu()
-        _record_answer_stats(stats, logits, targets, rows, batch)
-        _update_full_ece(base_full_ece, logits, targets)
-        if not tuned or qm.kind == "probe":  # a probe leaves the answer tokens as they are
-            _update_full_ece(tuned_full_ece if tuned else (), logits, targets)
-            continue
-        last, answer = followup_query_logits(qm, collated, base=False, cache=cache)
-        two_way["tuned"][batch] = query_logits(last, tokens).cpu()
-        if answer is None and tuned_full_ece:  # aLoRA: inactive on prompt + response, measured
-            answer, _ = followup_prefix_pass(qm.module, collated, use_cache=False)
-        if answer is not None:
-            _update_full_ece(tuned_full_ece, answer[0], answer[1])
-    out = {"base/ptrue": confidences(two_way["base"])}
-    out.update({f"base/{name}": stats[name] for name in names})
-    if features is not None:
-        out[HIDDEN] = features.double().numpy()
-    if tuned and qm.kind == "probe":
-        two_way["tuned"] = query_two_way_logits(qm, queries, tokens, pad_id, batch_size)
-    if tuned:
-        out["tuned/ptrue"] = confidences(two_way["tuned"])
-    return out
+    with torch.inference_mode():
+        for batch, collated in progress(batches) if progress else batches:
+            collated = {k: v.to(device) for k, v in collated.items()}
+            last, answer = followup_query_logits(qm, collated, base=False)
+            two_way[batch] = query_logits(last, tokens).cpu()
+            _update_full_ece(full_ece, answer[0], answer[1])
+    return two_way, True
 
 
 def parse_percent(text: str) -> float | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from calibtune.config import check_config
 from calibtune.errors import ConfigError, InputError
@@ -43,20 +44,41 @@ from calibtune.metrics import FullECE, MetricError
 from calibtune.models.confidence import (
     QueryModel,
     attach_adapter,
-    common_suffix_ids,
+    confidences,
     encode_query,
-    query_features,
     query_tokens_of,
     render_query_prompt,
     shared_suffix,
 )
-from calibtune.models.loading import find_adapter_dir, load_model, load_tokenizer
+from calibtune.models.loading import (
+    find_adapter_dir,
+    load_model,
+    load_tokenizer,
+    model_fingerprint,
+)
 from calibtune.models.probe import probe_fit
+from calibtune.models.signals import (
+    BaseSignals,
+    compute_signals,
+    concat,
+    read_signals,
+    signals_key,
+    temperature_grid,
+)
 from calibtune.runtime import is_rank_zero, process_group, provenance, set_seed, share_work
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
-ANSWER_METHODS = {"base/pavg", "base/seqlogp", "base/pmin"}  # need the prompt+response pass
+# Methods whose answers are the base model's by construction: no generation to measure it.
+UNCHANGED_ANSWERS = {
+    "probe": "a probe head reads the frozen model: the answers are the base model's",
+    "alora": "an activated LoRA is inactive on the answer prompt: the answers are the base model's",
+}
+# Full-ECE of the tuned model's answer tokens is the base figure for these methods.
+BASE_ANSWER_TOKENS = {
+    "probe": "a probe head leaves the LM untouched: tuned Full-ECE is the base figure",
+    "alora": "an activated LoRA is inactive on prompt + response: tuned Full-ECE is the base figure",
+}
 
 
 # -- inputs
@@ -104,18 +126,23 @@ def read_inputs(cfg: DictConfig) -> dict[str, list[dict]] | list[dict]:
     return read_qa_jsonl(data_path)
 
 
-def load_examples(cfg: DictConfig, model, tokenizer, inputs, group) -> dict[str, list[dict]]:
+def load_examples(
+    cfg: DictConfig, model, tokenizer, inputs, group
+) -> tuple[dict[str, list[dict]], BaseSignals | None]:
     """Labeled val and test rows: `read_inputs`' splits, or its raw QA rows answered and graded
-    by the base model (chunks shared over the processes of `group`) and split by question."""
+    by the base model (chunks shared over the processes of `group`, base signals recorded as in
+    the data stage) and split by question; and those signals (None for a labeled set)."""
     data_path = Path(cfg.eval.data_dir)
+    signals = None
     if isinstance(inputs, dict):
         splits = inputs
     else:
         from calibtune.data.stage import label_qa_rows_on_ranks, write_labeled_set
 
         log.info("answering and grading %s with the base model", data_path)
-        rows = label_qa_rows_on_ranks(model, tokenizer, inputs, cfg, group)
-        splits = split_by_question(rows, cfg.seed, cfg.eval.val_fraction)
+        part = label_qa_rows_on_ranks(model, tokenizer, inputs, cfg, group)
+        signals = part.signals
+        splits = split_by_question(part.rows, cfg.seed, cfg.eval.val_fraction)
         if is_rank_zero():  # the graded answers, beside metrics.json: what was graded how
             labeled = [{**row, "split": name} for name, part in splits.items() for row in part]
             write_labeled_set(cfg, Path(cfg.eval.output_dir) / "labeled", labeled, str(data_path))
@@ -127,20 +154,10 @@ def load_examples(cfg: DictConfig, model, tokenizer, inputs, group) -> dict[str,
     for name, rows in splits.items():
         if not rows:
             raise InputError(data_path, None, None, f"the {name} split is empty")
-    return splits
+    return splits, signals
 
 
 # -- confidences
-
-
-def temperature_grid(eval_cfg) -> list[float]:
-    """Token temperatures to scan for Full-ECE (always including 1.0)."""
-    grid = np.linspace(
-        eval_cfg.token_temperature.low,
-        eval_cfg.token_temperature.high,
-        eval_cfg.token_temperature.steps,
-    )
-    return sorted({round(float(t), 6) for t in grid} | {1.0})
 
 
 def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str]:
@@ -154,75 +171,78 @@ def verbalized_prompts(cfg: DictConfig, tokenizer, rows: list[dict]) -> list[str
     ]
 
 
-def compute_confidences(
-    cfg,
+def row_signals(
+    cfg: DictConfig,
     qm: QueryModel,
     tokenizer,
-    rows,
-    split: str,
-    *,
-    tuned: bool,
-    answers: bool,
-    full_ece: bool,
-    hidden: bool = False,
+    rows: list[dict],
+    recorded: BaseSignals | None,
+    group,
+) -> tuple[BaseSignals, int]:
+    """Base signals of `rows`: the recorded ones, and for rows without any (or when the eval's
+    Full-ECE grid or bins differ from the recorded ones) one base pass each, shared over the
+    processes of `group`. Returns the signals and the number of rows passed through the model."""
+    grid, n_bins = temperature_grid(cfg.eval), int(cfg.eval.n_bins)
+    ids = [str(r["id"]) for r in rows]
+    usable = recorded is not None and recorded.full_ece_scans(grid, n_bins) is not None
+    missing = recorded.missing(ids) if usable else ids
+    if not missing:
+        return recorded.select(ids), 0
+    log.info("base signals: one base pass over %d rows without recorded signals", len(missing))
+    todo = [r for r in rows if str(r["id"]) in set(missing)]
+    tokens = query_tokens_of(tokenizer, cfg.prompt)
+    halves = (
+        {k: todo[k :: max(group.num_processes, 1)] for k in range(group.num_processes)}
+        if group
+        else {0: todo}
+    )
+    done = share_work(
+        group,
+        {
+            k: (
+                lambda part=part: (
+                    compute_signals(
+                        qm,
+                        tokenizer,
+                        part,
+                        tokens,
+                        cfg.eval.batch_size,
+                        grid,
+                        n_bins,
+                        bar(cfg, "base signals"),
+                    )
+                    if part
+                    else None
+                )
+            )
+            for k, part in halves.items()
+        },
+    )
+    parts = [p for p in done.values() if p is not None] + ([recorded] if usable else [])
+    return concat(parts).select(ids), len(missing)
+
+
+def bar(cfg: DictConfig, name: str):
+    """A progress wrapper for batch lists (rank 0, eval.progress), or None."""
+    if not (bool(cfg.eval.progress) and is_rank_zero()):
+        return None
+    return lambda batches: tqdm(list(batches), desc=name, unit="batch")
+
+
+def tuned_confidences(
+    cfg: DictConfig, qm: QueryModel, tokenizer, rows: list[dict], split: str, full_ece: bool
 ) -> dict:
-    """Confidences of every method for `rows`: ptrue (base, and tuned when `tuned`), the
-    answer-token methods when `answers`, Full-ECE objects when `full_ece`, and the base hidden
-    states (key confidence.HIDDEN, the probe baseline's features) when `hidden`."""
-    eval_cfg, batch_size = cfg.eval, cfg.eval.batch_size
-    show = bool(eval_cfg.progress) and is_rank_zero()
-
-    def bar(name: str) -> str | None:
-        return f"{split} {name}" if show else None
-
-    def scans() -> list:
-        return [(t, FullECE(eval_cfg.n_bins)) for t in temperature_grid(eval_cfg)]
-
+    """The tuned model's query pass over `rows`: tuned/ptrue (the shared confidence passes, as
+    train validation and `Scorer`), and with `full_ece` the tuned Full-ECE scans (a LoRA's
+    whole-query pass gives its answer-token logits)."""
     tokens = query_tokens_of(tokenizer, cfg.prompt)
     qm.check_queries(tokenizer, shared_suffix(rows))
     queries = [encode_query(tokenizer, row) for row in rows]
-    suffix_ids, pad_id = common_suffix_ids(queries), tokenizer.pad_token_id
-    base_full = scans() if full_ece else []
-    tuned_full = scans() if full_ece and tuned else []
-    out: dict = {"full_ece": {"base": base_full, **({"tuned": tuned_full} if tuned else {})}}
-    if suffix_ids is not None:  # follow-up queries: one shared pass per batch
-        out.update(
-            confidence.followup_confidences(
-                qm,
-                queries,
-                suffix_ids,
-                tokens,
-                pad_id,
-                batch_size,
-                tuned=tuned,
-                base_full_ece=base_full,
-                tuned_full_ece=tuned_full,
-                progress=bar("confidences"),
-                hidden_state=hidden,
-            )
-        )
-        return out
-    if hidden:
-        out[confidence.HIDDEN] = base_hidden_states(cfg, qm, tokenizer, rows)
-    prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
-    out["base/ptrue"] = confidence.ptrue(
-        qm, queries, tokens, pad_id, batch_size, base=True, progress=bar("base ptrue")
+    scans = [(t, FullECE(cfg.eval.n_bins)) for t in temperature_grid(cfg.eval)] if full_ece else []
+    two_way, answers = confidence.tuned_pass(
+        qm, tokenizer, rows, queries, tokens, cfg.eval.batch_size, scans, bar(cfg, f"{split} tuned")
     )
-    if answers or full_ece:
-        with qm.base_mode():
-            answer = confidence.answer_confidences(
-                qm.module, tokenizer, prompts, responses, batch_size, base_full, bar("base answers")
-            )
-        out.update({f"base/{name}": values for name, values in answer.items()})
-    if tuned:
-        out["tuned/ptrue"] = confidence.ptrue(
-            qm, queries, tokens, pad_id, batch_size, base=False, progress=bar("tuned ptrue")
-        )
-    if tuned_full:
-        confidence.answer_confidences(
-            qm.module, tokenizer, prompts, responses, batch_size, tuned_full, bar("tuned answers")
-        )
-    return out
+    return {"tuned/ptrue": confidences(two_way), "full_ece": scans, "answer_logits": answers}
 
 
 def add_verbalized(cfg, qm: QueryModel, tokenizer, rows, confidences: dict) -> dict:
@@ -287,66 +307,28 @@ def recalibrate(cfg, val: dict, y_val, test: dict) -> tuple[dict, dict, dict]:
 # -- trained baselines
 
 
-def base_hidden_states(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> np.ndarray:
-    """The base model's last hidden state at each row's query's last token, [N, H]: the probe
-    baseline's input (the same features `method=probe` trains on)."""
-    queries = [encode_query(tokenizer, row) for row in rows]
-    with qm.base_mode():
-        feats = query_features(qm.module, queries, tokenizer.pad_token_id, cfg.eval.batch_size)
-    return feats.double().numpy()
-
-
 def add_trained_baselines(
-    group,
-    cfg,
-    qm: QueryModel,
-    tokenizer,
     train: tuple[list[dict], str | None],
+    train_signals: BaseSignals | None,
     splits: dict[str, list[dict]],
     scored: dict[str, dict],
-    probe: bool,
+    hidden: dict[str, np.ndarray] | None,
+    seed: int,
 ) -> dict[str, str]:
-    """Fit the trained baselines (eval/baselines.py) on the train rows' base confidences and
-    hidden states (this stage's code path, the pass shared over the processes of `group` as in
-    `confidences_on_ranks`) and add their confidences to `scored` (split name -> the val or
-    test confidences, with their hidden states under confidence.HIDDEN when the probe is on,
-    removed here; `probe`: fit the probe baseline); returns reasons for any not fitted."""
-    val, test = scored["val"], scored["test"]
-    hidden = {name: scored[name].pop(confidence.HIDDEN, None) for name in ("val", "test")}
+    """Fit the trained baselines (eval/baselines.py) on the train rows' base signals and add
+    their confidences to `scored` (split name -> val or test confidences); `hidden` (split name
+    -> base hidden states) enables the probe baseline. Returns reasons for any not fitted."""
     train_rows, reason = train
     if reason is not None:
         return dict.fromkeys(baselines.TRAINED, reason)
-    log.info("base confidences on %d train rows for the trained baselines", len(train_rows))
-    tasks = {
-        "train": lambda: compute_confidences(
-            cfg,
-            qm,
-            tokenizer,
-            train_rows,
-            "train",
-            tuned=False,
-            answers=True,
-            full_ece=False,
-            hidden=probe,
-        )
-    }
-    if not set(baselines.FEATURE_METHODS) <= set(val):  # val answers not computed for recalibration
-        tasks["val"] = lambda: compute_confidences(
-            cfg, qm, tokenizer, splits["val"], "val", tuned=False, answers=True, full_ece=False
-        )
-    done = share_work(group, tasks)
-    val.update({k: v for k, v in done.get("val", {}).items() if k in baselines.FEATURE_METHODS})
-    hidden["train"] = done["train"].pop(confidence.HIDDEN, None)
-    rows_and_confidences = {"val": (splits["val"], val), "test": (splits["test"], test)}
+    if hidden is not None:
+        hidden = {**hidden, "train": train_signals.hidden.double().numpy()}
+    rows_and_confidences = {name: (splits[name], scored[name]) for name in ("val", "test")}
     fitted, not_fitted = baselines.trained_baselines(
-        train_rows,
-        done["train"],
-        rows_and_confidences,
-        cfg.seed,
-        hidden if probe else None,
+        train_rows, train_signals.confidences(), rows_and_confidences, seed, hidden
     )
-    val.update(fitted["val"])
-    test.update(fitted["test"])
+    for name in ("val", "test"):
+        scored[name].update(fitted[name])
     return not_fitted
 
 
@@ -358,13 +340,21 @@ def tuning_cost(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> dict:
 
     Both sides are generated here with the same batches and settings (the data stage's
     max_new_tokens and stop strings, greedy), the base side under `disable_adapter()`, so the
-    agreement measures the adapter alone (a probe head leaves the model as it is: one generation,
-    agreement 1 by construction); agreement with the data stage's stored responses (other batch
-    composition) is reported beside it."""
+    agreement measures the adapter alone; agreement with the data stage's stored responses (other
+    batch composition) is reported beside it. A method that cannot change the answers (a probe
+    head; an activated LoRA, inactive on the answer prompt) generates nothing: agreement 1 by
+    construction, said so under `by_construction`."""
     from calibtune.data.generation import generate_answers
     from calibtune.data.grading import grade
     from calibtune.data.stage import generation_kwargs
 
+    if qm.kind in UNCHANGED_ANSWERS:
+        return {
+            "n": 0,
+            "answer_agreement": 1.0,
+            "by_construction": UNCHANGED_ANSWERS[qm.kind],
+            "base_accuracy": float(np.mean([float(r["correct"]) for r in rows])),
+        }
     limit = min(len(rows), cfg.eval.agreement_max_examples or len(rows))
     picked = np.sort(np.random.default_rng(int(cfg.seed)).permutation(len(rows))[:limit])
     rows = [rows[i] for i in picked]
@@ -373,11 +363,8 @@ def tuning_cost(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> dict:
     prompts = [r["prompt"] for r in rows]
     model = qm.module
     tuned = [samples[0] for samples in generate_answers(model, tokenizer, prompts, **settings)]
-    if qm.kind == "probe":  # a probe never changes the model: its answers are the base answers
-        base = tuned
-    else:
-        with qm.base_mode():
-            base = [s[0] for s in generate_answers(model, tokenizer, prompts, **settings)]
+    with qm.base_mode():
+        base = [s[0] for s in generate_answers(model, tokenizer, prompts, **settings)]
     same = [normalize(t) == normalize(b) for t, b in zip(tuned, base, strict=True)]
     stored = [normalize(t) == normalize(r["response"]) for t, r in zip(tuned, rows, strict=True)]
     base_stored = [
@@ -418,49 +405,56 @@ def normalize(text: str) -> str:
 # -- the stage
 
 
-def confidences_on_ranks(
-    group, cfg, qm, tokenizer, splits: dict, tuned: bool, hidden: bool
-) -> tuple:
-    """The model passes of the stage: val and test confidences (with the base hidden states
-    when `hidden`), verbalized confidence and the cost of tuning, as four tasks spread over the
-    launched processes (task k on rank k % N) and returned on every rank. Each task runs as in
-    one process (2 processes matched 1 process bitwise in tests); more than four processes
-    leave the rest idle."""
-    val_answers = bool(ANSWER_METHODS & set(cfg.eval.recalibrate_methods))
+def model_passes_on_ranks(group, cfg, qm, tokenizer, splits: dict) -> tuple:
+    """The model passes of the stage beyond the base signals: the tuned query pass over val and
+    test (a LoRA or activated LoRA), verbalized confidence and the cost of tuning, as four tasks
+    spread over the launched processes (task k on rank k % N) and returned on every rank. Each
+    task runs as in one process; more than four processes leave the rest idle."""
+    lora = qm.kind in ("lora", "alora")
 
     def verbalized_task() -> tuple[dict, dict]:
         extra: dict = {}
         return add_verbalized(cfg, qm, tokenizer, splits["test"], extra), extra
 
     tasks = {
-        "val": lambda: compute_confidences(
-            cfg,
-            qm,
-            tokenizer,
-            splits["val"],
-            "val",
-            tuned=tuned,
-            answers=val_answers,
-            full_ece=False,
-            hidden=hidden,
+        "val": lambda: (
+            tuned_confidences(cfg, qm, tokenizer, splits["val"], "val", False) if lora else None
         ),
-        "test": lambda: compute_confidences(
-            cfg,
-            qm,
-            tokenizer,
-            splits["test"],
-            "test",
-            tuned=tuned,
-            answers=True,
-            full_ece=True,
-            hidden=hidden,
+        "test": lambda: (
+            tuned_confidences(cfg, qm, tokenizer, splits["test"], "test", True) if lora else None
         ),
         "verbalized": verbalized_task,
-        "cost": lambda: tuning_cost(cfg, qm, tokenizer, splits["test"]) if tuned else None,
+        "cost": lambda: (
+            tuning_cost(cfg, qm, tokenizer, splits["test"]) if qm.kind != "base" else None
+        ),
     }
     done = share_work(group, tasks)
     verbalized, extra = done["verbalized"]
-    return done["val"], {**done["test"], **extra}, verbalized, done["cost"]
+    return done["val"], done["test"], verbalized, extra, done["cost"]
+
+
+def base_and_tuned(
+    cfg, qm: QueryModel, signals: dict[str, BaseSignals], model_out: dict
+) -> tuple[dict, dict, dict, dict]:
+    """Val and test confidences (base from the signals; tuned from the probe head on the
+    recorded hidden states, or from the LoRA's query pass in `model_out`), the Full-ECE scans
+    by model, and what the report says about tuned Full-ECE."""
+    scored = {name: signals[name].confidences() for name in ("val", "test")}
+    grid, n_bins = temperature_grid(cfg.eval), int(cfg.eval.n_bins)
+    full = {"base": signals["test"].full_ece_scans(grid, n_bins)}
+    note = {}
+    if qm.kind == "probe":
+        for name in ("val", "test"):
+            two_way = qm.probe.two_way(signals[name].hidden.float())
+            scored[name]["tuned/ptrue"] = confidences(two_way.detach())
+    elif qm.kind in ("lora", "alora"):
+        for name in ("val", "test"):
+            scored[name]["tuned/ptrue"] = model_out[name]["tuned/ptrue"]
+    if qm.kind in BASE_ANSWER_TOKENS:
+        full["tuned"], note["tuned_is_base"] = full["base"], BASE_ANSWER_TOKENS[qm.kind]
+    elif qm.kind == "lora":
+        full["tuned"] = model_out["test"]["full_ece"]
+    return scored["val"], scored["test"], full, note
 
 
 def run_eval_stage(cfg: DictConfig) -> Path:
@@ -473,10 +467,15 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     inputs = read_inputs(cfg)
     oof = read_out_of_fold(cfg, adapter_path, inputs)
     train = baselines.read_train_rows(eval_cfg.data_dir, eval_cfg.baseline_train_max, cfg.seed)
+    recorded = None
+    if isinstance(inputs, dict):  # a labeled set: its recorded signals, refused if stale
+        recorded = read_signals(
+            eval_cfg.data_dir, signals_key(model_fingerprint(cfg.model), cfg.prompt)
+        )
     tokenizer = load_tokenizer(cfg.model)
-    group = process_group(str(cfg.model.device))  # several processes: see confidences_on_ranks
+    group = process_group(str(cfg.model.device))  # several processes: see model_passes_on_ranks
     model = load_model(cfg.model, device=group.device if group is not None else None)
-    splits = load_examples(cfg, model, tokenizer, inputs, group)
+    splits, answered = load_examples(cfg, model, tokenizer, inputs, group)
     log.info("adapter %s", adapter_path)
     qm = attach_adapter(model, adapter_path)
     tuned = adapter_path is not None
@@ -484,21 +483,37 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     y_test = np.array([float(r["correct"]) for r in splits["test"]])
 
     log.info("confidences on val (%d) and test (%d)", len(y_val), len(y_test))
+    rows = {**splits, **({"train": train[0]} if train[1] is None else {})}
+    signals, computed = {}, {}
+    for name, part in rows.items():
+        signals[name], computed[name] = row_signals(
+            cfg, qm, tokenizer, part, recorded or answered, group
+        )
+    model_out = {}
+    model_out["val"], model_out["test"], verbalized, extra, cost = model_passes_on_ranks(
+        group, cfg, qm, tokenizer, splits
+    )
+    val, test, full_scans, full_note = base_and_tuned(cfg, qm, signals, model_out)
+    test.update(extra)
+    full_ece = {**summarize_full_ece(full_scans), **full_note}
+
     probe_is_tuned = adapter_path is not None and probe_fit(adapter_path) == "logistic"
     probe = bool(eval_cfg.baseline_probe) and not probe_is_tuned
-    val, test, verbalized, cost = confidences_on_ranks(
-        group, cfg, qm, tokenizer, splits, tuned, probe and train[1] is None
-    )
-    full_ece = summarize_full_ece(test.pop("full_ece"))
-    val.pop("full_ece")
-
+    hidden = {n: signals[n].hidden.double().numpy() for n in ("val", "test")} if probe else None
     baselines_not_fitted = add_trained_baselines(
-        group, cfg, qm, tokenizer, train, splits, {"val": val, "test": test}, probe
+        train, signals.get("train"), splits, {"val": val, "test": test}, hidden, cfg.seed
     )
     if probe_is_tuned and train[1] is None:
         baselines_not_fitted[baselines.PROBE] = (
             "the tuned model is this probe (method=probe, probe.fit=logistic: the same fit)"
         )
+    work = {
+        "base_signals": "recorded by the data stage" if recorded is not None else "computed here",
+        "base_signal_rows_computed": computed,
+        "tuned_query_rows": sum(len(splits[n]) for n in ("val", "test"))
+        if qm.kind in ("lora", "alora")
+        else 0,
+    }
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)
     test.update(recalibrated)
     not_fitted.update(baselines_not_fitted)
@@ -578,6 +593,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
             fit_rows,
         ),
         "policy": policy_block,
+        "work": work,
         **provenance(),
     }
     if is_rank_zero():

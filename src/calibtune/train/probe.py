@@ -22,7 +22,7 @@ from calibtune.errors import ConfigError, InputError
 from calibtune.examples import row_group, split_path
 from calibtune.io import atomic_dir, write_json_atomic, write_jsonl_atomic
 from calibtune.models.confidence import query_features, query_tokens_of
-from calibtune.models.loading import load_model, load_tokenizer
+from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
 from calibtune.models.probe import (
     OUT_OF_FOLD,
     PROBE_CONFIG,
@@ -31,6 +31,7 @@ from calibtune.models.probe import (
     fit_linear_probe,
     out_of_fold_probabilities,
 )
+from calibtune.models.signals import BaseSignals, read_signals, signals_key
 from calibtune.runtime import set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
@@ -75,6 +76,12 @@ def shared_features(accelerator, model, tokenizer, rows: list[dict], batch_size:
     return features, torch.tensor([e.correct for e in examples])
 
 
+def recorded_features(signals: BaseSignals, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features [N, H] (the recorded base hidden states) and labels [N] of `rows`."""
+    features = signals.select([str(r["id"]) for r in rows]).hidden.float()
+    return features, torch.tensor([float(r["correct"]) for r in rows])
+
+
 def train_probe(cfg: DictConfig) -> Path:
     """Features from the frozen model once (sharded over ranks), then the head: fitted by L2
     logistic regression (probe.fit=logistic, the eval's baseline/probe) or trained by AdamW
@@ -94,11 +101,22 @@ def train_probe(cfg: DictConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model)
     query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
-    with accelerator.main_process_first():
-        model = load_model(cfg.model, device=accelerator.device).eval()
-    train_xy = shared_features(accelerator, model, tokenizer, train_rows, tc.eval_batch_size)
-    val_xy = shared_features(accelerator, model, tokenizer, val_rows, tc.eval_batch_size)
-    del model
+    key = signals_key(model_fingerprint(cfg.model), cfg.prompt)
+    recorded = read_signals(tc.data_dir, key)  # refused when made with another model or prompt
+    ids = [str(r["id"]) for r in train_rows + val_rows]
+    work = {"whole_query_rows": 0}
+    if recorded is not None and not recorded.missing(ids):
+        log.info("probe features: the data stage's recorded base signals (no model pass)")
+        train_xy = recorded_features(recorded, train_rows)
+        val_xy = recorded_features(recorded, val_rows)
+    else:
+        log.info("probe features: one base pass over train + val (no recorded signals)")
+        with accelerator.main_process_first():
+            model = load_model(cfg.model, device=accelerator.device).eval()
+        train_xy = shared_features(accelerator, model, tokenizer, train_rows, tc.eval_batch_size)
+        val_xy = shared_features(accelerator, model, tokenizer, val_rows, tc.eval_batch_size)
+        del model
+        work["whole_query_rows"] = len(ids)
     if cfg.probe.fit == "logistic":
         groups = [row_group(r) for r in train_rows]
         fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, groups)
@@ -109,6 +127,7 @@ def train_probe(cfg: DictConfig) -> Path:
     if accelerator.is_main_process:
         manifest = {"stage": "train", "method": "probe", "seed": int(cfg.seed), **fields}
         manifest["world_size"] = accelerator.num_processes
+        manifest["work"] = work
         write_json_atomic(
             output_dir / "manifest.json", {**manifest, **_shared_manifest_fields(cfg)}
         )
