@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -41,6 +42,14 @@ def reusable(out_dir: str | Path, cfg: DictConfig, stage: str) -> bool:
     return Path(out_dir, "manifest.json").is_file() and stage_changes(out_dir, cfg, stage) == []
 
 
+def timed(times: dict[str, str], name: str, stage, cfg: DictConfig):
+    """`stage(cfg)`, its wall time recorded in `times[name]` (as "12.3 s")."""
+    started = time.perf_counter()
+    result = stage(cfg)
+    times[name] = f"{time.perf_counter() - started:.1f} s"
+    return result
+
+
 def run_pipeline(cfg: DictConfig) -> Path:
     """Run the data, train and eval stages in order and print where the report is."""
     check_config(cfg)
@@ -49,21 +58,25 @@ def run_pipeline(cfg: DictConfig) -> Path:
     from calibtune.train.checkpoint import find_resume_checkpoint
     from calibtune.train.recipe import run_train_stage
 
+    times: dict[str, str] = {}
     reuse_data = reusable(cfg.data.output_dir, cfg, "data")
     reuse_train = reuse_data and reusable(cfg.train.output_dir, cfg, "train")
     if not reuse_train:  # refuses stale checkpoints now, not after the data stage
         find_resume_checkpoint(cfg, Path(cfg.train.output_dir))
     if reuse_data:
         log.info("data stage: reusing %s (finished, same settings)", cfg.data.output_dir)
+        times["data"] = "reused"
     else:
-        log.info("data stage done: %s", run_data_stage(cfg))
+        log.info("data stage done: %s", timed(times, "data", run_data_stage, cfg))
     if reuse_train:
         log.info("train stage: reusing %s (finished, same settings)", cfg.train.output_dir)
+        times["train"] = "reused"
     else:
-        log.info("train stage done: %s", run_train_stage(cfg))
-    eval_dir = Path(run_eval_stage(cfg))
+        log.info("train stage done: %s", timed(times, "train", run_train_stage, cfg))
+    eval_dir = Path(timed(times, "eval", run_eval_stage, cfg))
     if is_rank_zero():
         metrics = json.loads((eval_dir / "metrics.json").read_text())
         print("\n" + results_table(metrics))
-        print(f"\nreport: {eval_dir / 'report.html'}")
+        print("\nstage times: " + ", ".join(f"{k} {v}" for k, v in times.items()))
+        print(f"report: {eval_dir / 'report.html'}")
     return eval_dir
