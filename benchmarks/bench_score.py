@@ -8,7 +8,7 @@ answer. The tuned model: SmolLM2-135M-Instruct + a LoRA adapter (r=8, random B w
 do not change the cost, and any adapter tests the agreement). Three measurements in one run:
 
 1. `calibtune score` (run_score: read JSONL, batched length-sorted scoring, write scores.jsonl);
-2. the eval stage's `compute_confidences` (tuned ptrue) on the same pairs with the same model and batch size:
+2. the eval stage's `tuned_confidences` (tuned ptrue) on the same pairs with the same model and batch size:
    the confidences must be identical (max |difference| printed);
 3. the straightforward way: one pair per forward (on the first --naive-pairs pairs).
 Prints pairs/s of 1 and 3 and their ratio.
@@ -70,7 +70,7 @@ def main() -> None:
     import torch
 
     from calibtune.config import compose
-    from calibtune.eval.stage import compute_confidences
+    from calibtune.eval.stage import tuned_confidences
     from calibtune.models.prompts import render_answer_prompt
     from calibtune.serve.score import Scorer, load_tuned_model, run_score
 
@@ -115,15 +115,8 @@ def main() -> None:
         for p, query in zip(pairs, queries, strict=True)
     ]
     cfg.eval.batch_size = args.batch_size
-    evaluated = compute_confidences(
-        cfg,
-        scorer.query_model,
-        scorer.tokenizer,
-        rows,
-        "test",
-        tuned=True,
-        answers=False,
-        full_ece=False,
+    evaluated = tuned_confidences(
+        cfg, scorer.query_model, scorer.tokenizer, rows, "test", full_ece=False
     )["tuned/ptrue"]
     max_diff = float(np.abs(served - evaluated).max())
     identical = bool(np.array_equal(served, evaluated))

@@ -152,6 +152,7 @@ class DataCfg(Group):
     batches_per_chunk: int = Field(ge=1)
     merge: bool  # false: answer this run's shard(s) only, a later shard=null run merges
     base_signals: bool  # record the base model's signals while answering (models/signals.py)
+    pool_dir: str | None  # answer pool shared by runs of other splits (data/pool.py)
     progress: bool
 
 

@@ -288,3 +288,46 @@ def test_soft_labels_from_samples_and_judge_grader(compose_cfg, tmp_path):
     judged = compose_cfg("data", [*tiny, "data.grader=judge", f"data.output_dir={tmp_path}/j"])
     rows = read_labeled_split(run_data_stage(judged), "train")
     assert {r["grader"] for r in rows} == {"judge"} and {r["correct"] for r in rows} <= {0, 1}
+
+
+def test_runs_of_other_splits_answer_each_question_once_through_the_pool(
+    compose_cfg, tmp_path, monkeypatch
+):
+    """Two data stages that differ only in their held-out domains (two `calibtune lodo` folds)
+    share an answer pool: the second answers only the questions the first did not, and a shared
+    question keeps the first run's answer, grade and signals under the second run's split."""
+    pool = f"data.pool_dir={tmp_path}/pool"
+    first_cfg = compose_cfg(
+        "data", [*SMALL, pool, f"data.output_dir={tmp_path}/a", "data.holdout_domains=[arithmetic]"]
+    )
+    first = run_data_stage(first_cfg)
+    answered: list[int] = []
+    real = stage.label_and_signal
+
+    def counting(model, tokenizer, qa_rows, cfg, record=True):
+        answered.append(len(qa_rows))
+        return real(model, tokenizer, qa_rows, cfg, record)
+
+    monkeypatch.setattr(stage, "label_and_signal", counting)
+    second_cfg = compose_cfg(
+        "data", [*SMALL, pool, f"data.output_dir={tmp_path}/b", "data.holdout_domains=[languages]"]
+    )
+    second = run_data_stage(second_cfg)
+    rows = {
+        name: {r["id"]: r for split in SPLITS for r in read_labeled_split(out, split)}
+        for name, out in (("a", first), ("b", second))
+    }
+    shared = set(rows["a"]) & set(rows["b"])
+    assert shared and len(shared) < len(rows["b"])
+    assert sum(answered) == len(rows["b"]) - len(shared)  # only the new questions
+    for row_id in shared:
+        for field in ("response", "correct", "query", "prompt"):
+            assert rows["a"][row_id][field] == rows["b"][row_id][field]
+    moved = [i for i in shared if rows["a"][i]["split"] != rows["b"][i]["split"]]
+    assert moved  # the split is the second run's own
+    a = load_signals(first / SIGNALS_FILE)[0].select(sorted(shared))
+    b = load_signals(second / SIGNALS_FILE)[0].select(sorted(shared))
+    assert torch.equal(a.two_way, b.two_way) and torch.equal(a.hidden, b.hidden)
+    manifest = json.loads((second / MANIFEST).read_text())
+    assert manifest["work"]["pooled_rows"] == len(shared)
+    assert manifest["work"]["generation_rows"] == len(rows["b"]) - len(shared)

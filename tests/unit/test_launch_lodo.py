@@ -47,3 +47,7 @@ def test_a_fold_holds_its_domains_out_of_training_and_scores_only_them(tmp_path)
     )
     assert fold.data.holdout_test_only and not cfg.data.holdout_test_only
     assert cfg.data.holdout_domains == []  # the parent config is left as it was
+    assert fold.data.pool_dir == str(tmp_path / "pool")  # every fold shares one answer pool
+    assert cfg.data.pool_dir is None
+    own = compose("run", [f"run_dir={tmp_path}", f"data.pool_dir={tmp_path}/mine"])
+    assert fold_config(own, 0, ["capitals"]).data.pool_dir == str(tmp_path / "mine")

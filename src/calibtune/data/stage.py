@@ -23,7 +23,6 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 from calibtune.config import check_config, resolved_container, save_config
 from calibtune.data.generation import generate_answers
 from calibtune.data.grading import auto_grader, grade, judge_grades
+from calibtune.data.pool import AnswerPool, LabeledPart, join_parts
 from calibtune.data.sources import SOURCE_KEY, load_qa_rows, question_key
 from calibtune.errors import ConfigError, InputError
 from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, split_path
@@ -427,25 +427,6 @@ def length_chunks(rows: list[dict], cfg) -> list[list[int]]:
     return [order[start : start + chunk] for start in range(0, len(order), chunk)]
 
 
-@dataclass
-class LabeledPart:
-    """Labeled rows, their base signals (None when not recorded) and the model work done."""
-
-    rows: list[dict]
-    signals: BaseSignals | None
-    work: Counter
-
-
-def join_parts(parts: Sequence[LabeledPart]) -> LabeledPart:
-    """Several parts as one (signals only when every part has them)."""
-    signals = [p.signals for p in parts]
-    joined = concat(signals) if signals and all(s is not None for s in signals) else None
-    work: Counter = Counter()
-    for part in parts:
-        work.update(part.work)  # (Counter addition would drop the zero counts)
-    return LabeledPart([r for p in parts for r in p.rows], joined, work)
-
-
 def records_signals(cfg) -> bool:
     """Whether the data stage records base signals (hf backend and data.base_signals)."""
     return cfg.data.backend == "hf" and bool(cfg.data.base_signals)
@@ -472,7 +453,7 @@ def label_qa_rows_on_ranks(model, tokenizer, qa_rows: list[dict], cfg, group) ->
 
 
 def answer_shard(
-    model, tokenizer, rows: list[dict], cfg, shard_dir: Path, bar, group=None
+    model, tokenizer, rows: list[dict], cfg, shard_dir: Path, bar, group=None, pool=None
 ) -> LabeledPart:
     """Label one shard chunk by chunk; finished chunks are read back instead of redone. With
     several processes (`group`), chunk k is labeled by rank k % world_size (see label_chunk)."""
@@ -482,7 +463,9 @@ def answer_shard(
     done_here = 0
     for first in range(0, len(parts), world):
         tasks = {
-            number: (lambda n=number: label_chunk(model, tokenizer, parts[n], cfg, shard_dir, n))
+            number: (
+                lambda n=number: label_chunk(model, tokenizer, parts[n], cfg, shard_dir, n, pool)
+            )
             for number in range(first, min(first + world, len(parts)))
         }
         for number, (result, fresh) in sorted(share_work(group, tasks).items()):
@@ -525,14 +508,39 @@ def current_key(cfg) -> dict[str, str]:
 
 
 def label_chunk(
-    model, tokenizer, part: list[dict], cfg, shard_dir: Path, number: int
+    model, tokenizer, part: list[dict], cfg, shard_dir: Path, number: int, pool=None
 ) -> tuple[LabeledPart, bool]:
     """A chunk's labeled rows, read back from its cache file when it is finished there, and
-    whether they were labeled now (to be written) rather than read back."""
+    whether they were labeled now (to be written) rather than read back. Rows the answer pool
+    (`pool`) holds take its answers; only the others are answered."""
     cached = read_part(chunk_path(shard_dir, number), cfg)
     if cached is not None and [r["id"] for r in cached.rows] == [r["id"] for r in part]:
         return cached, False
-    return LabeledPart(*label_and_signal(model, tokenizer, part, cfg)), True
+    if pool is None:
+        return LabeledPart(*label_and_signal(model, tokenizer, part, cfg)), True
+    pooled, missing = pool.take(part)
+    fresh = LabeledPart(*label_and_signal(model, tokenizer, missing, cfg)) if missing else None
+    joined = join_parts([pooled, fresh] if fresh else [pooled])
+    by_id = {str(r["id"]): r for r in joined.rows}
+    ids = [str(r["id"]) for r in part]
+    signals = joined.signals.select(ids) if joined.signals is not None else None
+    return LabeledPart([by_id[i] for i in ids], signals, joined.work), True
+
+
+def answer_pool(cfg) -> AnswerPool | None:
+    """The answer pool of `data.pool_dir` for this run's model, prompt and generation settings."""
+    parts = {
+        "model": model_fingerprint(cfg.model),
+        "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
+        "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+        "generation": generation_kwargs(cfg.data),
+        "grader": str(cfg.data.grader),
+        "seed": int(cfg.seed),
+        "signals": [temperature_grid(cfg.eval), int(cfg.eval.n_bins)]
+        if records_signals(cfg)
+        else None,
+    }
+    return AnswerPool.of(cfg, parts, current_key(cfg))
 
 
 def shard_dir_of(partial: Path, shard: int, num_shards: int) -> Path:
@@ -683,6 +691,7 @@ def run_data_stage(cfg: DictConfig) -> Path:
     partial = out_dir / PARTIAL / build_fingerprint(cfg, rows)
 
     todo = [s for s in shards if not (shard_dir_of(partial, s, num_shards) / "done.json").is_file()]
+    pool = answer_pool(cfg)  # data.pool_dir: answers shared with runs of other splits
     if todo:
         model, tokenizer = load_generator(cfg, group.device if group is not None else None)
         total = sum(len(shard_rows(rows, s, num_shards)) for s in todo)
@@ -692,7 +701,14 @@ def run_data_stage(cfg: DictConfig) -> Path:
         for shard in todo:
             shard_dir = shard_dir_of(partial, shard, num_shards)
             labeled = answer_shard(
-                model, tokenizer, shard_rows(rows, shard, num_shards), cfg, shard_dir, bar, group
+                model,
+                tokenizer,
+                shard_rows(rows, shard, num_shards),
+                cfg,
+                shard_dir,
+                bar,
+                group,
+                pool,
             )
             if is_rank_zero():
                 write_part(shard_dir / "shard.jsonl", labeled, cfg)
@@ -729,6 +745,8 @@ def run_data_stage(cfg: DictConfig) -> Path:
         part.work.update(json.loads((shard_dir / "done.json").read_text()).get("work", {}))
         parts.append(part)
     labeled = join_parts(parts)
+    if pool is not None:
+        pool.add(labeled)
     manifest = write_labeled_set(
         cfg, out_dir, labeled.rows, signals=labeled.signals, work=labeled.work
     )

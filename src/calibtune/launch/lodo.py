@@ -7,7 +7,9 @@ The domains (the built-in suite's, after data.include_domains / exclude_domains,
 `calibtune run` under <run_dir>/fold<i> with data.holdout_domains = its domains (they, and
 their entities, go to test only: never trained on nor used for validation), test holding
 them alone (data.holdout_test_only, so every test row is scored), and
-eval.test_domains = its domains (scored on them alone). Then `calibtune leaderboard
+eval.test_domains = its domains (scored on them alone). The folds share one answer pool
+(data.pool_dir, default <run_dir>/pool): each question is answered and graded, and its base
+signals recorded, once over all folds; only the split and what follows are per fold. Then `calibtune leaderboard
 --aggregate` over the folds gives the mean ± sd over folds, written to <run_dir>/aggregate.md.
 A finished fold is reused by a re-run (calibtune run reuses finished stages).
 """
@@ -63,6 +65,7 @@ def fold_config(cfg: DictConfig, index: int, held_out: list[str]) -> DictConfig:
     fold = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     fold.stage = "run"
     fold.run_dir = str(Path(cfg.run_dir) / f"fold{index}")
+    fold.data.pool_dir = cfg.data.pool_dir or str(Path(cfg.run_dir) / "pool")  # answer once
     fold.data.holdout_domains = held_out
     fold.data.holdout_test_only = True
     fold.eval.test_domains = held_out

@@ -238,7 +238,7 @@ def _answer_stats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.stack([logp.exp().mean(), logp.mean().exp(), logp.min().exp()])
 
 
-def _rows_signals(
+def rows_signals(
     ids: Sequence[str],
     two_way: torch.Tensor,
     hidden: torch.Tensor,
@@ -322,7 +322,7 @@ def signals_from_generation(
     step_logits = torch.stack(out.logits, dim=1)  # [B, steps, V]: raw, before any processing
     answers = [(step_logits[r, : int(lengths[r])], generated[r, : int(lengths[r])]) for r in served]
     picked = [ids[r] for r in served]
-    return _rows_signals(picked, two_way, hidden, answers, temperatures, n_bins), rest
+    return rows_signals(picked, two_way, hidden, answers, temperatures, n_bins), rest
 
 
 @torch.inference_mode()
@@ -357,7 +357,7 @@ def compute_signals(
         answers = [(logits[owners == r], targets[owners == r]) for r in range(len(batch))]
         two_way = query_logits(last, tokens)
         parts.append(
-            _rows_signals([ids[i] for i in batch], two_way, state, answers, temperatures, n_bins)
+            rows_signals([ids[i] for i in batch], two_way, state, answers, temperatures, n_bins)
         )
     return concat(parts).select(ids)
 
@@ -392,4 +392,4 @@ def _restated_signals(
         for r, index in enumerate(batch):
             answers[index] = (logits[owners == r], targets[owners == r])
     ids = [str(r["id"]) for r in rows]
-    return _rows_signals(ids, two_way, hidden, answers, temperatures, n_bins)
+    return rows_signals(ids, two_way, hidden, answers, temperatures, n_bins)

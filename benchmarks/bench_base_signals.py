@@ -1,0 +1,89 @@
+"""Base signals in one pass: the data stage's generation with the signals read off it (the
+answer-token logits of generation, the query suffix on generation's KV cache; current) vs
+generation followed by a base pass of its own over prompt + response + suffix (what train and
+eval ran before the signals were recorded).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_base_signals.py [--rows 256] [--rounds 2]
+
+On `--rows` built-in questions (seed 0) with the embedded default model (fp32, CPU, the default
+data.batch_size and eval.batch_size), each round times both ways back to back, so that load on
+a shared machine hits both; prints the median seconds of each, the ratio, the signal work as
+model row-passes per row, and the largest differences between the two sets of signals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+
+def main() -> None:
+    """Time both ways back to back; print medians, ratio, row-passes and the largest gaps."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    import numpy as np
+    import torch
+
+    from calibtune.config import compose
+    from calibtune.data.sources import load_qa_rows
+    from calibtune.data.stage import label_and_signal
+    from calibtune.models import load_model, load_tokenizer
+    from calibtune.models.confidence import QueryModel, query_tokens_of
+    from calibtune.models.signals import compute_signals, temperature_grid
+
+    cfg = compose("run", ["logger=none", "model.device=cpu", "data.progress=false"])
+    rows = load_qa_rows(cfg.dataset)[:: max(1, 22000 // args.rows)][: args.rows]
+    tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model)
+    tokens = query_tokens_of(tokenizer, cfg.prompt)
+    grid, n_bins = temperature_grid(cfg.eval), int(cfg.eval.n_bins)
+
+    def one_pass():
+        return label_and_signal(model, tokenizer, rows, cfg)
+
+    def two_passes():
+        labeled, _, _ = label_and_signal(model, tokenizer, rows, cfg, record=False)
+        qm = QueryModel.of(model)
+        signals = compute_signals(qm, tokenizer, labeled, tokens, cfg.eval.batch_size, grid, n_bins)
+        return labeled, signals
+
+    times: dict[str, list[float]] = {"one pass": [], "generation + base pass": []}
+    for _ in range(args.rounds):
+        for name, run in (("one pass", one_pass), ("generation + base pass", two_passes)):
+            start = time.perf_counter()
+            result = run()
+            times[name].append(time.perf_counter() - start)
+            if name == "one pass":
+                recorded, work = result[1], result[2]
+            else:
+                reference = result[1]
+    print(
+        f"{len(rows)} questions, {cfg.model.name_or_path}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    )
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, seconds in medians.items():
+        print(f"{name:<24} {seconds:8.1f} s")
+    print(
+        f"ratio (generation + base pass) / one pass: "
+        f"{medians['generation + base pass'] / medians['one pass']:.2f}"
+    )
+    extra = work["whole_query_rows"]
+    print(
+        f"one pass: {work['suffix_rows']} suffix rows, {extra} rows needing a base pass "
+        f"({(len(rows) + extra) / len(rows):.3f} row-passes per row, generation included; "
+        "the other way: 2.000)"
+    )
+    recorded = recorded.select(reference.ids)
+    for name, values in reference.confidences().items():
+        gap = np.nanmax(np.abs(recorded.confidences()[name] - values))
+        print(f"max |difference| {name:<14} {gap:.2e}")
+    print(f"max |difference| hidden state  {(recorded.hidden - reference.hidden).abs().max():.2e}")
+
+
+if __name__ == "__main__":
+    main()
