@@ -413,6 +413,47 @@ def paired_bootstrap(
 # -- Full-ECE over next-token distributions (Liu et al. 2024)
 
 
+def full_ece_sums(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    owners: torch.Tensor,
+    n_owners: int,
+    temperatures: Sequence[float],
+    n_bins: int,
+) -> torch.Tensor:
+    """Full-ECE bin sums of positions (logits [T, V], target ids [T]) grouped by owner (a row
+    index [T] in [0, n_owners)), at each temperature: [n_owners, len(temperatures), 2, n_bins]
+    float64 (confidence sums, hit counts), which add up over positions. At most n_bins entries
+    of a position can have p >= 1/n_bins, so only its top n_bins probabilities are binned (the
+    same entries at every temperature: one top-k); bin 0 holds the rest, whose mass is 1 per
+    position minus the binned entries above bin 0."""
+    out = torch.zeros(n_owners, len(temperatures), 2, n_bins, dtype=torch.float64)
+    if targets.numel() == 0:
+        return out
+    logits = logits.float()
+    k = min(n_bins, logits.shape[-1])
+    top = logits.topk(k, dim=-1, sorted=False).values
+    target_logits = logits.gather(1, targets.long()[:, None].to(logits.device)).squeeze(1)
+    owners = owners.to(logits.device).long()
+    positions = torch.bincount(owners, minlength=n_owners).double().cpu()
+    for column, t in enumerate(temperatures):
+        norm = torch.logsumexp(logits / t, dim=-1)
+        top_p = torch.exp(top / t - norm[:, None])
+        target_p = torch.exp(target_logits / t - norm)
+        if not (torch.isfinite(top_p).all() and torch.isfinite(target_p).all()):
+            raise MetricError("Full-ECE: logits give NaN/inf probabilities")
+        top_bins = (top_p * n_bins).long().clamp_(0, n_bins - 1)
+        index = (owners[:, None] * n_bins + top_bins).flatten()
+        sums = torch.bincount(index, weights=top_p.flatten().double(), minlength=n_owners * n_bins)
+        sums = sums.reshape(n_owners, n_bins).cpu()
+        sums[:, 0] = positions - sums[:, 1:].sum(dim=1)  # each position's probabilities sum to 1
+        hit_bins = (target_p * n_bins).long().clamp_(0, n_bins - 1)
+        hits = torch.bincount(owners * n_bins + hit_bins, minlength=n_owners * n_bins)
+        out[:, column, 0] = sums
+        out[:, column, 1] = hits.reshape(n_owners, n_bins).double().cpu()
+    return out
+
+
 class FullECE:
     """Streaming Full-ECE: every (position, vocabulary entry) is a prediction, binned together.
 
@@ -454,18 +495,11 @@ class FullECE:
         self.positions += logits.shape[0]
 
     def _update_chunk(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Accumulate one chunk of rows: only each row's top n_bins probabilities are binned."""
-        probs = torch.softmax(logits.float(), dim=-1)
-        top = probs.topk(min(self.n_bins, probs.shape[-1]), dim=-1, sorted=False).values
-        if not torch.isfinite(top).all():
-            raise MetricError("FullECE.update: logits give NaN/inf probabilities")
-        top = top.flatten().double()
-        sums = torch.bincount(self._bins(top), weights=top, minlength=self.n_bins)
-        sums[0] = probs.shape[0] - sums[1:].sum()  # each row's probabilities sum to 1
-        target_probs = probs.gather(1, targets[:, None]).squeeze(1)
-        hits = torch.bincount(self._bins(target_probs), minlength=self.n_bins)
-        self.confidence_sum += sums
-        self.hit_count += hits.double()
+        """Accumulate one chunk of rows (see `full_ece_sums`)."""
+        owners = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        sums = full_ece_sums(logits, targets, owners, 1, [1.0], self.n_bins)[0, 0]
+        self.confidence_sum += sums[0].to(self.confidence_sum.device)
+        self.hit_count += sums[1].to(self.hit_count.device)
 
     def add_sums(
         self, confidence_sum: torch.Tensor, hit_count: torch.Tensor, positions: int

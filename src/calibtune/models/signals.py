@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 
 from calibtune.errors import InputError
 from calibtune.io import atomic_path, sha256_text
-from calibtune.metrics import FullECE
+from calibtune.metrics import FullECE, full_ece_sums
 from calibtune.models.confidence import (
     QueryModel,
     QueryTokens,
@@ -213,20 +213,18 @@ def read_signals(data_dir: str | Path, key: dict[str, str]) -> BaseSignals | Non
 # ---------------------------------------------------------------------------- computing
 
 
-def _row_full_ece(
-    logits: torch.Tensor, targets: torch.Tensor, temperatures: Sequence[float], n_bins: int
+def _full_ece(
+    answers: Sequence[tuple[torch.Tensor, torch.Tensor]], temperatures: Sequence[float], n_bins: int
 ) -> torch.Tensor:
-    """[T, 2, n_bins] Full-ECE bin sums of one row's answer-token logits [L, V]."""
-    sums = torch.zeros(len(temperatures), 2, n_bins, dtype=torch.float64)
-    if targets.numel() == 0:
-        return sums
-    logits = logits.float()
-    for column, t in enumerate(temperatures):
-        metric = FullECE(n_bins)
-        metric.update(logits / t, targets)
-        sums[column, 0] = metric.confidence_sum.cpu()
-        sums[column, 1] = metric.hit_count.cpu()
-    return sums
+    """[rows, T, 2, n_bins] Full-ECE bin sums of each row's answer-token logits [L, V]."""
+    used = [(lg, tg) for lg, tg in answers if tg.numel()]
+    if not used:
+        return torch.zeros(len(answers), len(temperatures), 2, n_bins, dtype=torch.float64)
+    lengths = torch.tensor([int(tg.numel()) for _, tg in answers])
+    owners = torch.repeat_interleave(torch.arange(len(answers)), lengths)
+    logits = torch.cat([lg for lg, _ in used])
+    targets = torch.cat([tg for _, tg in used])
+    return full_ece_sums(logits, targets, owners, len(answers), temperatures, n_bins)
 
 
 def _answer_stats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -252,7 +250,7 @@ def rows_signals(
         two_way.float().cpu(),
         torch.stack([_answer_stats(lg, tg) for lg, tg in answers]),
         hidden.float().cpu(),
-        torch.stack([_row_full_ece(lg, tg, temperatures, n_bins) for lg, tg in answers]),
+        _full_ece(answers, temperatures, n_bins),
         torch.tensor([int(tg.numel()) for _, tg in answers], dtype=torch.long),
         list(temperatures),
         n_bins,
