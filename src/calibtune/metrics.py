@@ -420,6 +420,7 @@ def full_ece_sums(
     n_owners: int,
     temperatures: Sequence[float],
     n_bins: int,
+    chunk: int = 32,
 ) -> torch.Tensor:
     """Full-ECE bin sums of positions (logits [T, V], target ids [T]) grouped by owner (a row
     index [T] in [0, n_owners)), at each temperature: [n_owners, len(temperatures), 2, n_bins]
@@ -428,8 +429,24 @@ def full_ece_sums(
     same entries at every temperature: one top-k); bin 0 holds the rest, whose mass is 1 per
     position minus the binned entries above bin 0."""
     out = torch.zeros(n_owners, len(temperatures), 2, n_bins, dtype=torch.float64)
-    if targets.numel() == 0:
-        return out
+    for start in range(0, targets.numel(), chunk):  # small chunks: no large temporaries
+        part = slice(start, start + chunk)
+        out += _full_ece_chunk(
+            logits[part], targets[part], owners[part], n_owners, temperatures, n_bins
+        )
+    return out
+
+
+def _full_ece_chunk(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    owners: torch.Tensor,
+    n_owners: int,
+    temperatures: Sequence[float],
+    n_bins: int,
+) -> torch.Tensor:
+    """`full_ece_sums` of one chunk of positions."""
+    out = torch.zeros(n_owners, len(temperatures), 2, n_bins, dtype=torch.float64)
     logits = logits.float()
     k = min(n_bins, logits.shape[-1])
     top = logits.topk(k, dim=-1, sorted=False).values

@@ -506,3 +506,66 @@ def test_test_domains_restricts_the_scored_test_rows(compose_cfg, eval_inputs, t
     assert set(metrics["per_domain"]) <= {"capitals", "all"}
     with pytest.raises(InputError, match="test split is empty"):
         run_eval_stage(compose_cfg("eval", [*overrides, "eval.test_domains=[no_such_domain]"]))
+
+
+def test_recorded_base_signals_spare_every_base_pass_and_give_the_same_metrics(
+    compose_cfg, eval_inputs, tmp_path, monkeypatch
+):
+    """With the labeled set's recorded base signals, a LoRA eval runs the model for its tuned
+    query pass only (verbalized confidence off), and its metrics equal those of an eval that
+    computes the signals itself; signals of another prompt are refused before the model loads."""
+    from calibtune.data.stage import current_key
+    from calibtune.eval import stage as eval_stage
+    from calibtune.models.confidence import query_tokens_of
+    from calibtune.models.signals import (
+        SIGNALS_FILE,
+        compute_signals,
+        save_signals,
+        temperature_grid,
+    )
+
+    overrides, data, _ = eval_inputs
+    overrides = [*overrides, "eval.verbalized.enabled=false"]
+    computed_out = tmp_path / "computed"
+    run_eval_stage(compose_cfg("eval", [*overrides, f"eval.output_dir={computed_out}"]))
+    computed = json.loads((computed_out / "metrics.json").read_text())
+    assert computed["work"]["base_signals"] == "computed here"
+
+    cfg = compose_cfg("eval", overrides)
+    tokenizer = load_tokenizer(cfg.model)
+    rows = [r for split in ("train", "val", "test") for r in read_labeled_split(data, split)]
+    signals = compute_signals(
+        QueryModel.of(load_model(cfg.model)),
+        tokenizer,
+        rows,
+        query_tokens_of(tokenizer, cfg.prompt),
+        8,
+        temperature_grid(cfg.eval),
+        int(cfg.eval.n_bins),
+    )
+    save_signals(data / SIGNALS_FILE, signals, current_key(cfg))
+
+    def no_base_pass(*args, **kwargs):
+        raise AssertionError("a base pass over labeled rows with recorded signals")
+
+    monkeypatch.setattr(eval_stage, "compute_signals", no_base_pass)
+    recorded_out = tmp_path / "recorded"
+    run_eval_stage(compose_cfg("eval", [*overrides, f"eval.output_dir={recorded_out}"]))
+    recorded = json.loads((recorded_out / "metrics.json").read_text())
+    work = recorded["work"]
+    assert work["base_signals"] == "recorded by the data stage"
+    assert work["base_signal_rows_computed"] == {"val": 0, "test": 0, "train": 0}
+    assert work["tuned_query_rows"] == recorded["n_val"] + recorded["n_test"]
+    for name, method in computed["methods"].items():
+        for key in ("ece", "auroc", "brier"):
+            if isinstance(method.get(key), float):
+                assert recorded["methods"][name][key] == pytest.approx(method[key], abs=1e-6)
+
+    with pytest.raises(InputError, match="prompt"):
+        run_eval_stage(
+            compose_cfg(
+                "eval",
+                [*overrides, "prompt.query_yes=Yes", f"eval.output_dir={tmp_path}/never"],
+            )
+        )
+    assert not (tmp_path / "never").exists()

@@ -137,8 +137,15 @@ def test_lodo_trains_each_fold_without_its_domains_and_aggregates(
     run = run_cli("lodo", *base, include, "lodo.folds=2", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "2 folds" in run.stdout and "expected about" in run.stdout
-    held_out = []
+    held_out, ids, generated = [], [], 0
     for fold in ("fold0", "fold1"):
+        manifest = json.loads((run_dir / fold / "data" / "manifest.json").read_text())
+        generated += manifest["work"]["generation_rows"]
+        ids += [
+            json.loads(line)["id"]
+            for split in ("train", "val", "test")
+            for line in (run_dir / fold / "data" / f"{split}.jsonl").read_text().splitlines()
+        ]
         split_domains = {
             split: {
                 json.loads(line)["domain"]
@@ -155,3 +162,5 @@ def test_lodo_trains_each_fold_without_its_domains_and_aggregates(
         held_out.append(fold_domains)
     assert held_out[0].isdisjoint(held_out[1]) and held_out[0] | held_out[1] == set(domains)
     assert "Runs (2): fold0/eval, fold1/eval" in (run_dir / "aggregate.md").read_text()
+    assert len(ids) > len(set(ids))  # the folds share questions ...
+    assert generated == len(set(ids))  # ... and each was answered once (the answer pool)

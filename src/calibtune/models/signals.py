@@ -216,15 +216,14 @@ def read_signals(data_dir: str | Path, key: dict[str, str]) -> BaseSignals | Non
 def _full_ece(
     answers: Sequence[tuple[torch.Tensor, torch.Tensor]], temperatures: Sequence[float], n_bins: int
 ) -> torch.Tensor:
-    """[rows, T, 2, n_bins] Full-ECE bin sums of each row's answer-token logits [L, V]."""
-    used = [(lg, tg) for lg, tg in answers if tg.numel()]
-    if not used:
-        return torch.zeros(len(answers), len(temperatures), 2, n_bins, dtype=torch.float64)
-    lengths = torch.tensor([int(tg.numel()) for _, tg in answers])
-    owners = torch.repeat_interleave(torch.arange(len(answers)), lengths)
-    logits = torch.cat([lg for lg, _ in used])
-    targets = torch.cat([tg for _, tg in used])
-    return full_ece_sums(logits, targets, owners, len(answers), temperatures, n_bins)
+    """[rows, T, 2, n_bins] Full-ECE bin sums of each row's answer-token logits [L, V] (row by
+    row: no batch-sized temporaries)."""
+    return torch.stack(
+        [
+            full_ece_sums(lg, tg, torch.zeros_like(tg), 1, temperatures, n_bins)[0]
+            for lg, tg in answers
+        ]
+    )
 
 
 def _answer_stats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -317,8 +316,15 @@ def signals_from_generation(
     )
     two_way = query_logits(result.logits[:, -1, :], tokens)[served]
     hidden = result.hidden_states[-1][:, -1][served]
-    step_logits = torch.stack(out.logits, dim=1)  # [B, steps, V]: raw, before any processing
-    answers = [(step_logits[r, : int(lengths[r])], generated[r, : int(lengths[r])]) for r in served]
+    answers = [  # generation's raw logits of each answer token (no [B, steps, V] copy)
+        (
+            torch.stack([out.logits[step][r] for step in range(int(lengths[r]))])
+            if lengths[r]
+            else out.logits[0][r, None, :0],
+            generated[r, : int(lengths[r])],
+        )
+        for r in served
+    ]
     picked = [ids[r] for r in served]
     return rows_signals(picked, two_way, hidden, answers, temperatures, n_bins), rest
 
