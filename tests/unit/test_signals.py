@@ -22,9 +22,9 @@ from calibtune.models.encoding import (
 )
 from calibtune.models.loading import load_tokenizer
 from calibtune.models.signals import (
-    rows_signals,
     load_signals,
     read_signals,
+    rows_signals,
     save_signals,
     signals_from_generation,
 )
