@@ -429,46 +429,36 @@ def full_ece_sums(
     same entries at every temperature: one top-k); bin 0 holds the rest, whose mass is 1 per
     position minus the binned entries above bin 0."""
     out = torch.zeros(n_owners, len(temperatures), 2, n_bins, dtype=torch.float64)
+    owners = owners.to(logits.device).long()
+    targets = targets.to(logits.device).long()
     for start in range(0, targets.numel(), chunk):  # small chunks: no large temporaries
         part = slice(start, start + chunk)
-        out += _full_ece_chunk(
-            logits[part], targets[part], owners[part], n_owners, temperatures, n_bins
-        )
+        chunk_logits, chunk_owners = logits[part].float(), owners[part]
+        top = chunk_logits.topk(min(n_bins, chunk_logits.shape[-1]), dim=-1, sorted=False).values
+        target_logits = chunk_logits.gather(1, targets[part, None]).squeeze(1)
+        positions = torch.bincount(chunk_owners, minlength=n_owners).double().cpu()
+        for column, t in enumerate(temperatures):
+            norm = torch.logsumexp(chunk_logits / t, dim=-1)
+            top_p = torch.exp(top / t - norm[:, None])
+            target_p = torch.exp(target_logits / t - norm)
+            if not (torch.isfinite(top_p).all() and torch.isfinite(target_p).all()):
+                raise MetricError("Full-ECE: logits give NaN/inf probabilities")
+            index = (chunk_owners[:, None] * n_bins + _bin_of(top_p, n_bins)).flatten()
+            weights = top_p.flatten().double()
+            sums = torch.bincount(index, weights=weights, minlength=n_owners * n_bins)
+            sums = sums.reshape(n_owners, n_bins).cpu()
+            sums[:, 0] = positions - sums[:, 1:].sum(dim=1)  # a position's probabilities sum to 1
+            hits = torch.bincount(
+                chunk_owners * n_bins + _bin_of(target_p, n_bins), minlength=n_owners * n_bins
+            )
+            out[:, column, 0] += sums
+            out[:, column, 1] += hits.reshape(n_owners, n_bins).double().cpu()
     return out
 
 
-def _full_ece_chunk(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    owners: torch.Tensor,
-    n_owners: int,
-    temperatures: Sequence[float],
-    n_bins: int,
-) -> torch.Tensor:
-    """`full_ece_sums` of one chunk of positions."""
-    out = torch.zeros(n_owners, len(temperatures), 2, n_bins, dtype=torch.float64)
-    logits = logits.float()
-    k = min(n_bins, logits.shape[-1])
-    top = logits.topk(k, dim=-1, sorted=False).values
-    target_logits = logits.gather(1, targets.long()[:, None].to(logits.device)).squeeze(1)
-    owners = owners.to(logits.device).long()
-    positions = torch.bincount(owners, minlength=n_owners).double().cpu()
-    for column, t in enumerate(temperatures):
-        norm = torch.logsumexp(logits / t, dim=-1)
-        top_p = torch.exp(top / t - norm[:, None])
-        target_p = torch.exp(target_logits / t - norm)
-        if not (torch.isfinite(top_p).all() and torch.isfinite(target_p).all()):
-            raise MetricError("Full-ECE: logits give NaN/inf probabilities")
-        top_bins = (top_p * n_bins).long().clamp_(0, n_bins - 1)
-        index = (owners[:, None] * n_bins + top_bins).flatten()
-        sums = torch.bincount(index, weights=top_p.flatten().double(), minlength=n_owners * n_bins)
-        sums = sums.reshape(n_owners, n_bins).cpu()
-        sums[:, 0] = positions - sums[:, 1:].sum(dim=1)  # each position's probabilities sum to 1
-        hit_bins = (target_p * n_bins).long().clamp_(0, n_bins - 1)
-        hits = torch.bincount(owners * n_bins + hit_bins, minlength=n_owners * n_bins)
-        out[:, column, 0] = sums
-        out[:, column, 1] = hits.reshape(n_owners, n_bins).double().cpu()
-    return out
+def _bin_of(probs: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Uniform bin index of each probability."""
+    return (probs * n_bins).long().clamp_(0, n_bins - 1)
 
 
 class FullECE:
@@ -487,10 +477,6 @@ class FullECE:
         self.confidence_sum: torch.Tensor | None = None
         self.hit_count: torch.Tensor | None = None
         self.positions = 0
-
-    def _bins(self, probs: torch.Tensor) -> torch.Tensor:
-        """Uniform bin index of each probability."""
-        return (probs * self.n_bins).long().clamp_(0, self.n_bins - 1)
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:

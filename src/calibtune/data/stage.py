@@ -398,17 +398,24 @@ class SignalRecorder:
         return concat(parts).select(ids)
 
 
-def build_fingerprint(cfg, rows: list[dict]) -> str:
-    """Hash of everything a cached chunk depends on (model, prompts, generation, examples)."""
-    parts = {
+def answer_settings(cfg) -> dict:
+    """Everything an answer, its grade and its signals depend on, but the question."""
+    return {
         "model": model_fingerprint(cfg.model),
         "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
         "generation": generation_kwargs(cfg.data),
         "grader": str(cfg.data.grader),
         "seed": int(cfg.seed),
-        "ids": [r["id"] for r in rows],
+        "signals": [temperature_grid(cfg.eval), int(cfg.eval.n_bins)]
+        if records_signals(cfg)
+        else None,
     }
+
+
+def build_fingerprint(cfg, rows: list[dict]) -> str:
+    """Hash of everything a cached chunk depends on (model, prompts, generation, examples)."""
+    parts = {**answer_settings(cfg), "ids": [r["id"] for r in rows]}
     return sha256_text(json.dumps(parts, sort_keys=True, default=str))[:16]
 
 
@@ -529,17 +536,7 @@ def label_chunk(
 
 def answer_pool(cfg) -> AnswerPool | None:
     """The answer pool of `data.pool_dir` for this run's model, prompt and generation settings."""
-    parts = {
-        "model": model_fingerprint(cfg.model),
-        "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
-        "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
-        "generation": generation_kwargs(cfg.data),
-        "grader": str(cfg.data.grader),
-        "seed": int(cfg.seed),
-        "signals": [temperature_grid(cfg.eval), int(cfg.eval.n_bins)]
-        if records_signals(cfg)
-        else None,
-    }
+    parts = answer_settings(cfg)
     return AnswerPool.of(cfg, parts, current_key(cfg))
 
 
