@@ -3,8 +3,7 @@ serve/, launch/ or the CLI, directly or through a package `__init__` it imports;
 cycle among calibtune's modules.
 
 Imports anywhere in a module count (also inside functions: they run when called, and a lazy
-import that closes a circle is still a circle in the design; counted so, the package has one
-known cycle, see KNOWN_CYCLES), except the lazy `calibtune.Scorer` of the package's PEP 562
+import that closes a circle is still a circle in the design), except the lazy `calibtune.Scorer` of the package's PEP 562
 `__getattr__`, which runs only when that attribute is read. An edge goes to the module an
 import names (`from a.b import c` is a.b.c when c is a module, else a.b), relative imports
 resolved; the package `__init__`s Python runs on the way (importing a.b.c runs a/__init__ and
@@ -21,14 +20,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "calibtune"
 FORBIDDEN = ("calibtune.serve", "calibtune.launch", "calibtune.cli")
-# Cycles that exist today and are owned elsewhere, as sets of modules; any other cycle fails.
-KNOWN_CYCLES = {
-    # Expected failure, issue 27: train.recipe imports train.probe (method=probe) and train.probe
-    # imports train.recipe (rank_share), both inside functions. The train/ method refactor
-    # removes it; then test_the_known_cycles_are_still_there passes, fails as a strict xfail,
-    # and this entry must go.
-    frozenset({"calibtune.train.probe", "calibtune.train.recipe"}): "issue 27",
-}
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -160,12 +151,8 @@ def describe(graph: dict[str, set[str]], component: frozenset[str]) -> str:
 
 
 def cycle_report(graph: dict[str, set[str]]) -> list[str]:
-    """Each cycle not in KNOWN_CYCLES, described."""
-    return [
-        describe(graph, component)
-        for component in strong_components(graph)
-        if component not in KNOWN_CYCLES
-    ]
+    """Each cycle, described."""
+    return [describe(graph, component) for component in strong_components(graph)]
 
 
 LOWER = sorted(
@@ -188,13 +175,7 @@ def test_the_closure_follows_imports_and_package_inits():
 
 def test_no_import_cycles():
     cycles = cycle_report(import_graph())
-    assert not cycles, "import cycles (break each, or see KNOWN_CYCLES):\n" + "\n".join(cycles)
-
-
-@pytest.mark.xfail(strict=True, reason="issue 27: train.probe <-> train.recipe (KNOWN_CYCLES)")
-def test_the_known_cycles_are_still_there():
-    components = set(strong_components(import_graph()))
-    assert not components & set(KNOWN_CYCLES), "known cycles remain"
+    assert not cycles, "import cycles (break each):\n" + "\n".join(cycles)
 
 
 def test_the_cycle_check_reports_a_cycle_and_only_cycles():
@@ -203,10 +184,9 @@ def test_the_cycle_check_reports_a_cycle_and_only_cycles():
     graph_two = {**graph, "d": {"b"}}  # a second circle through b: one component
     assert cycle_report(graph_two) == ["a -> b -> c -> a (also in the circle: d)"]
     assert cycle_report({**graph, "c": {"d"}}) == []
-    probe, recipe = "calibtune.train.probe", "calibtune.train.recipe"
-    known = {probe: {recipe}, recipe: {probe}}
-    assert cycle_report(known) == []  # allowed by KNOWN_CYCLES
-    assert strong_components(known) == [frozenset(known)]
+    two = {"p": {"r"}, "r": {"p"}}
+    assert cycle_report(two) == ["p -> r -> p"]
+    assert strong_components(two) == [frozenset(two)]
 
 
 def test_the_import_graph_resolves_relative_lazy_and_from_package_imports(tmp_path):

@@ -27,9 +27,9 @@ from calibtune.errors import ConfigError
 
 log = logging.getLogger(__name__)
 # Wall clock of one run of the default config (4,000 examples of the 30-domain suite, the linear
-# probe; seed 2: data 413 s + train 334 s + eval 768 s) on the 2-core CPU of docs/BENCHMARKS.md
-# ("Seeds 1 and 2 of the default"), otherwise idle; runs beside other work took 2-3x longer.
-DEFAULT_FOLD_SECONDS = 1530
+# probe: data 516 s + train 16 s + eval 65 s) on the 2-core CPU of docs/BENCHMARKS.md ("The
+# default run"), otherwise idle. Later folds take less: their answers come from the pool.
+DEFAULT_FOLD_SECONDS = 608
 DEFAULT_EXAMPLES = 4000
 
 

@@ -35,9 +35,10 @@ from calibtune.models.signals import BaseSignals, read_signals, signals_key
 from calibtune.runtime import set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
+from calibtune.train import common
 from calibtune.train import strategy as dist
 from calibtune.train.checkpoint import verify_saved_tensors
-from calibtune.train.data import tokenize_examples
+from calibtune.train.data import plan_batches, tokenize_examples
 from calibtune.train.loss import soft_binary_cross_entropy
 from calibtune.train.steps import validation_metrics
 
@@ -63,10 +64,8 @@ def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
 def shared_features(accelerator, model, tokenizer, rows: list[dict], batch_size: int):
     """Features [N, H] and labels [N] of `rows`, each rank computing an equal share and every
     rank receiving all of them."""
-    from calibtune.train.recipe import rank_share
-
     examples = tokenize_examples(tokenizer, rows, with_answers=False)
-    mine = rank_share(len(examples), accelerator.process_index, accelerator.num_processes)
+    mine = common.rank_share(len(examples), accelerator.process_index, accelerator.num_processes)
     feats = query_features(model, [examples[i] for i in mine], tokenizer.pad_token_id, batch_size)
     pairs = list(zip(mine, feats.unbind(0), strict=True))
     if accelerator.num_processes > 1:
@@ -86,16 +85,14 @@ def train_probe(cfg: DictConfig) -> Path:
     """Features from the frozen model once (sharded over ranks), then the head: fitted by L2
     logistic regression (probe.fit=logistic, the eval's baseline/probe) or trained by AdamW
     (probe.fit=adamw); saved as adapter/ with a manifest."""
-    from calibtune.train import recipe
-
     tc = cfg.train
     accelerator = dist.make_accelerator(cfg)
     if dist.use_deepspeed() or str(tc.strategy) == "fsdp2":
         raise ConfigError("method=probe trains a small head: use DDP (train.strategy=auto)")
     accelerator.gradient_accumulation_steps = 1
-    output_dir = recipe.shared_output_dir(accelerator, tc.output_dir)
-    train_rows, val_rows = recipe.read_training_data(cfg)
-    recipe.check_train_config(cfg, len(train_rows), accelerator.num_processes)
+    output_dir = common.shared_output_dir(accelerator, tc.output_dir)
+    train_rows, val_rows = common.read_training_data(cfg)
+    common.check_train_config(cfg, len(train_rows), accelerator.num_processes)
     if cfg.probe.fit == "logistic":
         check_fittable(train_rows, Path(cfg.train.data_dir))
     tokenizer = load_tokenizer(cfg.model)
@@ -198,8 +195,6 @@ def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
     """probe.fit=adamw: AdamW on the head with each rank taking its share of every global batch
     (DDP); checkpoints and resume as for LoRA; the best head by `train.best_metric` on val is
     saved as adapter/. Returns the manifest fields."""
-    from calibtune.train import recipe
-
     tc = cfg.train
     strategy = dist.Strategy("ddp", accumulation_steps=1)
     rank0, world = accelerator.is_main_process, accelerator.num_processes
@@ -216,18 +211,18 @@ def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
     model, optimizer = accelerator.prepare(head.to(accelerator.device), optimizer)
     state = ckpt.TrainState()
     if snapshot is not None:
-        state = recipe.restore_snapshot(accelerator, strategy, head, optimizer, scheduler, snapshot)
+        state = common.restore_snapshot(accelerator, strategy, head, optimizer, scheduler, snapshot)
     tracker = Tracker(output_dir if rank0 else None, cfg.logger if rank0 else None, cfg)
     if rank0:
         save_config(cfg, output_dir / "config.yaml")
         if snapshot is not None:
             tracker.drop_after(state.step)
     batch_size, local_batch = int(tc.batch_size), int(tc.batch_size) // world
-    steps = recipe.total_steps(cfg, len(y_train) // batch_size)
+    steps = common.total_steps(cfg, len(y_train) // batch_size)
     x_train, y_train = x_train.to(accelerator.device), y_train.to(accelerator.device)
     while state.step < steps:
-        batches = recipe.plan_batches(
-            [0] * len(y_train), batch_size, recipe.epoch_seed(int(cfg.seed), state.epoch), False
+        batches = plan_batches(
+            [0] * len(y_train), batch_size, common.epoch_seed(int(cfg.seed), state.epoch), False
         )
         for batch_index in range(state.batch_in_epoch, len(batches)):
             mine = batches[batch_index][accelerator.process_index :: world]
@@ -247,14 +242,14 @@ def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
                 with torch.no_grad():
                     scores = validation_metrics(head.two_way(x_val.to(accelerator.device)), y_val)
                 tracker.log({f"val/{k}": v for k, v in scores.items()}, step=state.step)
-                if recipe.is_better(tc.best_metric, scores[tc.best_metric], state.best_value):
+                if common.is_better(tc.best_metric, scores[tc.best_metric], state.best_value):
                     state.best_step, state.best_value = state.step, scores[tc.best_metric]
                     state.best_metrics = scores
                     if rank0:
                         save_probe(head, output_dir / "adapter", {"feature": "last_hidden_state"})
             due = tc.checkpoint_every and state.step % int(tc.checkpoint_every) == 0
             if due and state.step < steps:
-                snap = recipe.gather_snapshot(
+                snap = common.gather_snapshot(
                     accelerator, strategy, head, optimizer, scheduler, state
                 )
                 if rank0:

@@ -16,22 +16,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import get_args
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import gather_object
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from calibtune.config import check_config, save_config
 from calibtune.errors import ConfigError
-from calibtune.examples import MANIFEST, read_labeled_split
+from calibtune.examples import MANIFEST
 from calibtune.io import sha256_file, write_json_atomic
 from calibtune.models.confidence import (
     QueryModel,
@@ -42,11 +40,21 @@ from calibtune.models.confidence import (
 )
 from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
 from calibtune.runtime import provenance, set_seed
-from calibtune.schema import BestMetric
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
 from calibtune.train import preemption
 from calibtune.train import strategy as dist
+from calibtune.train.common import (
+    check_train_config,
+    epoch_seed,
+    gather_snapshot,
+    is_better,
+    rank_share,
+    read_training_data,
+    restore_snapshot,
+    shared_output_dir,
+    total_steps,
+)
 from calibtune.train.data import (
     TrainExample,
     collate,
@@ -60,8 +68,6 @@ from calibtune.train.methods import attach_lora, save_adapter
 from calibtune.train.steps import micro_step_loss, validation_metrics
 
 log = logging.getLogger(__name__)
-HIGHER_IS_BETTER = {"auroc"}
-BEST_METRICS = get_args(BestMetric)  # the allowed values live in calibtune.schema
 
 
 @dataclass
@@ -89,42 +95,6 @@ def run_train_stage(cfg: DictConfig) -> Path:
 # ---------------------------------------------------------------------------- setup
 
 
-def shared_output_dir(accelerator: Accelerator, output_dir: str) -> Path:
-    """The output dir as rank 0 resolves it (`${now:...}` may differ per rank), on every rank."""
-    holder = [str(Path(output_dir).resolve())]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(holder, from_process=0)
-    return Path(holder[0])
-
-
-def check_train_config(cfg: DictConfig, num_train: int, world_size: int) -> None:
-    """Fail before any work on settings that cannot train, saying what to change."""
-    tc = cfg.train
-    if tc.batch_size < 1 or tc.micro_batch_size < 1:
-        raise ConfigError("train.batch_size and train.micro_batch_size must be >= 1")
-    if tc.batch_size > num_train:
-        raise ConfigError(
-            f"train.batch_size={tc.batch_size} is larger than the {num_train} training examples; "
-            f"set train.batch_size to at most {num_train}"
-        )
-    if tc.batch_size % world_size:
-        raise ConfigError(
-            f"train.batch_size={tc.batch_size} does not split over {world_size} processes; "
-            f"use a multiple of {world_size}"
-        )
-    if tc.best_metric not in BEST_METRICS:
-        raise ConfigError(f"train.best_metric={tc.best_metric!r}: choose one of {BEST_METRICS}")
-    if tc.beta < 0:
-        raise ConfigError(f"train.beta={tc.beta} must be >= 0")
-    if tc.epochs < 1 and not tc.max_steps:
-        raise ConfigError("train.epochs must be >= 1 (or set train.max_steps)")
-    if tc.gradient_checkpointing and cfg.method.name == "alora":
-        raise ConfigError(
-            "train.gradient_checkpointing=true with method=alora: checkpointed layers drop the "
-            "prefix KV cache the adapter runs on; use method=lora or gradient_checkpointing=false"
-        )
-
-
 def alora_invocation(cfg: DictConfig, examples: list[TrainExample]) -> tuple[int, ...] | None:
     """method=alora: the query suffix all examples share (the adapter's invocation tokens)."""
     if cfg.method.name != "alora":
@@ -137,24 +107,6 @@ def alora_invocation(cfg: DictConfig, examples: list[TrainExample]) -> tuple[int
             "prompt.query_style=followup, or train with method=lora"
         )
     return suffix
-
-
-def read_training_data(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
-    """Train and val rows of the labeled set (validated). `train.max_examples` keeps a random
-    subset drawn with the seed (files are ordered by domain, so the first N would be one domain)."""
-    train_rows = read_labeled_split(cfg.train.data_dir, "train")
-    val_rows = read_labeled_split(cfg.train.data_dir, "val")
-    limit = int(cfg.train.max_examples or 0)
-    if 0 < limit < len(train_rows):
-        keep = sorted(random.Random(int(cfg.seed)).sample(range(len(train_rows)), limit))
-        train_rows = [train_rows[i] for i in keep]
-    return train_rows, val_rows
-
-
-def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
-    """Optimizer steps of the whole run: epochs x steps per epoch, capped by max_steps."""
-    steps = int(cfg.train.epochs) * steps_per_epoch
-    return min(steps, int(cfg.train.max_steps)) if cfg.train.max_steps else steps
 
 
 def warmup_steps(warmup: float, steps: int) -> int:
@@ -181,30 +133,7 @@ def make_optimizer(cfg: DictConfig, model: torch.nn.Module, steps: int):
     return optimizer, scheduler
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The batch-order seed of one epoch."""
-    return seed * 100_003 + epoch
-
-
-def is_better(metric: str, value: float | None, best: float | None) -> bool:
-    """True when `value` beats `best` for this metric (None never wins, anything beats None)."""
-    if value is None:
-        return False
-    if best is None:
-        return True
-    return value > best if metric in HIGHER_IS_BETTER else value < best
-
-
 # ---------------------------------------------------------------------------- validation
-
-
-def rank_share(num_items: int, rank: int, world_size: int) -> list[int]:
-    """Every world_size-th index from `rank`, padded (repeating this rank's last index) to the
-    same length on every rank, so each rank runs the same number of forwards (with FSDP2 and
-    ZeRO-3 every forward is a collective)."""
-    mine = list(range(rank, num_items, world_size))
-    share = math.ceil(num_items / world_size)
-    return mine + [mine[-1] if mine else 0] * (share - len(mine))
 
 
 def validation_logits(
@@ -289,45 +218,6 @@ def train_one_batch(
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, grad_norm, num_tokens
-
-
-def gather_snapshot(
-    accelerator: Accelerator,
-    strategy: dist.Strategy,
-    peft_model: torch.nn.Module,
-    optimizer,
-    scheduler,
-    state: ckpt.TrainState,
-) -> ckpt.Snapshot:
-    """Everything a checkpoint holds, gathered to full tensors. Collective: every rank calls."""
-    opt_tensors, opt_meta = dist.full_optimizer_state(strategy, peft_model, optimizer)
-    return ckpt.Snapshot(
-        trainable=dist.full_trainable_state(strategy, peft_model),
-        optimizer=opt_tensors,
-        optimizer_meta=opt_meta,
-        scheduler=scheduler.state_dict(),
-        rng=dist.every_rank_rng(accelerator.num_processes),
-        train=replace(state),
-    )
-
-
-def restore_snapshot(
-    accelerator: Accelerator,
-    strategy: dist.Strategy,
-    peft_model: torch.nn.Module,
-    optimizer,
-    scheduler,
-    snapshot: ckpt.Snapshot,
-) -> ckpt.TrainState:
-    """Optimizer, scheduler and this rank's RNG from a checkpoint (the weights were loaded into
-    the model before it was sharded); a rank the checkpoint did not have takes rank 0's RNG."""
-    dist.load_optimizer_state(
-        strategy, peft_model, optimizer, snapshot.optimizer, snapshot.optimizer_meta
-    )
-    scheduler.load_state_dict(snapshot.scheduler)
-    rank = accelerator.process_index
-    dist.set_rng_state(*snapshot.rng[rank if rank < len(snapshot.rng) else 0])
-    return replace(snapshot.train)
 
 
 # ---------------------------------------------------------------------------- the run
