@@ -10,19 +10,16 @@ import numpy as np
 import pytest
 import torch
 from fixtures import SMALL_DATA, build_tiny_model_dir
+from fixtures.labeled import labeled_set_signals
 
 from calibtune.data import stage
 from calibtune.data.stage import current_key, run_data_stage
 from calibtune.errors import InputError
 from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, read_labeled_split
-from calibtune.models.confidence import QueryModel, query_tokens_of
-from calibtune.models.loading import load_model, load_tokenizer
 from calibtune.models.signals import (
     SIGNALS_FILE,
-    compute_signals,
     load_signals,
     read_signals,
-    temperature_grid,
 )
 
 SMALL = SMALL_DATA
@@ -79,17 +76,7 @@ def test_recorded_signals_equal_a_base_pass_over_the_written_rows(compose_cfg, t
     cfg = compose_cfg("data", [*SMALL, *overrides])
     out_dir = run_data_stage(cfg)
     recorded = read_signals(out_dir, current_key(cfg))
-    rows = [r for split in SPLITS for r in read_labeled_split(out_dir, split)]
-    tokenizer = load_tokenizer(cfg.model)
-    reference = compute_signals(
-        QueryModel.of(load_model(cfg.model)),
-        tokenizer,
-        rows,
-        query_tokens_of(tokenizer, cfg.prompt),
-        4,
-        temperature_grid(cfg.eval),
-        int(cfg.eval.n_bins),
-    )
+    reference = labeled_set_signals(out_dir, cfg, batch_size=4)
     assert sorted(recorded.ids) == sorted(reference.ids)
     recorded = recorded.select(reference.ids)
     for name, values in reference.confidences().items():

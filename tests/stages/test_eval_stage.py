@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures.adapters import write_stage_adapter as write_adapter
-from fixtures.labeled import write_synthetic_labeled_set
+from fixtures.labeled import labeled_set_signals, write_synthetic_labeled_set
 
 from calibtune.errors import ConfigError, InputError
 from calibtune.eval.policy import RISK_GRID
@@ -516,13 +516,7 @@ def test_recorded_base_signals_spare_every_base_pass_and_give_the_same_metrics(
     computes the signals itself; signals of another prompt are refused before the model loads."""
     from calibtune.data.stage import current_key
     from calibtune.eval import stage as eval_stage
-    from calibtune.models.confidence import query_tokens_of
-    from calibtune.models.signals import (
-        SIGNALS_FILE,
-        compute_signals,
-        save_signals,
-        temperature_grid,
-    )
+    from calibtune.models.signals import SIGNALS_FILE, save_signals
 
     overrides, data, _ = eval_inputs
     overrides = [*overrides, "eval.verbalized.enabled=false"]
@@ -532,17 +526,7 @@ def test_recorded_base_signals_spare_every_base_pass_and_give_the_same_metrics(
     assert computed["work"]["base_signals"] == "computed here"
 
     cfg = compose_cfg("eval", overrides)
-    tokenizer = load_tokenizer(cfg.model)
-    rows = [r for split in ("train", "val", "test") for r in read_labeled_split(data, split)]
-    signals = compute_signals(
-        QueryModel.of(load_model(cfg.model)),
-        tokenizer,
-        rows,
-        query_tokens_of(tokenizer, cfg.prompt),
-        8,
-        temperature_grid(cfg.eval),
-        int(cfg.eval.n_bins),
-    )
+    signals = labeled_set_signals(data, cfg, batch_size=8)
     save_signals(data / SIGNALS_FILE, signals, current_key(cfg))
 
     def no_base_pass(*args, **kwargs):
