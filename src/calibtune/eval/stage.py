@@ -189,35 +189,20 @@ def row_signals(
     if not missing:
         return recorded.select(ids), 0
     log.info("base signals: one base pass over %d rows without recorded signals", len(missing))
-    todo = [r for r in rows if str(r["id"]) in set(missing)]
+    missing_ids = set(missing)
+    todo = [r for r in rows if str(r["id"]) in missing_ids]
     tokens = query_tokens_of(tokenizer, cfg.prompt)
-    halves = (
-        {k: todo[k :: max(group.num_processes, 1)] for k in range(group.num_processes)}
-        if group
-        else {0: todo}
-    )
-    done = share_work(
-        group,
-        {
-            k: (
-                lambda part=part: (
-                    compute_signals(
-                        qm,
-                        tokenizer,
-                        part,
-                        tokens,
-                        cfg.eval.batch_size,
-                        grid,
-                        n_bins,
-                        bar(cfg, "base signals"),
-                    )
-                    if part
-                    else None
-                )
-            )
-            for k, part in halves.items()
-        },
-    )
+    world = group.num_processes if group is not None else 1
+
+    def signals_of(part: list[dict]) -> BaseSignals | None:
+        progress = bar(cfg, "base signals")
+        batch_size = cfg.eval.batch_size
+        return compute_signals(qm, tokenizer, part, tokens, batch_size, grid, n_bins, progress)
+
+    tasks = {
+        k: (lambda part=todo[k::world]: signals_of(part) if part else None) for k in range(world)
+    }
+    done = share_work(group, tasks)
     parts = [p for p in done.values() if p is not None] + ([recorded] if usable else [])
     return concat(parts).select(ids), len(missing)
 
@@ -239,10 +224,10 @@ def tuned_confidences(
     qm.check_queries(tokenizer, shared_suffix(rows))
     queries = [encode_query(tokenizer, row) for row in rows]
     scans = [(t, FullECE(cfg.eval.n_bins)) for t in temperature_grid(cfg.eval)] if full_ece else []
-    two_way, answers = confidence.tuned_pass(
+    two_way, _ = confidence.tuned_pass(
         qm, tokenizer, rows, queries, tokens, cfg.eval.batch_size, scans, bar(cfg, f"{split} tuned")
     )
-    return {"tuned/ptrue": confidences(two_way), "full_ece": scans, "answer_logits": answers}
+    return {"tuned/ptrue": confidences(two_way), "full_ece": scans}
 
 
 def add_verbalized(cfg, qm: QueryModel, tokenizer, rows, confidences: dict) -> dict:
