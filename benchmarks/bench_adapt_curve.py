@@ -3,10 +3,11 @@ on k labeled target rows, per map family, against no adaptation.
 
     .venv/bin/python benchmarks/bench_adapt_curve.py <eval dir | rows.jsonl> [...]
         [--field tuned/ptrue] [--ks 25 50 100 200 400] [--families temperature platt isotonic beta]
-        [--draws 50] [--domains D ...] [--min-held-out 100] [--seed 0] [--out curve.json]
+        [--draws 50] [--domains D ...] [--min-held-out 100] [--with-val] [--seed 0] [--out curve.json]
 
 Each input is one target: an eval output dir (its predictions.jsonl: docs/evaluation.md; e.g.
-each leave-domains-out fold's held-out domains, or a style-shift set) or a JSONL file of rows
+each leave-domains-out fold's held-out domains, or a style-shift set; `--with-val` adds the dir's
+val_predictions.jsonl, for a target whose val rows were not used to fit the method) or a JSONL file of rows
 with a confidence (`--field`, default tuned/ptrue when the rows have it, else confidence),
 `correct` and optionally `group` (the entity; else qid, id, or the row itself) and `domain`
 (`--domains` keeps only those). For each k and draw, whole entity groups are drawn at random
@@ -16,7 +17,10 @@ row shares a group with a fitted one; each family's map (`calibtune.eval.recalib
 groups, beside the confidence as it is (no adaptation). A draw whose k rows hold one outcome
 only cannot be fitted (`calibtune adapt` refuses it too): it counts as no adaptation and is
 counted in the `one-class` column. Intervals are the 2.5-97.5 % range over draws: where one
-user's k labels may land. Prints a Markdown table per target (and the mean over targets) with
+user's k labels may land. The `floor` row is the ECE a perfectly calibrated confidence would show
+on the same held-out rows: the adapted (Platt, else the first family's) confidences scored against
+outcomes drawn from them, so the part of a figure that is the held-out sample's own noise (a
+15-bin ECE of about 100 rows is far from 0 even when nothing is wrong). Prints a Markdown table per target (and the mean over targets) with
 each figure's ratio to no adaptation.
 """
 
@@ -30,6 +34,7 @@ import numpy as np
 KS = (25, 50, 100, 200, 400)
 FAMILIES = ("temperature", "platt", "isotonic", "beta")
 NONE = "none"
+FLOOR = "floor"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,30 +49,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--draws", type=int, default=50, help="random draws per k")
     parser.add_argument("--domains", nargs="*", default=None, help="keep only these domains")
     parser.add_argument("--min-held-out", type=int, default=100, help="held-out rows a k needs")
+    parser.add_argument(
+        "--with-val", action="store_true", help="eval dirs: add val_predictions.jsonl's rows"
+    )
     parser.add_argument("--n-bins", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     return parser.parse_args(argv)
 
 
-def load_target(path: Path, field: str | None, domains: list[str] | None) -> dict:
+def load_target(
+    path: Path, field: str | None, domains: list[str] | None, with_val: bool = False
+) -> dict:
     """Confidences, outcomes and entity groups of one target (errors name file, line, field)."""
     from calibtune.errors import InputError
     from calibtune.io import check_probability, read_jsonl_numbered
 
-    path = path / "predictions.jsonl" if path.is_dir() else path
-    numbered = read_jsonl_numbered(path)
+    files = [path / "predictions.jsonl"] if path.is_dir() else [path]
+    if path.is_dir() and with_val:
+        files.append(path / "val_predictions.jsonl")
+    rows = [(f, line, r) for f in files for line, r in read_jsonl_numbered(f)]
     if domains:
-        numbered = [(line, r) for line, r in numbered if r.get("domain") in set(domains)]
-        if not numbered:
-            raise InputError(path, None, "domain", f"no rows of the domains {domains}")
-    field = field or ("tuned/ptrue" if "tuned/ptrue" in numbered[0][1] else "confidence")
-    c = [check_probability(path, line, field, r.get(field)) for line, r in numbered]
-    y = [check_probability(path, line, "correct", r.get("correct")) for line, r in numbered]
-    groups = [str(r.get("group") or r.get("qid") or r.get("id") or line) for line, r in numbered]
+        rows = [(f, line, r) for f, line, r in rows if r.get("domain") in set(domains)]
+        if not rows:
+            raise InputError(files[0], None, "domain", f"no rows of the domains {domains}")
+    field = field or ("tuned/ptrue" if "tuned/ptrue" in rows[0][2] else "confidence")
+    c = [check_probability(f, line, field, r.get(field)) for f, line, r in rows]
+    y = [check_probability(f, line, "correct", r.get("correct")) for f, line, r in rows]
+    groups = [
+        str(r.get("group") or r.get("qid") or r.get("id") or f"{f}:{line}") for f, line, r in rows
+    ]
     _, inverse = np.unique(groups, return_inverse=True)
     return {
-        "path": str(path),
+        "path": str(path) + (" (+ val)" if len(files) > 1 else ""),
         "field": field,
         "c": np.asarray(c),
         "y": np.asarray(y),
@@ -103,7 +117,7 @@ def one_draw(target: dict, k: int, args: argparse.Namespace, rng) -> dict | None
             scores[family] = (np.clip(apply_calibrator(params, c[held]), 0.0, 1.0), False)
         except CalibrationUnavailable:
             scores[family] = (c[held], True)  # one outcome in the k rows: nothing to fit
-    return {
+    figures = {
         name: {
             "ece": metrics.ece(p, y[held], args.n_bins),
             "brier": metrics.brier(p, y[held]),
@@ -111,6 +125,14 @@ def one_draw(target: dict, k: int, args: argparse.Namespace, rng) -> dict | None
         }
         for name, (p, unfitted) in scores.items()
     }
+    adapted = scores.get("platt", scores[args.families[0]] if args.families else scores[NONE])[0]
+    drawn = (rng.random(adapted.size) < adapted).astype(float)  # outcomes a calibrated p implies
+    figures[FLOOR] = {
+        "ece": metrics.ece(adapted, drawn, args.n_bins),
+        "brier": metrics.brier(adapted, drawn),
+        "unfitted": False,
+    }
+    return figures
 
 
 def summarise(values: list[float], baseline: list[float]) -> dict:
@@ -139,7 +161,7 @@ def curve(target: dict, args: argparse.Namespace) -> dict:
             out[k] = {"reason": f"{target['y'].size} rows leave fewer than {args.min_held_out} out"}
             continue
         out[k] = {"draws": len(draws)}
-        for name in (NONE, *args.families):
+        for name in (NONE, *args.families, FLOOR):
             out[k][name] = {
                 metric: summarise(
                     [d[name][metric] for d in draws], [d[NONE][metric] for d in draws]
@@ -169,7 +191,7 @@ def table(figures: dict, families) -> str:
         if "reason" in entry:
             lines.append(f"| {k} | - | n/a: {entry['reason']} | | | | | |")
             continue
-        for name in (NONE, *families):
+        for name in (NONE, *families, FLOOR):
             e, b = entry[name]["ece"], entry[name]["brier"]
             lines.append(
                 f"| {k} | {name} | {cell(e)} | {ratio(e)} | {cell(b)} | {ratio(b)} "
@@ -187,7 +209,7 @@ def mean_over_targets(results: dict, args: argparse.Namespace) -> str:
         measured = [f[k] for f in results.values() if "reason" not in f[k]]
         if not measured:
             continue
-        for name in (NONE, *args.families):
+        for name in (NONE, *args.families, FLOOR):
             means = {m: np.mean([f[name][m]["mean"] for f in measured]) for m in ("ece", "brier")}
             none = {m: np.mean([f[NONE][m]["mean"] for f in measured]) for m in ("ece", "brier")}
             lines.append(
@@ -203,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     results = {}
     for path in args.inputs:
-        target = load_target(Path(path), args.field, args.domains)
+        target = load_target(Path(path), args.field, args.domains, args.with_val)
         figures = curve(target, args)
         results[target["path"]] = figures
         print(

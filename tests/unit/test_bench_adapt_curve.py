@@ -103,3 +103,29 @@ def test_several_targets_get_a_mean_table_and_bad_rows_name_the_line(bench, tmp_
     first.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=r"a\.jsonl:5: field 'confidence'"):
         bench.main([str(first), "--ks", "50", "--draws", "2"])
+
+
+def test_floor_row_and_val_rows_of_an_eval_dir(bench, tmp_path):
+    """--with-val reads an eval dir's val_predictions.jsonl beside predictions.jsonl; the floor
+    (a calibrated confidence scored on outcomes drawn from it) is above 0 on a small held-out
+    sample and below the unadapted ECE of a target whose level is off."""
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    write_target(eval_dir / "predictions.jsonl", 120, seed=1)
+    write_target(eval_dir / "val_predictions.jsonl", 120, seed=2)
+    alone = bench.load_target(eval_dir, None, None)
+    both = bench.load_target(eval_dir, None, None, with_val=True)
+    assert both["y"].size > alone["y"].size and both["path"].endswith("(+ val)")
+    results = bench.main([str(eval_dir), "--with-val", "--ks", "50", "--draws", "6"])
+    figures = results[both["path"]][50]
+    floor, none = figures["floor"]["ece"]["mean"], figures["none"]["ece"]["mean"]
+    assert 0.01 < floor < none
+
+
+def test_with_val_names_the_val_file_of_a_bad_row(bench, tmp_path):
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    write_target(eval_dir / "predictions.jsonl", 20, seed=1)
+    (eval_dir / "val_predictions.jsonl").write_text('{"confidence": 2.0, "correct": 1}\n')
+    with pytest.raises(InputError, match=r"val_predictions\.jsonl:1: field 'confidence'"):
+        bench.load_target(eval_dir, None, None, with_val=True)
