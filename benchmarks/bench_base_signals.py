@@ -4,6 +4,11 @@ generation followed by a base pass of its own over prompt + response + suffix (w
 eval ran before the signals were recorded), with generation alone as the floor.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_base_signals.py [--rows 256] [--rounds 2]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_base_signals.py --batch-sizes 64 128 256
+
+`--batch-sizes`: time the one pass (the data stage's work) at each `data.batch_size` instead, the
+sizes interleaved in each round; prints each median, its ratio to the first size's, and the
+largest signal differences from the first size's (the batch shape's float noise).
 
 On `--rows` built-in questions (seed 0) with the embedded default model (fp32, CPU, the default
 data.batch_size and eval.batch_size), each round times both ways back to back, so that load on
@@ -25,7 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None)
     args = parser.parse_args()
+    if args.batch_sizes:
+        compare_batch_sizes(args.rows, args.rounds, args.batch_sizes)
+        return
     import numpy as np
     import torch
 
@@ -92,6 +101,45 @@ def main() -> None:
         gap = np.nanmax(np.abs(recorded.confidences()[name] - values))
         print(f"max |difference| {name:<14} {gap:.2e}")
     print(f"max |difference| hidden state  {(recorded.hidden - reference.hidden).abs().max():.2e}")
+
+
+def compare_batch_sizes(n_rows: int, rounds: int, sizes: list[int]) -> None:
+    """The one pass at each data.batch_size, interleaved per round: medians, ratios, gaps."""
+    import numpy as np
+
+    from calibtune.config import compose
+    from calibtune.data.sources import load_qa_rows
+    from calibtune.data.stage import label_and_signal
+    from calibtune.models import load_model, load_tokenizer
+
+    base = ["logger=none", "model.device=cpu", "data.progress=false"]
+    configs = {size: compose("run", [*base, f"data.batch_size={size}"]) for size in sizes}
+    cfg = configs[sizes[0]]
+    rows = load_qa_rows(cfg.dataset)[:: max(1, 22000 // n_rows)][:n_rows]
+    tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model)
+    times: dict[int, list[float]] = {size: [] for size in sizes}
+    results = {}
+    for _ in range(rounds):
+        for size in sizes:
+            start = time.perf_counter()
+            results[size] = label_and_signal(model, tokenizer, rows, configs[size])
+            times[size].append(time.perf_counter() - start)
+    print(f"{len(rows)} questions, one pass, {os.cpu_count()} CPUs, {rounds} rounds")
+    first = statistics.median(times[sizes[0]])
+    reference, signals = results[sizes[0]][0], results[sizes[0]][1]
+    for size in sizes:
+        median = statistics.median(times[size])
+        labeled, other = results[size][0], results[size][1].select(signals.ids)
+        answers = {r["id"]: r["response"] for r in labeled}
+        same = sum(answers.get(r["id"]) == r["response"] for r in reference)
+        gap = max(
+            np.nanmax(np.abs(other.confidences()[name] - values))
+            for name, values in signals.confidences().items()
+        )
+        print(
+            f"batch {size:>4}: {median:7.1f} s  ratio to {sizes[0]}: {median / first:.3f}  "
+            f"same responses {same}/{len(rows)}  max signal gap {gap:.1e}"
+        )
 
 
 if __name__ == "__main__":
