@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from calibtune.errors import ConfigError
@@ -132,26 +132,52 @@ def config_errors(cfg: DictConfig) -> list[str]:
     return []
 
 
-# Searched keys (prefix) -> the methods that use them; a sweep may search only those.
-SEARCH_KEY_METHODS = {"train.beta": ("lora",), "lora.": ("lora", "alora"), "probe.": ("probe",)}
-
-
 def search_space_errors(cfg: DictConfig) -> list[str]:
-    """Keys of an Optuna search space (hydra.sweeper.params) that cfg.method ignores."""
+    """Keys of an Optuna search space (hydra.sweeper.params) that cfg.method ignores: keys
+    another method reads (its `config_prefixes`) and this one does not."""
+    from calibtune.models.methods import METHODS, method_named
+
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-    method = cfg.method.name
+    method = method_named(cfg.method.name)
+    others = {p for m in METHODS.values() for p in m.config_prefixes}
     return [
-        f"hydra.sweeper.params searches {key}, which method={method} does not use: choose "
-        f"search_space={method}"
-        for key in params
-        for prefix, methods in SEARCH_KEY_METHODS.items()
-        if str(key).startswith(prefix) and method not in methods
+        f"hydra.sweeper.params searches {key}, which method={method.name} does not use: choose "
+        f"search_space={method.name}"
+        for key in map(str, params)
+        if any(key.startswith(p) for p in others)
+        and not any(key.startswith(p) for p in method.config_prefixes)
     ]
+
+
+def method_search_space(cfg: DictConfig) -> None:
+    """`search_space=auto` (the `+sweep=optuna` default): hydra.sweeper.params becomes the
+    configured method's own search space, conf/search_space/<method>.yaml, with the keys given
+    on the command line on top (as for a named search space)."""
+    if OmegaConf.select(cfg, "hydra.runtime.choices.search_space", default=None) != "auto":
+        return
+    path = conf_dir() / "search_space" / f"{cfg.method.name}.yaml"
+    if not path.is_file():  # not a method: the check says so
+        return
+    own = OmegaConf.load(path)
+    given = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    with read_write(cfg.hydra), open_dict(cfg.hydra.sweeper):
+        cfg.hydra.sweeper.params = OmegaConf.merge(own, given)
+
+
+def method_errors(cfg: DictConfig) -> list[str]:
+    """Settings the configured method would ignore, changed from their defaults (`optim.*`
+    of the probe: calibtune.models.methods), so no key is silently without effect."""
+    from calibtune.models.methods import method_named
+
+    optim_defaults = OmegaConf.load(conf_dir() / "common.yaml").optim
+    return method_named(cfg.method.name).config_errors(cfg, optim_defaults)
 
 
 def check_config(cfg: DictConfig) -> None:
     """Fail, naming each bad key and what it allows, when `cfg` does not fit the schema."""
-    errors = config_errors(cfg) + search_space_errors(cfg)
+    errors = config_errors(cfg)
+    if not errors:  # the method's own checks read a config of the schema's shape
+        errors = search_space_errors(cfg) + method_errors(cfg)
     if errors:
         raise ConfigError("invalid config: " + "; ".join(errors))
 
@@ -241,5 +267,7 @@ class CheckConfig(Callback):
         self._check(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        """Before a sweep (each trial is checked again by its stage)."""
+        """Before a sweep (each trial is checked again by its stage): the method's own search
+        space when none was chosen (`method_search_space`), then the check."""
+        method_search_space(config)
         self._check(config)

@@ -15,7 +15,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from fixtures import tiny_overrides_for
+from fixtures import LORA_METHOD, tiny_overrides_for
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -79,6 +79,7 @@ def test_smoke_run_from_the_wheel(wheel_venv, tiny_model_dir, tmp_path):
     overrides = [
         "preset=smoke",
         *tiny_overrides_for(tiny_model_dir, run_dir),
+        LORA_METHOD,  # the tiny model answers nothing right: no labels for the default probe
         "data.n_examples=30",
         "data.val_size=10",
         "data.test_size=10",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fixtures import SMALL_DATA, tiny_model_overrides
+from fixtures import LORA_METHOD, SMALL_DATA, tiny_model_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_CLUSTER = REPO / "launch" / "slurm" / "local-cluster.sh"
@@ -94,6 +94,7 @@ def tiny_stage_overrides(model_dir: Path) -> list[str]:
     """The tiny model on CPU, and every stage small (a few seconds each on one core)."""
     return [
         *tiny_model_overrides(model_dir),
+        LORA_METHOD,  # the real data stage: the tiny model answers nothing right (no probe fit)
         *SMALL_DATA,
         "train.batch_size=4",
         "train.micro_batch_size=2",

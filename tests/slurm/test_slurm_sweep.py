@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures import TWO_STEP_TRIAL
+from fixtures import LORA_METHOD, TWO_STEP_TRIAL
 from fixtures.labeled import write_synthetic_labeled_set
 from slurm_helpers import REPO, Cluster
 
@@ -24,6 +24,7 @@ def test_submitit_sweep_runs_trials_as_slurm_jobs_and_the_leaderboard_ranks_them
     slurm: Cluster, tiny_overrides: list[str], tmp_path: Path
 ):
     model_overrides = [o for o in tiny_overrides if not o.startswith("run_dir=")]
+    model_overrides.append(LORA_METHOD)  # optim.lr acts on a LoRA (the logistic probe has none)
     cfg = compose("train", model_overrides)
     labeled = write_synthetic_labeled_set(
         tmp_path / "labeled",

@@ -22,11 +22,12 @@ from calibtune.models.confidence import (
     query_tokens_of,
 )
 from calibtune.models.loading import load_model, load_tokenizer
+from calibtune.models.methods import PROBE, method_named
 from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, ProbeHead
 from calibtune.serve.score import Scorer
 from calibtune.train.data import tokenize_examples
+from calibtune.train.lora import validation_logits
 from calibtune.train.methods import attach_lora, save_adapter
-from calibtune.train.recipe import validation_logits
 
 BATCH = 4  # 11 val rows: three batches, each with left padding
 
@@ -44,8 +45,8 @@ def eval_and_scorer(cfg, tokenizer, adapter_dir, rows) -> tuple[np.ndarray, np.n
     qm = attach_adapter(load_model(cfg.model), adapter_dir)
     signals, computed = row_signals(cfg, qm, tokenizer, rows, None, None)
     assert computed == len(rows)
-    lora = qm.kind in ("lora", "alora")
-    tuned = tuned_confidences(cfg, qm, tokenizer, rows, "val", True) if lora else None
+    query_pass = qm.method.tuned_query_pass
+    tuned = tuned_confidences(cfg, qm, tokenizer, rows, "val", True) if query_pass else None
     evaluated = base_and_tuned(
         cfg, qm, {"val": signals, "test": signals}, {"val": tuned, "test": tuned}
     )[0]["tuned/ptrue"]
@@ -66,7 +67,7 @@ def test_train_validation_eval_and_scorer_agree_bitwise(compose_cfg, tmp_path, m
     )
     rows = read_labeled_split(data, "val")
     examples = tokenize_examples(tokenizer, rows, with_answers=False)
-    activated = method == "alora"
+    activated = method_named(method).activated
     peft_model = perturbed_lora(cfg)
     trained = validation_logits(
         Accelerator(cpu=True),
@@ -76,13 +77,15 @@ def test_train_validation_eval_and_scorer_agree_bitwise(compose_cfg, tmp_path, m
         query_tokens_of(tokenizer, cfg.prompt),
         tokenizer.pad_token_id,
         BATCH,
-        activated,
+        method_named(method),
     )
     invocation = common_suffix_ids(examples) if activated else None
     save_adapter(peft_model, tmp_path / "train" / "adapter", invocation)
     evaluated, scored = eval_and_scorer(cfg, tokenizer, tmp_path / "train" / "adapter", rows)
 
-    assert attach_adapter(load_model(cfg.model), tmp_path / "train" / "adapter").kind == method
+    assert attach_adapter(
+        load_model(cfg.model), tmp_path / "train" / "adapter"
+    ).method is method_named(method)
     validated = confidences(trained)
     assert np.array_equal(validated, evaluated)
     assert np.array_equal(validated, scored)
@@ -108,7 +111,7 @@ def test_probe_scores_the_same_in_eval_and_scorer(compose_cfg, tmp_path):
     adapter.mkdir(parents=True)
     save_file(head.state_dict(), adapter / PROBE_WEIGHTS)
     write_json_atomic(adapter / PROBE_CONFIG, {"in_features": head.in_features, "hidden": 8})
-    assert attach_adapter(load_model(cfg.model), adapter).kind == "probe"
+    assert attach_adapter(load_model(cfg.model), adapter).method is PROBE
     evaluated, scored = eval_and_scorer(cfg, tokenizer, adapter, rows)
     # The eval reads the probe's features from the base signals (the query suffix on the KV
     # cache of prompt + response); Scorer runs one pass over the whole query: float noise apart.

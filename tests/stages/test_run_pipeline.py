@@ -36,13 +36,17 @@ def outputs(run_dir: Path) -> dict[str, int]:
 
 
 def test_run_reuses_finished_stages_with_the_same_settings(tiny_model_dir: Path, tmp_path: Path):
+    """With method=lora end to end (data, train, eval that measures the answers' agreement)."""
     run_dir = tmp_path / "run"
     base = [*tiny_overrides_for(tiny_model_dir, run_dir), *SMALL_DATA, *TWO_STEP_TRIAL, *EVAL_SMALL]
+    base.append("method=lora")  # the tiny model answers nothing right: no labels for a probe
 
     first = run_cli("run", *base, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "answer agreement" in first.stdout
-    assert json.loads((run_dir / "eval" / "metrics.json").read_text())["n_test"] > 0
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert metrics["n_test"] > 0
+    assert metrics["tuning_cost"]["n"] == 4  # a LoRA can change answers: generated and compared
     made = outputs(run_dir)
 
     again = run_cli("run", *base, "eval.n_boot=30", cwd=tmp_path)
@@ -133,6 +137,7 @@ def test_lodo_trains_each_fold_without_its_domains_and_aggregates(
 ):
     run_dir, domains = tmp_path / "lodo", ["arithmetic", "continents", "currencies", "capitals"]
     base = [*tiny_overrides_for(tiny_model_dir, run_dir), *SMALL_DATA, *TWO_STEP_TRIAL, *EVAL_SMALL]
+    base.append("method=alora")  # end to end through every fold (real labels: no probe fit)
     include = f"data.include_domains=[{','.join(domains)}]"
     run = run_cli("lodo", *base, include, "lodo.folds=2", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]

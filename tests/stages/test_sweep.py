@@ -1,5 +1,6 @@
 """A 2-trial Optuna sweep of `calibtune train` on the tiny model through Hydra's basic launcher,
-then `calibtune leaderboard` ranking the trials."""
+each method over its own search space (conf/search_space/<method>.yaml, the default one chosen
+by the method), then `calibtune leaderboard` ranking the trials."""
 
 from __future__ import annotations
 
@@ -26,17 +27,30 @@ def labeled_dir(compose_cfg, tmp_path: Path) -> Path:
     )
 
 
-def test_two_trial_optuna_sweep_and_leaderboard(tiny_overrides, labeled_dir, tmp_path):
+# method -> (its overrides, keys of its own search space narrowed; the default method: none)
+SPACES = {
+    "probe": ([], "{probe.fit:'choice(adamw)',optim.lr:'tag(log, interval(1e-2, 1))'}"),
+    "alora": (
+        ["method=alora"],
+        "{optim.lr:'tag(log, interval(1e-3, 1e-1))',lora.r:'choice(2, 4)'}",
+    ),
+}
+
+
+@pytest.mark.parametrize("method", sorted(SPACES))
+def test_two_trial_optuna_sweep_and_leaderboard(tiny_overrides, labeled_dir, tmp_path, method):
     sweep_dir = tmp_path / "sweep"
     overrides = [o for o in tiny_overrides if not o.startswith("run_dir=")]
+    method_overrides, narrowed = SPACES[method]
     result = run_cli(
         "train",
         "+sweep=optuna",
         *overrides,
+        *method_overrides,
         f"train.data_dir={labeled_dir}",
         *TWO_STEP_TRIAL,
         "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.params={optim.lr:'tag(log, interval(1e-3, 1e-1))',lora.r:'choice(2, 4)'}",
+        f"++hydra.sweeper.params={narrowed}",  # on top of the method's own space
         f"hydra.sweep.dir={sweep_dir}",
         cwd=tmp_path,
     )

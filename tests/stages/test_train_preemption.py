@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import LORA_METHOD
 from fixtures.labeled import write_synthetic_labeled_set
 from safetensors.torch import load_file
 
 from calibtune.models import load_tokenizer
 from calibtune.train import checkpoint as ckpt
-from calibtune.train import preemption, recipe
+from calibtune.train import lora, preemption, recipe
 
 TRAIN = [
     "train.batch_size=4",
@@ -29,6 +30,7 @@ TRAIN = [
     "train.eval_every=2",
     "train.eval_at_start=false",
     "train.checkpoint_every=0",  # the only checkpoint is the one written on the stop request
+    LORA_METHOD,
     "lora.lora_dropout=0.1",
     "optim.lr=5e-3",
 ]
@@ -58,7 +60,7 @@ def test_signal_mid_run_checkpoints_exits_and_resumes_bitwise(
 
     recipe.run_train_stage(cfg("full"))
 
-    real_step = recipe.train_one_batch
+    real_step = lora.train_one_batch
     steps: list[int] = []
 
     def signal_during_step(*args, **kwargs):
@@ -67,7 +69,7 @@ def test_signal_mid_run_checkpoints_exits_and_resumes_bitwise(
             os.kill(os.getpid(), signal.SIGTERM)  # as SLURM does on preemption
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(recipe, "train_one_batch", signal_during_step)
+    monkeypatch.setattr(lora, "train_one_batch", signal_during_step)
     handlers = {s: signal.getsignal(s) for s in preemption.STOP_SIGNALS}
     with pytest.raises(SystemExit) as stopped:
         recipe.run_train_stage(cfg("stopped"))
@@ -78,7 +80,7 @@ def test_signal_mid_run_checkpoints_exits_and_resumes_bitwise(
     assert not (train_dir / "manifest.json").exists()
     assert {s: signal.getsignal(s) for s in preemption.STOP_SIGNALS} == handlers  # restored
 
-    monkeypatch.setattr(recipe, "train_one_batch", real_step)
+    monkeypatch.setattr(lora, "train_one_batch", real_step)
     recipe.run_train_stage(cfg("stopped"))  # train.resume=auto
     want, got = adapter(tmp_path / "full"), adapter(tmp_path / "stopped")
     assert want.keys() == got.keys()
@@ -87,6 +89,49 @@ def test_signal_mid_run_checkpoints_exits_and_resumes_bitwise(
         json.loads((tmp_path / n / "train/manifest.json").read_text()) for n in ("full", "stopped")
     ]
     assert manifests[0]["best"] == manifests[1]["best"]
+
+
+PROBE_ADAMW = [o for o in TRAIN if not o.startswith(("method=", "lora."))] + ["probe.fit=adamw"]
+
+
+def test_probe_adamw_stops_on_a_signal_and_resumes_bitwise(
+    compose_cfg, labeled_dir: Path, tmp_path: Path, monkeypatch
+):
+    """The default method's trained head (probe.fit=adamw) stops and resumes as the LoRA does."""
+    from calibtune.train import probe
+
+    def cfg(name: str):
+        overrides = [*PROBE_ADAMW, f"train.data_dir={labeled_dir}", f"run_dir={tmp_path / name}"]
+        return compose_cfg("train", overrides)
+
+    recipe.run_train_stage(cfg("full"))
+    real_loss, steps = probe.soft_binary_cross_entropy, []
+
+    def signal_during_step(*args, **kwargs):  # the loss: once per optimizer step
+        steps.append(len(steps) + 1)
+        if len(steps) == STOP_AFTER:
+            os.kill(os.getpid(), signal.SIGUSR1)  # as SLURM does ahead of the time limit
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(probe, "soft_binary_cross_entropy", signal_during_step)
+    with pytest.raises(SystemExit) as stopped:
+        recipe.run_train_stage(cfg("stopped"))
+    assert stopped.value.code == preemption.STOPPED_EXIT_CODE and steps == [1, 2]
+    train_dir = tmp_path / "stopped" / "train"
+    assert [p.name for p in ckpt.list_checkpoints(train_dir)] == [f"step_{STOP_AFTER}"]
+    assert not (train_dir / "manifest.json").exists()
+
+    monkeypatch.setattr(probe, "soft_binary_cross_entropy", real_loss)
+    recipe.run_train_stage(cfg("stopped"))  # train.resume=auto
+    heads = [
+        load_file(tmp_path / n / "train/adapter/probe.safetensors") for n in ("full", "stopped")
+    ]
+    assert heads[0].keys() == heads[1].keys()
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    manifests = [
+        json.loads((tmp_path / n / "train/manifest.json").read_text()) for n in ("full", "stopped")
+    ]
+    assert manifests[0]["best"] == manifests[1]["best"] and manifests[1]["final"]["step"] == 4
 
 
 def test_signals_only_set_a_flag_and_handlers_come_back(compose_cfg, labeled_dir, tmp_path):

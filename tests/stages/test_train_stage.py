@@ -13,6 +13,7 @@ from unittest.mock import ANY
 
 import pytest
 import torch
+from fixtures import LORA_METHOD
 from fixtures.labeled import greedy_answers, write_synthetic_labeled_set
 from omegaconf import OmegaConf
 from peft import PeftModel
@@ -36,9 +37,11 @@ from calibtune.models.encoding import (
 )
 from calibtune.tracking import read_metrics
 from calibtune.train import checkpoint as ckpt
-from calibtune.train.recipe import run_train_stage, train_lora
+from calibtune.train.lora import train_lora
+from calibtune.train.recipe import run_train_stage
 
 FAST = [
+    LORA_METHOD,
     "train.batch_size=4",
     "train.micro_batch_size=2",
     "train.eval_batch_size=16",
@@ -47,6 +50,10 @@ FAST = [
     "lora.lora_dropout=0.0",
     "optim.lr=5e-3",
 ]
+
+
+# the probe's (the default method's) settings: no lora.* node, and the logistic fit refuses optim.*
+PROBE_FAST = [o for o in FAST if not o.startswith(("method=", "lora.", "optim."))]
 
 
 def make_labeled_set(cfg, out_dir: Path, sizes=None, with_model: bool = True) -> Path:
@@ -310,9 +317,9 @@ def test_alora_needs_followup_queries(compose_cfg, tmp_path):
 def test_probe_method_adamw_saves_a_head_that_scores_val(compose_cfg, labeled_dir: Path):
     from calibtune.models.probe import load_probe
 
-    fast = [o for o in FAST if not o.startswith("lora.")]
+    fast = PROBE_FAST
     overrides = [*fast, f"train.data_dir={labeled_dir}", "method=probe", "train.epochs=3"]
-    overrides.append("probe.fit=adamw")
+    overrides += ["probe.fit=adamw", "optim.lr=5e-3"]  # AdamW's settings act
     cfg = compose_cfg("train", overrides)
     out = run_train_stage(cfg)
     assert (out / "adapter/probe.safetensors").is_file()
@@ -328,7 +335,7 @@ def test_probe_method_logistic_fits_in_one_pass_and_scores_val(compose_cfg, labe
     from calibtune.io import read_jsonl
     from calibtune.models.probe import OUT_OF_FOLD, PROBE_STRENGTHS, load_probe
 
-    fast = [o for o in FAST if not o.startswith("lora.")]
+    fast = PROBE_FAST
     cfg = compose_cfg("train", [*fast, f"train.data_dir={labeled_dir}", "method=probe"])
     assert cfg.probe.fit == "logistic"  # the default
     out = run_train_stage(cfg)
@@ -359,7 +366,7 @@ def test_probe_logistic_on_one_grade_fails_naming_the_file_before_the_model_load
     rows = [json.loads(line) for line in train_file.read_text().splitlines()]
     train_file.write_text("".join(json.dumps({**r, "correct": 0}) + "\n" for r in rows))
     monkeypatch.setattr(probe, "load_model", lambda *a, **k: pytest.fail("model loaded"))
-    fast = [o for o in FAST if not o.startswith("lora.")]
+    fast = PROBE_FAST
     cfg = compose_cfg("train", [*fast, f"train.data_dir={labeled_dir}", "method=probe"])
     with pytest.raises(InputError, match=r"train.jsonl: field 'correct': 1 grade\(s\)"):
         run_train_stage(cfg)
@@ -367,7 +374,7 @@ def test_probe_logistic_on_one_grade_fails_naming_the_file_before_the_model_load
 
 
 def test_probe_logistic_with_a_hidden_layer_is_refused_before_work(compose_cfg, labeled_dir):
-    fast = [o for o in FAST if not o.startswith("lora.")]
+    fast = PROBE_FAST
     overrides = [*fast, f"train.data_dir={labeled_dir}", "method=probe", "probe.hidden=8"]
     with pytest.raises(ConfigError, match="probe.fit=logistic fits a linear head"):
         run_train_stage(compose_cfg("train", overrides))

@@ -4,11 +4,13 @@ composed, naming the key and the allowed values, before any model loads or file 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -143,6 +145,36 @@ def test_the_default_preset_fits_the_linear_probe_and_lora_is_one_override_away(
     assert lora.method.name == "alora" and lora.lora.r >= 1
     with pytest.raises(ConfigError, match="probe.fit=logistic fits a linear head"):
         check_config(compose("run", ["probe.hidden=16"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["optim.lr=0.01"], "optim.lr=0.01: method=probe with probe.fit=logistic fits its head"),
+        (["optim.betas=[0.8,0.99]"], "optim.betas=[0.8, 0.99]: method=probe"),
+        (
+            ["probe.fit=adamw", "optim.scheduler=linear"],
+            "optim.scheduler='linear': method=probe with probe.fit=adamw trains its head at a "
+            "constant learning rate",
+        ),
+        (["probe.fit=adamw", "optim.warmup=0.2"], "leave optim.warmup at its default (0.05)"),
+    ],
+)
+def test_optim_keys_the_method_does_not_use_are_refused_at_compose_time(overrides, refused):
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        compose("train", overrides)
+
+
+def test_optim_keys_the_method_uses_act():
+    from calibtune.train.common import adamw
+
+    adamw_probe = ["probe.fit=adamw", "optim.lr=0.01", "optim.betas=[0.8,0.99]", "optim.eps=1e-6"]
+    cfg = compose("train", [*adamw_probe, "optim.weight_decay=0.1"])
+    optimizer = adamw(cfg, torch.nn.Linear(2, 1))  # the probe's AdamW, as the LoRA's
+    assert optimizer.defaults["betas"] == (0.8, 0.99) and optimizer.defaults["eps"] == 1e-6
+    assert optimizer.defaults["lr"] == 0.01 and optimizer.defaults["weight_decay"] == 0.1
+    for method in ("lora", "alora"):  # a LoRA follows every optim.* key
+        compose("train", [f"method={method}", "optim.scheduler=linear", "optim.warmup=0.2"])
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml")))

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from calibtune.config import conf_dir
+from calibtune.config import check_config, conf_dir, method_search_space
 
 TRIAL_RUN_DIR = "${hydra:sweep.dir}/${hydra:sweep.subdir}"
 
@@ -22,8 +22,33 @@ def compose_with_hydra(*overrides: str):
         return compose("train", list(overrides), return_hydra_config=True)
 
 
+SPACES = {  # each method's own search space (conf/search_space/<method>.yaml)
+    "probe": {"probe.fit", "optim.lr", "probe.hidden"},
+    "lora": {"optim.lr", "lora.r", "train.beta"},
+    "alora": {"optim.lr", "lora.r"},
+}
+
+
+@pytest.mark.parametrize("method", [None, *sorted(SPACES)])
+def test_optuna_sweep_searches_the_methods_own_space(method):
+    """`+sweep=optuna` searches the method's own space (None: the default method, the probe),
+    filled in when the sweep starts (`search_space=auto`); keys given on the command line win;
+    the config passes the check."""
+    overrides = ["+sweep=optuna"] + ([f"method={method}"] if method else [])
+    cfg = compose_with_hydra(*overrides)
+    assert cfg.hydra.runtime.choices.search_space == "auto"
+    method_search_space(cfg)  # what the sweep's callback does before the sweeper starts
+    assert set(cfg.hydra.sweeper.params) == SPACES[method or "probe"]
+    check_config(cfg)
+    given = compose_with_hydra(*overrides, "++hydra.sweeper.params={optim.lr:'choice(0.1, 0.2)'}")
+    method_search_space(given)
+    assert set(given.hydra.sweeper.params) == SPACES[method or "probe"]
+    assert given.hydra.sweeper.params["optim.lr"] == "choice(0.1, 0.2)"
+
+
 def test_optuna_sweep_composes_with_objective_and_search_space():
-    cfg = compose_with_hydra("+sweep=optuna", "method=alora")  # the default space is alora's
+    cfg = compose_with_hydra("+sweep=optuna", "method=alora")
+    method_search_space(cfg)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("optuna_sweeper.OptunaSweeper")
     assert cfg.hydra.mode.name == "MULTIRUN"

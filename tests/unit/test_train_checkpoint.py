@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from fixtures import LORA_METHOD
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 from transformers import get_scheduler
@@ -15,7 +16,7 @@ from calibtune.config import save_config
 from calibtune.errors import CalibtuneError, ConfigError
 from calibtune.tracking import Tracker, read_metrics
 from calibtune.train import checkpoint as ckpt
-from calibtune.train import recipe
+from calibtune.train import common
 from calibtune.train import strategy as dist
 
 
@@ -40,22 +41,24 @@ def snapshot(model, optimizer, scheduler, state: ckpt.TrainState) -> ckpt.Snapsh
     """What the recipe gathers for a checkpoint (`gather_snapshot`), for a one-process model."""
     one_process = SimpleNamespace(num_processes=1)
     strategy = dist.Strategy("ddp", accumulation_steps=1)
-    return recipe.gather_snapshot(one_process, strategy, model, optimizer, scheduler, state)
+    return common.gather_snapshot(one_process, strategy, model, optimizer, scheduler, state)
 
 
 def test_auto_resume_refuses_checkpoints_made_with_other_settings(compose_cfg, tmp_path):
-    cfg = compose_cfg("train", [f"train.output_dir={tmp_path}"])
+    cfg = compose_cfg("train", [LORA_METHOD, f"train.output_dir={tmp_path}"])
     model, optimizer, scheduler = setup(0)
     state = ckpt.TrainState(step=1)
     ckpt.save_checkpoint(tmp_path, snapshot(model, optimizer, scheduler, state), keep_last=2)
     save_config(cfg, tmp_path / "config.yaml")
-    again = compose_cfg("train", [f"train.output_dir={tmp_path}", "train.timeout_s=60"])
+    again = compose_cfg(
+        "train", [LORA_METHOD, f"train.output_dir={tmp_path}", "train.timeout_s=60"]
+    )
     assert ckpt.find_resume_checkpoint(again, tmp_path).name == "step_1"
-    changed = compose_cfg("train", [f"train.output_dir={tmp_path}", "optim.lr=0.5"])
+    changed = compose_cfg("train", [LORA_METHOD, f"train.output_dir={tmp_path}", "optim.lr=0.5"])
     with pytest.raises(ConfigError, match=r"other settings \(optim.lr;"):
         ckpt.find_resume_checkpoint(changed, tmp_path)
     fresh = compose_cfg(
-        "train", [f"train.output_dir={tmp_path}", "optim.lr=0.5", "train.resume=never"]
+        "train", [LORA_METHOD, f"train.output_dir={tmp_path}", "optim.lr=0.5", "train.resume=never"]
     )
     assert ckpt.find_resume_checkpoint(fresh, tmp_path) is None
 

@@ -113,12 +113,12 @@ def tuned_pass(
 ) -> tuple[torch.Tensor, bool]:
     """Tuned two-way [no, yes] logits [N, 2] of each query (the shared confidence passes:
     `query_two_way_logits`), and whether `full_ece` received the tuned model's answer-token
-    logits: a LoRA's follow-up pass over the whole query gives them in the same pass (a restated
-    query needs an answer pass); an activated LoRA is inactive on prompt + response, so its
-    answer tokens are the base model's and nothing is added."""
+    logits (`qm.method.tuned_full_ece`): a LoRA's follow-up pass over the whole query gives them
+    in the same pass (a restated query needs an answer pass); other methods' answer tokens are
+    the base model's (an activated LoRA is inactive on prompt + response): nothing is added."""
     pad_id = tokenizer.pad_token_id
     suffix_ids = common_suffix_ids(queries)
-    if not full_ece or qm.kind != "lora":
+    if not full_ece or not qm.method.tuned_full_ece:
         return query_two_way_logits(
             qm, queries, tokens, pad_id, batch_size, progress=progress
         ), False

@@ -69,16 +69,6 @@ from calibtune.runtime import is_rank_zero, process_group, provenance, set_seed,
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
-# Methods whose answers are the base model's by construction: no generation to measure it.
-UNCHANGED_ANSWERS = {
-    "probe": "a probe head reads the frozen model: the answers are the base model's",
-    "alora": "an activated LoRA is inactive on the answer prompt: the answers are the base model's",
-}
-# Full-ECE of the tuned model's answer tokens is the base figure for these methods.
-BASE_ANSWER_TOKENS = {
-    "probe": "a probe head leaves the LM untouched: tuned Full-ECE is the base figure",
-    "alora": "an activated LoRA is inactive on prompt + response: tuned Full-ECE is the base figure",
-}
 
 
 # -- inputs
@@ -326,18 +316,18 @@ def tuning_cost(cfg, qm: QueryModel, tokenizer, rows: list[dict]) -> dict:
     Both sides are generated here with the same batches and settings (the data stage's
     max_new_tokens and stop strings, greedy), the base side under `disable_adapter()`, so the
     agreement measures the adapter alone; agreement with the data stage's stored responses (other
-    batch composition) is reported beside it. A method that cannot change the answers (a probe
-    head; an activated LoRA, inactive on the answer prompt) generates nothing: agreement 1 by
-    construction, said so under `by_construction`."""
+    batch composition) is reported beside it. A method that cannot change the answers
+    (`qm.method.unchanged_answers`: a probe head; an activated LoRA, inactive on the answer
+    prompt) generates nothing: agreement 1 by construction, said so under `by_construction`."""
     from calibtune.data.generation import generate_answers
     from calibtune.data.grading import grade
     from calibtune.data.stage import generation_kwargs
 
-    if qm.kind in UNCHANGED_ANSWERS:
+    if qm.method.unchanged_answers is not None:
         return {
             "n": 0,
             "answer_agreement": 1.0,
-            "by_construction": UNCHANGED_ANSWERS[qm.kind],
+            "by_construction": qm.method.unchanged_answers,
             "base_accuracy": float(np.mean([float(r["correct"]) for r in rows])),
         }
     limit = min(len(rows), cfg.eval.agreement_max_examples or len(rows))
@@ -392,10 +382,11 @@ def normalize(text: str) -> str:
 
 def model_passes_on_ranks(group, cfg, qm, tokenizer, splits: dict) -> tuple:
     """The model passes of the stage beyond the base signals: the tuned query pass over val and
-    test (a LoRA or activated LoRA), verbalized confidence and the cost of tuning, as four tasks
+    test (a method with `tuned_query_pass`: LoRA, aLoRA), verbalized confidence and the cost of
+    tuning (a `tuned` method), as four tasks
     spread over the launched processes (task k on rank k % N) and returned on every rank. Each
     task runs as in one process; more than four processes leave the rest idle."""
-    lora = qm.kind in ("lora", "alora")
+    query_pass = qm.method.tuned_query_pass
 
     def verbalized_task() -> tuple[dict, dict]:
         extra: dict = {}
@@ -403,14 +394,18 @@ def model_passes_on_ranks(group, cfg, qm, tokenizer, splits: dict) -> tuple:
 
     tasks = {
         "val": lambda: (
-            tuned_confidences(cfg, qm, tokenizer, splits["val"], "val", False) if lora else None
+            tuned_confidences(cfg, qm, tokenizer, splits["val"], "val", False)
+            if query_pass
+            else None
         ),
         "test": lambda: (
-            tuned_confidences(cfg, qm, tokenizer, splits["test"], "test", True) if lora else None
+            tuned_confidences(cfg, qm, tokenizer, splits["test"], "test", True)
+            if query_pass
+            else None
         ),
         "verbalized": verbalized_task,
         "cost": lambda: (
-            tuning_cost(cfg, qm, tokenizer, splits["test"]) if qm.kind != "base" else None
+            tuning_cost(cfg, qm, tokenizer, splits["test"]) if qm.method.tuned else None
         ),
     }
     done = share_work(group, tasks)
@@ -421,25 +416,31 @@ def model_passes_on_ranks(group, cfg, qm, tokenizer, splits: dict) -> tuple:
 def base_and_tuned(
     cfg, qm: QueryModel, signals: dict[str, BaseSignals], model_out: dict
 ) -> tuple[dict, dict, dict, dict]:
-    """Val and test confidences (base from the signals; tuned from the probe head on the
-    recorded hidden states, or from the LoRA's query pass in `model_out`), the Full-ECE scans
-    by model, and what the report says about tuned Full-ECE."""
+    """Val and test confidences (base from the signals; tuned from the method's query pass in
+    `model_out`, or read off the recorded signals: a probe's head on the hidden states), the
+    Full-ECE scans by model, and what the report says about tuned Full-ECE."""
     scored = {name: signals[name].confidences() for name in ("val", "test")}
+    for name in ("val", "test"):
+        tuned = tuned_ptrue(qm, signals[name], model_out[name])
+        if tuned is not None:
+            scored[name]["tuned/ptrue"] = tuned
     grid, n_bins = temperature_grid(cfg.eval), int(cfg.eval.n_bins)
     full = {"base": signals["test"].full_ece_scans(grid, n_bins)}
     note = {}
-    if qm.kind == "probe":
-        for name in ("val", "test"):
-            two_way = qm.probe.two_way(signals[name].hidden.float())
-            scored[name]["tuned/ptrue"] = confidences(two_way.detach())
-    elif qm.kind in ("lora", "alora"):
-        for name in ("val", "test"):
-            scored[name]["tuned/ptrue"] = model_out[name]["tuned/ptrue"]
-    if qm.kind in BASE_ANSWER_TOKENS:
-        full["tuned"], note["tuned_is_base"] = full["base"], BASE_ANSWER_TOKENS[qm.kind]
-    elif qm.kind == "lora":
+    if qm.method.base_answer_tokens is not None:
+        full["tuned"], note["tuned_is_base"] = full["base"], qm.method.base_answer_tokens
+    elif qm.method.tuned_full_ece:
         full["tuned"] = model_out["test"]["full_ece"]
     return scored["val"], scored["test"], full, note
+
+
+def tuned_ptrue(qm: QueryModel, signals: BaseSignals, out: dict | None) -> np.ndarray | None:
+    """One split's tuned confidences: the method's query pass (`out`), or its reading of the
+    recorded base signals (a probe); None for the base model."""
+    if out is not None:
+        return out["tuned/ptrue"]
+    two_way = qm.method.confidences_from_signals(qm, signals.hidden)
+    return None if two_way is None else confidences(two_way)
 
 
 def run_eval_stage(cfg: DictConfig) -> Path:
@@ -496,7 +497,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
         "base_signals": "recorded by the data stage" if recorded is not None else "computed here",
         "base_signal_rows_computed": computed,
         "tuned_query_rows": sum(len(splits[n]) for n in ("val", "test"))
-        if qm.kind in ("lora", "alora")
+        if qm.method.tuned_query_pass
         else 0,
     }
     recalibrated, calibrators, not_fitted = recalibrate(cfg, val, y_val, test)

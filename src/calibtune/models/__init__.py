@@ -1,5 +1,6 @@
-"""Shared model parts: loading (embedded default, local dirs, hub ids), answer prompts, and the
-uncertainty query (`calibtune.models.confidence`)."""
+"""Shared model parts: loading (embedded default, local dirs, hub ids), answer prompts, the
+uncertainty query (`calibtune.models.confidence`) and the methods that answer it, one object
+each (`calibtune.models.methods`)."""
 
 from calibtune.models.confidence import (
     QueryModel,

@@ -7,14 +7,17 @@ Train validation, the eval stage and `calibtune.Scorer` all compute confidences 
 and also returns the answer-token logits), so the same model, rows and batch size give
 bit-identical numbers in every stage.
 
-How a model answers the query is its `QueryModel.kind`, decided by `QueryModel.of` (loaded
-models: a PEFT config with `alora_invocation_tokens` is an aLoRA) or `QueryModel.training`
-(the train stage: method=alora trains a plain LoRA whose saved config gets those tokens):
+How a model answers the query is its `QueryModel.method` (`calibtune.models.methods`), found
+by `QueryModel.of` (loaded models: a PEFT config with `alora_invocation_tokens` is an aLoRA) or
+given by the train stage (`QueryModel.training`: method=alora trains a plain LoRA whose saved
+config gets those tokens). The passes ask the method, never its name:
 
-- base / lora: one forward over the whole query (for a follow-up query, one pass over prompt +
-  response + suffix, which also yields the answer-token logits).
-- alora: the base model over prompt + response (a KV cache), then the adapter over the suffix.
-- probe: the frozen model's last hidden state at the query's last token, through the head.
+- the LM's yes/no logits: one forward over the whole query (for a follow-up query, one pass over
+  prompt + response + suffix, which also yields the answer-token logits); an `activated` method
+  (aLoRA) runs the base model over prompt + response (a KV cache), then the adapter over the
+  suffix.
+- a method with its own reading (`own_two_way_logits`: the probe's head on the frozen model's
+  last hidden state at the query's last token) gives its logits itself.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from calibtune.models.encoding import (
     length_sorted_batches,
     pad_sequences,
 )
-from calibtune.models.probe import is_probe_dir, load_probe
+from calibtune.models.methods import QueryMethod, method_of_adapter, method_of_model
 from calibtune.models.prompts import (
     chat_messages,
     format_question,
@@ -227,63 +230,40 @@ def common_suffix_ids(queries: Sequence[EncodedQueryLike]) -> tuple[int, ...] | 
 # ---------------------------------------------------------------------------- models
 
 
-def alora_invocation_tokens(model) -> list[int] | None:
-    """The invocation tokens of a loaded activated-LoRA adapter on `model`, else None."""
-    config = getattr(model, "peft_config", {}).get("default")
-    tokens = getattr(config, "alora_invocation_tokens", None)
-    return list(tokens) if tokens else None
-
-
 @dataclass(frozen=True)
 class QueryModel:
-    """A model that answers the uncertainty query, and how (`kind`: base, lora, alora, probe).
+    """A model that answers the uncertainty query, and its `method` (base, lora, alora, probe).
 
     `module` runs the tuned side (in training a DDP/FSDP wrapper of `peft`); `peft` owns
-    `disable_adapter()` (the base side); `probe` is the head of kind probe."""
+    `disable_adapter()` (the base side); `probe` is a probe method's head."""
 
     module: torch.nn.Module
-    kind: str
+    method: QueryMethod
     peft: torch.nn.Module | None = None
     probe: torch.nn.Module | None = None
 
     @classmethod
     def of(cls, model: torch.nn.Module, probe: torch.nn.Module | None = None) -> QueryModel:
         """The query model of a loaded model (with its PEFT adapter, or a probe head)."""
-        if probe is not None:
-            return cls(model, "probe", probe=probe)
-        if not hasattr(model, "disable_adapter"):
-            return cls(model, "base")
-        kind = "alora" if alora_invocation_tokens(model) is not None else "lora"
-        return cls(model, kind, peft=model)
+        peft = model if hasattr(model, "disable_adapter") else None
+        return cls(model, method_of_model(model, probe), peft=peft, probe=probe)
 
     @classmethod
     def training(
-        cls, module: torch.nn.Module, peft_model: torch.nn.Module, activated: bool
+        cls, module: torch.nn.Module, peft_model: torch.nn.Module, method: QueryMethod
     ) -> QueryModel:
-        """The train stage's model: `activated` (method=alora) trains the adapter as a plain
-        LoRA that only ever runs on the query suffix, saved with its invocation tokens."""
-        return cls(module, "alora" if activated else "lora", peft=peft_model)
+        """The train stage's model: an `activated` method (method=alora) trains the adapter as
+        a plain LoRA that only ever runs on the query suffix, saved with its invocation tokens."""
+        return cls(module, method, peft=peft_model)
 
     def base_mode(self) -> contextlib.AbstractContextManager:
         """Context in which the model runs as the base model (adapter disabled), if it has one."""
         return self.peft.disable_adapter() if self.peft is not None else contextlib.nullcontext()
 
     def check_queries(self, tokenizer: PreTrainedTokenizerBase, suffix: str | None) -> None:
-        """An activated LoRA only acts on its invocation tokens: the queries must end in them."""
-        invocation = alora_invocation_tokens(self.module)
-        if self.kind != "alora" or invocation is None:
-            return
-        if self.module.peft_config["default"].task_type != "CAUSAL_LM":
-            raise ConfigError(
-                "the adapter is an activated LoRA without task_type CAUSAL_LM in its "
-                "adapter_config.json, so PEFT would never activate it: set task_type to CAUSAL_LM"
-            )
-        if suffix is None or encode_text(tokenizer, suffix) != invocation:
-            raise ConfigError(
-                "the adapter is an activated LoRA (method=alora) whose invocation tokens are not "
-                "the suffix of these queries, so it would never act: evaluate a labeled set built "
-                "with the same prompt (prompt.query_style=followup and the same followup_template)"
-            )
+        """Fail when the method cannot score these queries (an aLoRA whose invocation tokens
+        are not their suffix)."""
+        self.method.check_queries(self, tokenizer, suffix)
 
 
 # ---------------------------------------------------------------------------- P(yes)
@@ -314,9 +294,10 @@ def followup_query_logits(
     qm: QueryModel, collated: dict[str, torch.Tensor], *, base: bool, cache=None
 ) -> tuple[torch.Tensor, tuple | None]:
     """Next-token logits [B, V] after a follow-up batch's suffix, and the answer-token logits
-    when the pass computed them. base and alora: the suffix over the base model's KV cache of
-    prompt + response (`cache`, made here when None); lora: one pass over the whole query."""
-    if base or qm.kind == "alora":
+    when the pass computed them. base and an activated method (aLoRA): the suffix over the base
+    model's KV cache of prompt + response (`cache`, made here when None); otherwise one pass
+    over the whole query."""
+    if base or qm.method.activated:
         if cache is None:
             with qm.base_mode():
                 owner = qm.peft if qm.peft is not None else qm.module
@@ -325,25 +306,6 @@ def followup_query_logits(
             return followup_suffix_logits(qm.module, collated, cache), None
     last, answer = followup_full_pass(qm.module, collated)
     return last, answer
-
-
-@torch.no_grad()
-def query_features(
-    module: torch.nn.Module, queries: Sequence[EncodedQueryLike], pad_id: int, batch_size: int
-) -> torch.Tensor:
-    """Last-layer hidden state at each query's last token, [N, H] (float32, CPU): probe input."""
-    device = _device(module)
-    feats = torch.empty(len(queries), module.config.hidden_size)
-    for batch in query_batches(queries, batch_size):
-        padded = pad_sequences([queries[i].query_ids for i in batch], pad_id, side="left")
-        out = module(
-            **_to_device(padded, device),
-            output_hidden_states=True,
-            logits_to_keep=1,
-            use_cache=False,
-        )
-        feats[batch] = out.hidden_states[-1][:, -1].float().cpu()
-    return feats
 
 
 @torch.no_grad()
@@ -361,8 +323,9 @@ def query_two_way_logits(
     """Two-way [no, yes] logits [N, 2] (float32, CPU, input order) of each query under the
     tuned model (`base`: adapter disabled). `progress` wraps the batch iterator (a bar);
     `device`: where batches go (default: the model's first parameter's)."""
-    if qm.kind == "probe" and not base:
-        return qm.probe.two_way(query_features(qm.module, queries, pad_id, batch_size)).float()
+    own = None if base else qm.method.own_two_way_logits(qm, queries, pad_id, batch_size)
+    if own is not None:
+        return own
     logits = torch.empty(len(queries), 2)
     device = device or _device(qm.module)
     suffix_ids = common_suffix_ids(queries)
@@ -372,7 +335,7 @@ def query_two_way_logits(
             last, _ = followup_query_logits(qm, _to_device(collated, device), base=base)
             logits[batch] = query_logits(last, tokens).cpu()
         return logits
-    if qm.kind == "alora" and not base:
+    if qm.method.activated and not base:
         raise ConfigError("an activated LoRA needs follow-up queries that share one suffix")
     for batch in _wrap(query_batches(queries, batch_size), progress):
         padded = pad_sequences([queries[i].query_ids for i in batch], pad_id, side="left")
@@ -390,10 +353,5 @@ def _wrap(iterable, progress):
 def attach_adapter(model: torch.nn.Module, adapter_dir: str | Path | None) -> QueryModel:
     """`model` with the adapter saved in `adapter_dir` (a PEFT LoRA / aLoRA, or a probe head;
     None: the base model) as a query model, in eval mode."""
-    if adapter_dir is None:
-        return QueryModel.of(model.eval())
-    if is_probe_dir(adapter_dir):
-        return QueryModel.of(model.eval(), probe=load_probe(adapter_dir))
-    from peft import PeftModel
-
-    return QueryModel.of(PeftModel.from_pretrained(model, str(adapter_dir)).eval())
+    module, probe = method_of_adapter(adapter_dir).attach(model.eval(), adapter_dir)
+    return QueryModel.of(module, probe)

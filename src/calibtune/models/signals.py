@@ -41,7 +41,6 @@ from calibtune.models.confidence import (
     confidences,
     encode_query,
     followup_batches,
-    query_features,
     query_logits,
     query_two_way_logits,
 )
@@ -53,6 +52,7 @@ from calibtune.models.encoding import (
     followup_suffix_outputs,
     length_sorted_batches,
 )
+from calibtune.models.methods import query_features
 
 SIGNALS_FILE = "base_signals.safetensors"
 ANSWER_STATS = ("pavg", "seqlogp", "pmin")

@@ -12,7 +12,8 @@ plain `transformers` (`AutoModelForCausalLM.from_pretrained(dir)`), and with
 (method=alora) cannot be merged (it acts only on the query's tokens): the directory then holds
 the base weights and the adapter in `adapter/`, loaded with PEFT on top of them. A probe
 (method=probe) leaves the model unchanged: the base weights, and the head's two files in
-`adapter/`, which `Scorer.from_pretrained` applies.
+`adapter/`, which `Scorer.from_pretrained` applies. What is written is the method's
+(`calibtune.models.methods`: `save_export`, `unmerged_export`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -31,7 +31,7 @@ from calibtune.errors import InputError
 from calibtune.eval.report import headline_table, markdown_table
 from calibtune.io import atomic_dir, write_json_atomic, write_text_atomic
 from calibtune.models.loading import load_tokenizer, model_fingerprint
-from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS
+from calibtune.models.methods import ALORA, LORA, PROBE, method_named
 from calibtune.runtime import is_rank_zero, provenance
 from calibtune.serve.score import (
     ADAPTER_SUBDIR,
@@ -70,6 +70,33 @@ def delta_table(metrics: dict) -> str:
     return markdown_table(headline_table(metrics, names))
 
 
+# What the model card says an export is, and how to load its adapter, by method (templates of
+# {base_name} and {subdir}); a method without its own text ships as a merged model.
+CARD_TEXT = {
+    LORA: (
+        "{base_name} with a calibtune LoRA adapter merged into its weights. Ask it whether a "
+        'proposed answer is correct and the probability of "yes" is a calibrated probability '
+        "that the answer is right. The weights answer questions as the base model does.",
+        "",
+    ),
+    PROBE: (
+        "{base_name}, unchanged, and a calibtune probe head (`{subdir}/`) that reads the "
+        "model's last hidden state at the end of the uncertainty query asked after its "
+        "answer and gives a calibrated probability that the answer is right. The head is "
+        "applied by `calibtune.Scorer`.",
+        "",
+    ),
+    ALORA: (
+        "{base_name} and a calibtune activated-LoRA adapter (`{subdir}/`). The adapter acts "
+        "only on the tokens of the uncertainty query, so the model answers exactly as the "
+        "base model does; after its answer, ask whether the answer is correct and the "
+        'probability of "yes" is a calibrated probability that the answer is right.',
+        "from peft import PeftModel\n"
+        'model = PeftModel.from_pretrained(model, "<this dir>/{subdir}")\n',
+    ),
+}
+
+
 def model_card(base_name: str, serve_config: dict, metrics: dict | None) -> str:
     """The README.md of an export: what it is, how to load it, how to score, the eval deltas."""
     calibrator = serve_config.get("calibrator")
@@ -87,31 +114,11 @@ def model_card(base_name: str, serve_config: dict, metrics: dict | None) -> str:
     query = prompt["followup_template"] if followup else prompt["query_template"]
     if followup:
         query += " (a new user turn after the model's answer)"
-    subdir, kind = serve_config.get("adapter_subdir"), serve_config.get("adapter_kind")
-    intro = (
-        f"{base_name} with a calibtune LoRA adapter merged into its weights. Ask it whether a "
-        'proposed answer is correct and the probability of "yes" is a calibrated probability '
-        "that the answer is right. The weights answer questions as the base model does."
-    )
-    load_adapter = ""
-    if kind == "probe":
-        intro = (
-            f"{base_name}, unchanged, and a calibtune probe head (`{subdir}/`) that reads the "
-            "model's last hidden state at the end of the uncertainty query asked after its "
-            "answer and gives a calibrated probability that the answer is right. The head is "
-            "applied by `calibtune.Scorer`."
-        )
-    elif subdir:
-        intro = (
-            f"{base_name} and a calibtune activated-LoRA adapter (`{subdir}/`). The adapter acts "
-            "only on the tokens of the uncertainty query, so the model answers exactly as the "
-            "base model does; after its answer, ask whether the answer is correct and the "
-            'probability of "yes" is a calibrated probability that the answer is right.'
-        )
-        load_adapter = (
-            "from peft import PeftModel\n"
-            f'model = PeftModel.from_pretrained(model, "<this dir>/{subdir}")\n'
-        )
+    subdir = serve_config.get("adapter_subdir")
+    method = method_named(serve_config.get("adapter_kind") or LORA.name)
+    intro, load_adapter = CARD_TEXT.get(method, CARD_TEXT[LORA])
+    intro = intro.format(base_name=base_name, subdir=subdir)
+    load_adapter = load_adapter.format(subdir=subdir)
     return f"""---
 library_name: transformers
 base_model: {base_name}
@@ -158,39 +165,28 @@ def run_export(cfg: DictConfig) -> Path:
     calibrator = resolve_calibrator(cfg)
     metrics = read_eval_metrics(cfg.serve.export.metrics)
     query_model = load_tuned_model(cfg.model, adapter)
-    kind, model = query_model.kind, query_model.module
-    if kind == "lora":
-        model = model.merge_and_unload()
+    method = query_model.method
     tokenizer = load_tokenizer(cfg.model)
     serve_config = {
         **provenance(),
         "base_model": model_fingerprint(cfg.model),
         "adapter": str(adapter.resolve()),
-        "adapter_kind": kind,
+        "adapter_kind": method.name,
         "attn_implementation": cfg.model.get("attn_implementation") or "sdpa",
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
         "calibrator": {"name": cfg.serve.calibrator_name, "params": calibrator[0]}
         if calibrator
         else None,
-        "adapter_subdir": ADAPTER_SUBDIR if kind in ("alora", "probe") else None,
+        "adapter_subdir": ADAPTER_SUBDIR if method.unmerged_export else None,
         "policy": resolve_policy(cfg),
     }
     if not is_rank_zero():
         return output_dir
     with atomic_dir(output_dir) as tmp_dir:
-        if kind == "alora":
-            model.get_base_model().save_pretrained(tmp_dir, safe_serialization=True)
-            model.save_pretrained(tmp_dir / ADAPTER_SUBDIR, safe_serialization=True)
-        else:
-            model.save_pretrained(tmp_dir, safe_serialization=True)
-        if kind == "probe":
-            (tmp_dir / ADAPTER_SUBDIR).mkdir()
-            for name in (PROBE_WEIGHTS, PROBE_CONFIG):
-                shutil.copy2(adapter / name, tmp_dir / ADAPTER_SUBDIR / name)
+        method.save_export(query_model, adapter, tmp_dir, ADAPTER_SUBDIR)
         tokenizer.save_pretrained(tmp_dir)
         write_json_atomic(tmp_dir / SERVE_CONFIG, serve_config)
         card = model_card(str(cfg.model.name_or_path), serve_config, metrics)
         write_text_atomic(tmp_dir / "README.md", card)
-    shipped = {"lora": "merged model", "alora": "base model + aLoRA adapter"}
-    print(f"exported {shipped.get(kind, 'base model + probe head')} to {output_dir}")
+    print(f"exported {method.exported} to {output_dir}")
     return output_dir

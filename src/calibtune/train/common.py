@@ -1,11 +1,12 @@
-"""Training utilities shared by the recipes (the LoRA recipe `train.recipe`, the probe
+"""Training utilities shared by the recipes (the LoRA recipe `train.lora`, the probe
 `train.probe`): output dir, config checks, the labeled rows, steps and batch-order seeds, the
-best-checkpoint rule, rank shares, and checkpoint snapshots."""
+optimizer and its schedule, the best-checkpoint rule, rank shares, and checkpoint snapshots."""
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import get_args
@@ -14,11 +15,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from omegaconf import DictConfig
+from transformers import get_scheduler
 
 from calibtune.errors import ConfigError
 from calibtune.examples import read_labeled_split
+from calibtune.models.methods import method_named
 from calibtune.schema import BestMetric
 from calibtune.train import checkpoint as ckpt
+from calibtune.train import preemption
 from calibtune.train import strategy as dist
 
 HIGHER_IS_BETTER = {"auroc"}
@@ -54,7 +58,7 @@ def check_train_config(cfg: DictConfig, num_train: int, world_size: int) -> None
         raise ConfigError(f"train.beta={tc.beta} must be >= 0")
     if tc.epochs < 1 and not tc.max_steps:
         raise ConfigError("train.epochs must be >= 1 (or set train.max_steps)")
-    if tc.gradient_checkpointing and cfg.method.name == "alora":
+    if tc.gradient_checkpointing and method_named(cfg.method.name).activated:
         raise ConfigError(
             "train.gradient_checkpointing=true with method=alora: checkpointed layers drop the "
             "prefix KV cache the adapter runs on; use method=lora or gradient_checkpointing=false"
@@ -82,6 +86,49 @@ def total_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The batch-order seed of one epoch."""
     return seed * 100_003 + epoch
+
+
+def warmup_steps(warmup: float, steps: int) -> int:
+    """`optim.warmup` < 1 is a fraction of the steps, >= 1 a number of steps."""
+    return int(math.ceil(warmup * steps)) if warmup < 1 else int(warmup)
+
+
+def adamw(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.AdamW:
+    """AdamW (`optim.lr`, `betas`, `eps`, `weight_decay`) over the trainable parameters."""
+    return torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=float(cfg.optim.lr),
+        betas=tuple(cfg.optim.betas),
+        eps=float(cfg.optim.eps),
+        weight_decay=float(cfg.optim.weight_decay),
+    )
+
+
+def make_optimizer(cfg: DictConfig, model: torch.nn.Module, steps: int):
+    """AdamW over the trainable parameters and the `optim.scheduler` schedule with
+    `optim.warmup` (the LoRA recipe's)."""
+    optimizer = adamw(cfg, model)
+    scheduler = get_scheduler(
+        str(cfg.optim.scheduler),
+        optimizer,
+        num_warmup_steps=warmup_steps(float(cfg.optim.warmup), steps),
+        num_training_steps=steps,
+    )
+    return optimizer, scheduler
+
+
+def checkpoint_or_stop(
+    accelerator: Accelerator, train_cfg, step: int, steps: int, save_checkpoint: Callable[[], None]
+) -> None:
+    """At an optimizer-step boundary: `save_checkpoint()` when `train.checkpoint_every` says so
+    or a stop signal arrived (train.preemption), then, for a stop, exit 75. A collective: every
+    rank calls it after the same step."""
+    stop = preemption.stop_requested(accelerator) and step < steps
+    every = int(train_cfg.checkpoint_every)
+    if stop or (every and step % every == 0 and step < steps):
+        save_checkpoint()
+    if stop:
+        preemption.exit_stopped(step)
 
 
 def is_better(metric: str, value: float | None, best: float | None) -> bool:

@@ -3,7 +3,7 @@ token, trained with the same CE on `correct` (no KL needed: the model itself nev
 
 Saved as `adapter/probe.safetensors` + `adapter/probe_config.json` (the head is
 `calibtune.models.probe`); validation and every later stage score it with
-`calibtune.models.confidence` (the head on `query_features`)."""
+`calibtune.models.methods.PROBE` (the head on `query_features`)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from calibtune.config import save_config
 from calibtune.errors import ConfigError, InputError
 from calibtune.examples import row_group, split_path
 from calibtune.io import atomic_dir, write_json_atomic, write_jsonl_atomic
-from calibtune.models.confidence import query_features, query_tokens_of
+from calibtune.models.confidence import query_tokens_of
 from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
+from calibtune.models.methods import query_features
 from calibtune.models.probe import (
     OUT_OF_FOLD,
     PROBE_CONFIG,
@@ -35,7 +36,7 @@ from calibtune.models.signals import BaseSignals, read_signals, signals_key
 from calibtune.runtime import set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
-from calibtune.train import common
+from calibtune.train import common, preemption
 from calibtune.train import strategy as dist
 from calibtune.train.checkpoint import verify_saved_tensors
 from calibtune.train.data import plan_batches, tokenize_examples
@@ -120,7 +121,8 @@ def train_probe(cfg: DictConfig) -> Path:
         if accelerator.is_main_process:
             write_out_of_fold(cfg, output_dir, train_rows, train_xy, groups)
     else:
-        fields = train_adamw(cfg, accelerator, output_dir, train_xy, val_xy)
+        with preemption.stop_on_signals():  # SIGUSR1/SIGTERM: checkpoint at the next step, exit 75
+            fields = train_adamw(cfg, accelerator, output_dir, train_xy, val_xy)
     if accelerator.is_main_process:
         manifest = {"stage": "train", "method": "probe", "seed": int(cfg.seed), **fields}
         manifest["world_size"] = accelerator.num_processes
@@ -192,9 +194,10 @@ def write_out_of_fold(cfg, output_dir: Path, rows: list[dict], train_xy, groups)
 
 
 def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
-    """probe.fit=adamw: AdamW on the head with each rank taking its share of every global batch
-    (DDP); checkpoints and resume as for LoRA; the best head by `train.best_metric` on val is
-    saved as adapter/. Returns the manifest fields."""
+    """probe.fit=adamw: AdamW (optim.lr, betas, eps, weight_decay) at a constant learning rate on
+    the head with each rank taking its share of every global batch (DDP); checkpoints, resume
+    and stop signals (checkpoint, exit 75) as for LoRA; the best head by `train.best_metric` on
+    val is saved as adapter/. Returns the manifest fields."""
     tc = cfg.train
     strategy = dist.Strategy("ddp", accumulation_steps=1)
     rank0, world = accelerator.is_main_process, accelerator.num_processes
@@ -204,10 +207,8 @@ def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
     snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
     if snapshot is not None:
         dist.load_trainable_state(head, snapshot.trainable)
-    optimizer = torch.optim.AdamW(
-        head.parameters(), lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay)
-    )
-    scheduler = get_scheduler("constant", optimizer)
+    optimizer = common.adamw(cfg, head)
+    scheduler = get_scheduler("constant", optimizer)  # optim.scheduler/warmup: refused if set
     model, optimizer = accelerator.prepare(head.to(accelerator.device), optimizer)
     state = ckpt.TrainState()
     if snapshot is not None:
@@ -217,6 +218,13 @@ def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
         save_config(cfg, output_dir / "config.yaml")
         if snapshot is not None:
             tracker.drop_after(state.step)
+
+    def save_checkpoint() -> None:
+        snapshot = common.gather_snapshot(accelerator, strategy, head, optimizer, scheduler, state)
+        if rank0:
+            ckpt.save_checkpoint(output_dir, snapshot, int(tc.keep_last))
+        accelerator.wait_for_everyone()
+
     batch_size, local_batch = int(tc.batch_size), int(tc.batch_size) // world
     steps = common.total_steps(cfg, len(y_train) // batch_size)
     x_train, y_train = x_train.to(accelerator.device), y_train.to(accelerator.device)
@@ -247,14 +255,7 @@ def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
                     state.best_metrics = scores
                     if rank0:
                         save_probe(head, output_dir / "adapter", {"feature": "last_hidden_state"})
-            due = tc.checkpoint_every and state.step % int(tc.checkpoint_every) == 0
-            if due and state.step < steps:
-                snap = common.gather_snapshot(
-                    accelerator, strategy, head, optimizer, scheduler, state
-                )
-                if rank0:
-                    ckpt.save_checkpoint(output_dir, snap, int(tc.keep_last))
-                accelerator.wait_for_everyone()
+            common.checkpoint_or_stop(accelerator, tc, state.step, steps, save_checkpoint)
             if state.step >= steps:
                 break
         else:
