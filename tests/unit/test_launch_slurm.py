@@ -18,7 +18,7 @@ from calibtune.launch.slurm import DryRun, dry_run, slurm_dir
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(slurm_dir().glob("*.sbatch")) + sorted(slurm_dir().glob("*.sh"))
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"
-OVERRIDES = ["optim.lr=3e-4", "seed=7"]
+OVERRIDES = ["method=alora", "optim.lr=3e-4", "seed=7"]  # optim.lr acts on a LoRA
 
 
 def test_all_scripts_are_present():
@@ -203,7 +203,8 @@ def test_pipeline_chains_array_merge_train_eval_with_afterok_and_one_run_dir(tmp
         "launch/slurm/eval.sbatch",
     ]
     data, merge, train, evaluate = submits
-    assert data[-2:] == merge[-2:] == train[-2:] == evaluate[-2:] == OVERRIDES
+    tail = len(OVERRIDES)
+    assert data[-tail:] == merge[-tail:] == train[-tail:] == evaluate[-tail:] == OVERRIDES
     assert "--array=0-3" in data and not any(a.startswith("--dependency") for a in data)
     assert "--array=0-3" not in merge and "data.num_shards=4" in merge  # one merge, no array
     for previous_id, submit in zip((1001, 1002, 1003), (merge, train, evaluate), strict=True):
