@@ -17,7 +17,9 @@ row shares a group with a fitted one; each family's map (`calibtune.eval.recalib
 groups, beside the confidence as it is (no adaptation). A draw whose k rows hold one outcome
 only cannot be fitted (`calibtune adapt` refuses it too): it counts as no adaptation and is
 counted in the `one-class` column. Intervals are the 2.5-97.5 % range over draws: where one
-user's k labels may land. The `floor` row is the ECE a perfectly calibrated confidence would show
+user's k labels may land. The `adapt` row is what `calibtune adapt` (adapt.write=better) leaves:
+the `--adapt-family` map where its 5-fold cross-fitted Brier on the k rows beats no map, else
+the confidence as it is. The `floor` row is the ECE a perfectly calibrated confidence would show
 on the same held-out rows: the adapted (Platt, else the first family's) confidences scored against
 outcomes drawn from them, so the part of a figure that is the held-out sample's own noise (a
 15-bin ECE of about 100 rows is far from 0 even when nothing is wrong). Prints a Markdown table per target (and the mean over targets) with
@@ -35,6 +37,7 @@ KS = (25, 50, 100, 200, 400)
 FAMILIES = ("temperature", "platt", "isotonic", "beta")
 NONE = "none"
 FLOOR = "floor"
+GUARDED = "adapt"  # what `calibtune adapt` ships: adapt.family's map only where it helps
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--with-val", action="store_true", help="eval dirs: add val_predictions.jsonl's rows"
     )
     parser.add_argument("--n-bins", type=int, default=15)
+    parser.add_argument(
+        "--adapt-family", default="platt", help="the `adapt` row's family (adapt.family)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     return parser.parse_args(argv)
@@ -85,6 +91,7 @@ def load_target(
         "field": field,
         "c": np.asarray(c),
         "y": np.asarray(y),
+        "groups": inverse,
         "members": [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)],
     }
 
@@ -117,6 +124,7 @@ def one_draw(target: dict, k: int, args: argparse.Namespace, rng) -> dict | None
             scores[family] = (np.clip(apply_calibrator(params, c[held]), 0.0, 1.0), False)
         except CalibrationUnavailable:
             scores[family] = (c[held], True)  # one outcome in the k rows: nothing to fit
+    scores[GUARDED] = guarded(target, fit, held, args)
     figures = {
         name: {
             "ece": metrics.ece(p, y[held], args.n_bins),
@@ -133,6 +141,31 @@ def one_draw(target: dict, k: int, args: argparse.Namespace, rng) -> dict | None
         "unfitted": False,
     }
     return figures
+
+
+def guarded(target: dict, fit: np.ndarray, held: np.ndarray, args) -> tuple[np.ndarray, bool]:
+    """The held-out confidences `calibtune adapt` (adapt.write=better) would leave: the family's
+    map fitted on the k rows where its cross-fitted Brier on them beats no map, else none."""
+    from types import SimpleNamespace
+
+    from calibtune import metrics
+    from calibtune.errors import InputError
+    from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
+    from calibtune.serve.adapt import cross_fitted
+
+    c, y, groups = target["c"], target["y"], target["groups"]
+    settings = SimpleNamespace(
+        family=args.adapt_family, per_domain=False, min_count=1, n_bins=args.n_bins, folds=5
+    )
+    domains = np.zeros(fit.size, dtype=str)
+    try:
+        after = cross_fitted(c[fit], y[fit], domains, groups[fit], settings, "sample")
+        params = fit_calibrator(args.adapt_family, c[fit], y[fit], args.n_bins)
+    except (InputError, CalibrationUnavailable):
+        return c[held], True  # the command refuses such a sample: nothing written
+    if metrics.brier(after, y[fit]) >= metrics.brier(c[fit], y[fit]):
+        return c[held], False  # not better on the sample: today's confidence kept
+    return np.clip(apply_calibrator(params, c[held]), 0.0, 1.0), False
 
 
 def summarise(values: list[float], baseline: list[float]) -> dict:
@@ -161,7 +194,7 @@ def curve(target: dict, args: argparse.Namespace) -> dict:
             out[k] = {"reason": f"{target['y'].size} rows leave fewer than {args.min_held_out} out"}
             continue
         out[k] = {"draws": len(draws)}
-        for name in (NONE, *args.families, FLOOR):
+        for name in (NONE, *args.families, GUARDED, FLOOR):
             out[k][name] = {
                 metric: summarise(
                     [d[name][metric] for d in draws], [d[NONE][metric] for d in draws]
@@ -191,7 +224,7 @@ def table(figures: dict, families) -> str:
         if "reason" in entry:
             lines.append(f"| {k} | - | n/a: {entry['reason']} | | | | | |")
             continue
-        for name in (NONE, *families, FLOOR):
+        for name in (NONE, *families, GUARDED, FLOOR):
             e, b = entry[name]["ece"], entry[name]["brier"]
             lines.append(
                 f"| {k} | {name} | {cell(e)} | {ratio(e)} | {cell(b)} | {ratio(b)} "
@@ -209,7 +242,7 @@ def mean_over_targets(results: dict, args: argparse.Namespace) -> str:
         measured = [f[k] for f in results.values() if "reason" not in f[k]]
         if not measured:
             continue
-        for name in (NONE, *args.families, FLOOR):
+        for name in (NONE, *args.families, GUARDED, FLOOR):
             means = {m: np.mean([f[name][m]["mean"] for f in measured]) for m in ("ece", "brier")}
             none = {m: np.mean([f[NONE][m]["mean"] for f in measured]) for m in ("ece", "brier")}
             lines.append(

@@ -305,6 +305,7 @@ class AdaptCfg(Group):
     input: str
     output_dir: str
     family: Recalibrator
+    write: Literal["better", "always"]
     min_labels: int = Field(ge=2)
     min_per_class: int = Field(ge=1)
     per_domain: bool

@@ -206,3 +206,43 @@ def test_qa_rows_are_answered_and_graded_then_a_one_sided_sample_fails(run, tmp_
     with pytest.raises(InputError, match=r"0 of the 50 rows .* right .* label at least 5 more"):
         run_adapt(cfg)
     assert not (tmp_path / "adapt").exists()
+
+
+def test_a_map_that_does_not_beat_todays_is_not_written_unless_asked(run, tmp_path):
+    """adapt.write=better (the default): when the cross-fitted map does not beat today's
+    calibrator on the sample's Brier, the export keeps today's calibrator and the report says
+    so; adapt.write=always writes the same map anyway."""
+    from calibtune.eval.recalibrate import fit_calibrator
+    from calibtune.serve.monitor.versions import promote
+
+    run_dir, overrides = run
+    export = run_dir / "export"
+    sample = graded_sample(tmp_path / "sample.jsonl", 60, accuracy=0.5, seed=3)
+    rows = [json.loads(line) for line in sample.open()]
+    scorer = Scorer.from_pretrained(export, device="cpu", dtype="float32")
+    raw = scorer.raw_confidences([r["question"] for r in rows], [r["answer"] for r in rows])
+    # today's calibrator: the Platt map fitted on the whole sample, which no map fitted on
+    # part of it (cross-fitting) beats on the whole sample
+    best = fit_calibrator("platt", raw, np.array([r["correct"] for r in rows]), 15)
+    today = json.loads((export / "calibtune.json").read_text()).get("calibrator_version", 0)
+    promote(export, {"params": best}, source="test")
+    before = snapshot(export)
+    try:
+        run_adapt(adapt_cfg(overrides, sample, tmp_path / "kept", f"serve.model_dir={export}"))
+        report = json.loads((tmp_path / "kept" / "adapt.json").read_text())
+        figures = report["figures"]
+        assert figures["after"]["brier"]["value"] >= figures["before"]["brier"]["value"]
+        assert report["written"] is None and snapshot(export) == before
+
+        forced = adapt_cfg(
+            overrides,
+            sample,
+            tmp_path / "forced",
+            f"serve.model_dir={export}",
+            "adapt.write=always",
+        )
+        run_adapt(forced)
+        assert json.loads((tmp_path / "forced" / "adapt.json").read_text())["written"]
+        assert snapshot(export) != before
+    finally:
+        rollback(export, today)  # the shared export back to the calibrator it had

@@ -129,3 +129,17 @@ def test_with_val_names_the_val_file_of_a_bad_row(bench, tmp_path):
     (eval_dir / "val_predictions.jsonl").write_text('{"confidence": 2.0, "correct": 1}\n')
     with pytest.raises(InputError, match=r"val_predictions\.jsonl:1: field 'confidence'"):
         bench.load_target(eval_dir, None, None, with_val=True)
+
+
+def test_the_adapt_row_keeps_a_calibrated_confidence_and_fixes_a_shifted_one(bench, tmp_path):
+    """The `adapt` row (calibtune adapt's write=better rule) follows the map where the level is
+    off and stays at no adaptation where the confidence is already calibrated."""
+    shifted = write_target(tmp_path / "shifted.jsonl", 300, seed=4)
+    calibrated = write_target(tmp_path / "calibrated.jsonl", 300, seed=5, offset=0.0)
+    results = bench.main(
+        [str(shifted), str(calibrated), "--ks", "100", "--draws", "6", "--families", "platt"]
+    )
+    moved = results[str(shifted)][100]
+    assert moved["adapt"]["ece"]["mean"] < moved["none"]["ece"]["mean"] / 2
+    kept = results[str(calibrated)][100]
+    assert kept["adapt"]["ece"]["mean"] <= kept["platt"]["ece"]["mean"] + 1e-12

@@ -17,7 +17,8 @@ level there (docs/production.md, "The workflow"). This command:
    cross-fitting: each row calibrated by the map fitted on the other folds (entity groups kept
    in one fold), beside today's confidence of the same rows: ECE and Brier of both with 95 %
    intervals (bootstrap over groups) and the paired difference;
-5. writes the map fitted on every row: into an export as its next calibrator version, made
+5. writes the map fitted on every row (with adapt.write=better, only when its cross-fitted Brier
+   beats today's calibrator's on the sample: a near-calibrated confidence is left alone): into an export as its next calibrator version, made
    active (`calibtune monitor monitor.export=<dir> monitor.rollback=previous` undoes it), or for
    a run dir as `${adapt.output_dir}/calibrators.json` (entry `tuned/ptrue+adapted`, for
    `serve.calibrator=<it> serve.calibrator_name=tuned/ptrue+adapted`); with adapt.json (the
@@ -224,12 +225,18 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  {label:<26}{cell(f[name]['ece']):<30}{cell(f[name]['brier'])}")
     delta = f["after_minus_before"]
     lines.append(f"  {'after - before':<26}{cell(delta['ece']):<30}{cell(delta['brier'])}")
-    if f["after"]["brier"]["value"] >= f["before"]["brier"]["value"]:
+    if not adapted_is_better(f):
         lines.append("  warning: the adapted map is not better than today's on this sample (Brier)")
     return lines
 
 
 # -- the command
+
+
+def adapted_is_better(figures: dict) -> bool:
+    """Whether the cross-fitted map beats today's calibrator on the sample (Brier, the proper
+    score: ECE alone can drop while the confidences get worse)."""
+    return figures["after"]["brier"]["value"] < figures["before"]["brier"]["value"]
 
 
 def write_calibrator(cfg: DictConfig, params: dict, record: dict) -> str:
@@ -302,9 +309,15 @@ def run_adapt(cfg: DictConfig) -> Path:
         "folds": int(settings.folds),
         "figures": figures(confidences, y, groups, settings.n_boot, int(cfg.seed), settings.n_bins),
     }
-    report["written"] = write_calibrator(cfg, params, report)
+    kept = not adapted_is_better(report["figures"]) and settings.write == "better"
+    report["written"] = None if kept else write_calibrator(cfg, params, report)
     out_dir = Path(settings.output_dir)
     write_report(out_dir, report, params, rows, confidences)
     print("\n".join(summary_lines(report)))
+    if kept:
+        print(
+            "today's calibrator kept: the adapted map is not better on this sample "
+            "(adapt.write=always writes it anyway)"
+        )
     print(f"calibrator -> {report['written']}; report -> {out_dir / 'adapt.json'}")
     return out_dir
