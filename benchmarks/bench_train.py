@@ -105,7 +105,7 @@ def side_ours(args, data_dir: Path, run_dir: Path) -> dict:
     """calibtune's recipe; tokens and time from its metrics.jsonl (one record per step)."""
     from calibtune.config import compose
     from calibtune.tracking import read_metrics
-    from calibtune.train.recipe import train_lora
+    from calibtune.train.lora import train_lora
 
     cfg = compose(
         "train",

@@ -20,10 +20,10 @@ from omegaconf import DictConfig
 from calibtune.config import check_config
 from calibtune.errors import ConfigError
 from calibtune.models.methods import ALORA, LORA, PROBE, QueryMethod, method_named
-from calibtune.train.lora import run_lora, train_lora
+from calibtune.train.lora import run_lora
 from calibtune.train.probe import train_probe
 
-__all__ = ["RECIPES", "run_train_stage", "train_lora"]  # train_lora: benchmarks/bench_train.py
+__all__ = ["RECIPES", "run_train_stage"]
 
 RECIPES: dict[QueryMethod, Callable[[DictConfig], Path]] = {
     LORA: run_lora,
