@@ -3,11 +3,12 @@ on k labeled target rows, per map family, against no adaptation.
 
     .venv/bin/python benchmarks/bench_adapt_curve.py <eval dir | rows.jsonl> [...]
         [--field tuned/ptrue] [--ks 25 50 100 200 400] [--families temperature platt isotonic beta]
-        [--draws 50] [--domains D ...] [--min-held-out 100] [--with-val] [--seed 0] [--out curve.json]
+        [--draws 50] [--domains D ...] [--min-held-out 100] [--with-val] [--seed 0]
+        [--adapt-family platt] [--out curve.json]
 
 Each input is one target: an eval output dir (its predictions.jsonl: docs/evaluation.md; e.g.
-each leave-domains-out fold's held-out domains, or a style-shift set; `--with-val` adds the dir's
-val_predictions.jsonl, for a target whose val rows were not used to fit the method) or a JSONL file of rows
+each leave-domains-out fold's held-out domains, or a style-shift set; `--with-val` adds the
+dir's val_predictions.jsonl, for a target whose val rows fitted nothing) or a JSONL file of rows
 with a confidence (`--field`, default tuned/ptrue when the rows have it, else confidence),
 `correct` and optionally `group` (the entity; else qid, id, or the row itself) and `domain`
 (`--domains` keeps only those). For each k and draw, whole entity groups are drawn at random
@@ -21,9 +22,9 @@ user's k labels may land. The `adapt` row is what `calibtune adapt` (adapt.write
 the `--adapt-family` map where its 5-fold cross-fitted Brier on the k rows beats no map, else
 the confidence as it is. The `floor` row is the ECE a perfectly calibrated confidence would show
 on the same held-out rows: the adapted (Platt, else the first family's) confidences scored against
-outcomes drawn from them, so the part of a figure that is the held-out sample's own noise (a
-15-bin ECE of about 100 rows is far from 0 even when nothing is wrong). Prints a Markdown table per target (and the mean over targets) with
-each figure's ratio to no adaptation.
+outcomes drawn from them: the part of a figure that is the held-out sample's own noise (a
+15-bin ECE of about 100 rows is far from 0 even when nothing is wrong). Prints a Markdown table
+per target (and the mean over targets) with each figure's ratio to no adaptation.
 """
 
 from __future__ import annotations

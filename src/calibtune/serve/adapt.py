@@ -18,8 +18,9 @@ level there (docs/production.md, "The workflow"). This command:
    in one fold), beside today's confidence of the same rows: ECE and Brier of both with 95 %
    intervals (bootstrap over groups) and the paired difference;
 5. writes the map fitted on every row (with adapt.write=better, only when its cross-fitted Brier
-   beats today's calibrator's on the sample: a near-calibrated confidence is left alone): into an export as its next calibrator version, made
-   active (`calibtune monitor monitor.export=<dir> monitor.rollback=previous` undoes it), or for
+   beats today's calibrator's on the sample: a near-calibrated confidence is left alone): into
+   an export as its next calibrator version, made active (`calibtune monitor
+   monitor.export=<dir> monitor.rollback=previous` undoes it), or for
    a run dir as `${adapt.output_dir}/calibrators.json` (entry `tuned/ptrue+adapted`, for
    `serve.calibrator=<it> serve.calibrator_name=tuned/ptrue+adapted`); with adapt.json (the
    figures) and sample.jsonl (each row's confidences) in adapt.output_dir.
