@@ -24,6 +24,17 @@ import platform
 import statistics
 import time
 
+OVERRIDES = ["logger=none", "model.device=cpu", "data.progress=false"]
+
+
+def questions_and_model(cfg, n_rows: int) -> tuple[list[dict], object, object]:
+    """`n_rows` built-in questions spread over the suite (seed 0), the tokenizer and the model."""
+    from calibtune.data.sources import load_qa_rows
+    from calibtune.models import load_model, load_tokenizer
+
+    rows = load_qa_rows(cfg.dataset)[:: max(1, 22000 // n_rows)][:n_rows]
+    return rows, load_tokenizer(cfg.model), load_model(cfg.model)
+
 
 def main() -> None:
     """Time both ways back to back; print medians, ratio, row-passes and the largest gaps."""
@@ -39,15 +50,12 @@ def main() -> None:
     import torch
 
     from calibtune.config import compose
-    from calibtune.data.sources import load_qa_rows
     from calibtune.data.stage import label_and_signal
-    from calibtune.models import load_model, load_tokenizer
     from calibtune.models.confidence import QueryModel, query_tokens_of
     from calibtune.models.signals import compute_signals, temperature_grid
 
-    cfg = compose("run", ["logger=none", "model.device=cpu", "data.progress=false"])
-    rows = load_qa_rows(cfg.dataset)[:: max(1, 22000 // args.rows)][: args.rows]
-    tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model)
+    cfg = compose("run", OVERRIDES)
+    rows, tokenizer, model = questions_and_model(cfg, args.rows)
     tokens = query_tokens_of(tokenizer, cfg.prompt)
     grid, n_bins = temperature_grid(cfg.eval), int(cfg.eval.n_bins)
 
@@ -108,15 +116,10 @@ def compare_batch_sizes(n_rows: int, rounds: int, sizes: list[int]) -> None:
     import numpy as np
 
     from calibtune.config import compose
-    from calibtune.data.sources import load_qa_rows
     from calibtune.data.stage import label_and_signal
-    from calibtune.models import load_model, load_tokenizer
 
-    base = ["logger=none", "model.device=cpu", "data.progress=false"]
-    configs = {size: compose("run", [*base, f"data.batch_size={size}"]) for size in sizes}
-    cfg = configs[sizes[0]]
-    rows = load_qa_rows(cfg.dataset)[:: max(1, 22000 // n_rows)][:n_rows]
-    tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model)
+    configs = {size: compose("run", [*OVERRIDES, f"data.batch_size={size}"]) for size in sizes}
+    rows, tokenizer, model = questions_and_model(configs[sizes[0]], n_rows)
     times: dict[int, list[float]] = {size: [] for size in sizes}
     results = {}
     for _ in range(rounds):
