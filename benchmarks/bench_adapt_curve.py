@@ -152,7 +152,7 @@ def guarded(target: dict, fit: np.ndarray, held: np.ndarray, args) -> tuple[np.n
     from calibtune import metrics
     from calibtune.errors import InputError
     from calibtune.eval.recalibrate import CalibrationUnavailable, apply_calibrator, fit_calibrator
-    from calibtune.serve.adapt import cross_fitted
+    from calibtune.serve.adapt import adapted_is_better, cross_fitted
 
     c, y, groups = target["c"], target["y"], target["groups"]
     settings = SimpleNamespace(
@@ -164,7 +164,9 @@ def guarded(target: dict, fit: np.ndarray, held: np.ndarray, args) -> tuple[np.n
         params = fit_calibrator(args.adapt_family, c[fit], y[fit], args.n_bins)
     except (InputError, CalibrationUnavailable):
         return c[held], True  # the command refuses such a sample: nothing written
-    if metrics.brier(after, y[fit]) >= metrics.brier(c[fit], y[fit]):
+    briers = {"before": c[fit], "after": after}
+    figures = {k: {"brier": {"value": metrics.brier(p, y[fit])}} for k, p in briers.items()}
+    if not adapted_is_better(figures):
         return c[held], False  # not better on the sample: today's confidence kept
     return np.clip(apply_calibrator(params, c[held]), 0.0, 1.0), False
 

@@ -236,7 +236,8 @@ def summary_lines(report: dict) -> list[str]:
 
 def adapted_is_better(figures: dict) -> bool:
     """Whether the cross-fitted map beats today's calibrator on the sample (Brier, the proper
-    score: ECE alone can drop while the confidences get worse)."""
+    score: ECE alone can drop while the confidences get worse). `figures`: `figures()`'s, or
+    any {"before"|"after": {"brier": {"value": ...}}}."""
     return figures["after"]["brier"]["value"] < figures["before"]["brier"]["value"]
 
 
