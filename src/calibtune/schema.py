@@ -26,7 +26,7 @@ class Group(BaseModel):
 
 # -- enumerations (the implementing modules import these)
 
-Method = Literal["alora", "lora", "probe"]
+Method = Literal["alora", "alora_head", "lora", "probe"]
 QueryStyle = Literal["followup", "restate"]
 Recalibrator = Literal["temperature", "platt", "beta", "isotonic", "histogram"]
 ConfidenceMethod = Literal[

@@ -15,6 +15,7 @@ import torch
 from calibtune.errors import ConfigError
 from calibtune.models.methods import (
     ALORA,
+    ALORA_HEAD,
     BASE,
     LORA,
     METHODS,
@@ -27,7 +28,7 @@ from calibtune.models.probe import PROBE_CONFIG
 from calibtune.schema import Method
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "calibtune"
-NAMES = {"base", "probe", "lora", "alora"}
+NAMES = {"base", "probe", "lora", "alora", "alora_head"}
 
 
 def test_the_registry_holds_every_configurable_method_once():
@@ -38,16 +39,20 @@ def test_the_registry_holds_every_configurable_method_once():
 
 
 def test_an_adapter_dir_names_its_method(tmp_path):
-    probe, lora, alora, empty = (tmp_path / n for n in ("probe", "lora", "alora", "empty"))
-    for folder in (probe, lora, alora, empty):
+    names = ("probe", "lora", "alora", "alora_head", "empty")
+    probe, lora, alora, alora_head, empty = (tmp_path / n for n in names)
+    for folder in (probe, lora, alora, alora_head, empty):
         folder.mkdir()
     (probe / PROBE_CONFIG).write_text("{}")
     (lora / "adapter_config.json").write_text(json.dumps({"alora_invocation_tokens": None}))
-    (alora / "adapter_config.json").write_text(json.dumps({"alora_invocation_tokens": [7, 8]}))
+    for folder in (alora, alora_head):
+        (folder / "adapter_config.json").write_text(json.dumps({"alora_invocation_tokens": [7]}))
+    (alora_head / PROBE_CONFIG).write_text("{}")
     assert method_of_adapter(None) is BASE
     assert method_of_adapter(probe) is PROBE
     assert method_of_adapter(lora) is LORA
     assert method_of_adapter(alora) is ALORA
+    assert method_of_adapter(alora_head) is ALORA_HEAD  # an aLoRA and a head in one dir
     assert method_of_adapter(empty) is LORA  # PEFT then says what is missing
 
 
@@ -66,17 +71,20 @@ def test_a_loaded_model_names_its_method():
     assert method_of_model(plain, probe=torch.nn.Linear(2, 1)) is PROBE
     assert method_of_model(Peft(None)) is LORA
     assert method_of_model(Peft([3, 4])) is ALORA
+    assert method_of_model(Peft([3, 4]), probe=torch.nn.Linear(2, 1)) is ALORA_HEAD
 
 
 def test_what_each_method_tells_the_stages():
-    assert not BASE.tuned and all(m.tuned for m in (PROBE, LORA, ALORA))
+    assert not BASE.tuned and all(m.tuned for m in (PROBE, LORA, ALORA, ALORA_HEAD))
     can_change = [m.name for m in METHODS.values() if m.unchanged_answers is None]
     assert sorted(can_change) == ["base", "lora"]  # base: nothing tuned, nothing to compare
-    assert [m for m in METHODS.values() if m.tuned_query_pass] == [ALORA, LORA]
+    assert [m for m in METHODS.values() if m.tuned_query_pass] == [ALORA_HEAD, ALORA, LORA]
     assert [m for m in METHODS.values() if m.tuned_full_ece] == [LORA]
-    assert [m for m in METHODS.values() if m.activated] == [ALORA]
-    assert [m for m in METHODS.values() if m.unmerged_export] == [PROBE, ALORA]
-    assert PROBE.base_answer_tokens and ALORA.base_answer_tokens and not LORA.base_answer_tokens
+    assert [m for m in METHODS.values() if m.activated] == [ALORA_HEAD, ALORA]
+    assert [m for m in METHODS.values() if m.adapter_head] == [ALORA_HEAD]
+    assert [m for m in METHODS.values() if m.unmerged_export] == [ALORA_HEAD, PROBE, ALORA]
+    assert all(m.base_answer_tokens for m in (PROBE, ALORA, ALORA_HEAD))
+    assert not LORA.base_answer_tokens
 
 
 def method_name_switches(path: Path, root: Path = PACKAGE) -> list[str]:

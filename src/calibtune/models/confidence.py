@@ -36,6 +36,7 @@ from calibtune.errors import ConfigError
 from calibtune.models.encoding import (
     EncodedAnswer,
     collate_followup,
+    common_suffix_ids,
     encode_answer,
     encode_text,
     followup_full_pass,
@@ -221,12 +222,6 @@ def encode_query(
     return EncodedQuery(encode_text(tokenizer, row["query"]), answer)
 
 
-def common_suffix_ids(queries: Sequence[EncodedQueryLike]) -> tuple[int, ...] | None:
-    """The suffix token ids every query shares (follow-up queries), else None."""
-    suffixes = {q.suffix_ids for q in queries}
-    return suffixes.pop() if len(suffixes) == 1 else None
-
-
 # ---------------------------------------------------------------------------- models
 
 
@@ -250,11 +245,16 @@ class QueryModel:
 
     @classmethod
     def training(
-        cls, module: torch.nn.Module, peft_model: torch.nn.Module, method: QueryMethod
+        cls,
+        module: torch.nn.Module,
+        peft_model: torch.nn.Module,
+        method: QueryMethod,
+        head: torch.nn.Module | None = None,
     ) -> QueryModel:
         """The train stage's model: an `activated` method (method=alora) trains the adapter as
-        a plain LoRA that only ever runs on the query suffix, saved with its invocation tokens."""
-        return cls(module, method, peft=peft_model)
+        a plain LoRA that only ever runs on the query suffix, saved with its invocation tokens;
+        `head`: the head trained beside it (method=alora_head)."""
+        return cls(module, method, peft=peft_model, probe=head)
 
     def base_mode(self) -> contextlib.AbstractContextManager:
         """Context in which the model runs as the base model (adapter disabled), if it has one."""

@@ -36,6 +36,12 @@ def encode_answer(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
     return EncodedAnswer(input_ids=prompt_ids + response_ids, answer_start=len(prompt_ids))
 
 
+def common_suffix_ids(queries: Sequence) -> tuple[int, ...] | None:
+    """The suffix token ids every query shares (follow-up queries: `suffix_ids`), else None."""
+    suffixes = {q.suffix_ids for q in queries}
+    return suffixes.pop() if len(suffixes) == 1 else None
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Prompt indices grouped into batches of similar length (longest first, ties by index)."""
     if batch_size < 1:

@@ -1,6 +1,10 @@
 """The ways calibtune gives a model its confidence, one object each: the base model (nothing
-tuned), the probe (a head on the frozen model's hidden state at the query's last token), LoRA
-and the activated LoRA (aLoRA: the adapter acts on the query's tokens only).
+tuned), the probe (a head on the frozen model's hidden state at the query's last token), LoRA,
+the activated LoRA (aLoRA: the adapter acts on the query's tokens only),
+
+and the activated LoRA with a head (`alora_head`: a linear head on the query's last hidden
+state with the adapter on, trained jointly with it from the fitted probe and a zero LoRA B, so
+its step 0 is the probe).
 
 Each object owns what differs between them: what the stages ask of it (can the answers change?
 are the answer tokens the base model's? does the tuned confidence need a model pass?), its
@@ -26,7 +30,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from calibtune.errors import ConfigError
-from calibtune.models.encoding import encode_text, length_sorted_batches, pad_sequences
+from calibtune.models.encoding import (
+    collate_followup,
+    common_suffix_ids,
+    encode_text,
+    followup_prefix_pass,
+    followup_suffix_outputs,
+    length_sorted_batches,
+    pad_sequences,
+)
 from calibtune.models.probe import PROBE_CONFIG, PROBE_WEIGHTS, is_probe_dir, load_probe
 
 if TYPE_CHECKING:
@@ -62,6 +74,31 @@ def query_features(module: torch.nn.Module, queries: Sequence, pad_id: int, batc
     return feats
 
 
+@torch.no_grad()
+def followup_query_features(
+    module: torch.nn.Module, peft: torch.nn.Module, queries: Sequence, pad_id: int, batch_size: int
+) -> torch.Tensor:
+    """Last-layer hidden state at each follow-up query's last token, [N, H] (float32, CPU),
+    as an activated adapter sees it: prompt + response through the base model (`peft` with its
+    adapter disabled; a KV cache), the shared suffix through `module` with the adapter on. Batches
+    as `models.confidence.query_batches`; `module` may be a DDP / FSDP2 / DeepSpeed wrapper."""
+    suffix = common_suffix_ids(queries)
+    if suffix is None:
+        raise ConfigError("an activated LoRA needs follow-up queries that share one suffix")
+    device = next(module.parameters()).device
+    feats: torch.Tensor | None = None
+    for batch in length_sorted_batches([len(q.query_ids) for q in queries], batch_size):
+        collated = collate_followup([queries[i].answer for i in batch], suffix, pad_id)
+        collated = {k: v.to(device) for k, v in collated.items()}
+        with peft.disable_adapter():
+            _, cache = followup_prefix_pass(peft, collated, answer_logits=False)
+        _, hidden = followup_suffix_outputs(module, collated, cache, hidden_state=True)
+        if feats is None:
+            feats = torch.empty(len(queries), hidden.shape[-1])
+        feats[batch] = hidden.float().cpu()
+    return feats if feats is not None else torch.empty(0, 0)
+
+
 @dataclass(frozen=True, eq=False)
 class QueryMethod:
     """One method. The fields are what stages ask; the methods are what differs in behaviour
@@ -77,6 +114,8 @@ class QueryMethod:
     - `tuned_full_ece`: that query pass also gives the tuned answer-token logits (Full-ECE).
     - `activated`: the adapter runs only on the query suffix, over the base model's KV cache of
       prompt + response (follow-up queries only; no gradient checkpointing in training).
+    - `adapter_head`: a head on the query's last hidden state trains beside the adapter,
+      starting from the linear probe fitted on train (its step 0 is the probe).
     - `unmerged_export`: an export keeps the adapter in its own folder beside the base weights.
     - `exported`: what an export ships, in words.
     - `config_prefixes`: config keys only this method reads (a sweep may search only these and
@@ -90,6 +129,7 @@ class QueryMethod:
     tuned_query_pass: bool = False
     tuned_full_ece: bool = False
     activated: bool = False
+    adapter_head: bool = False
     unmerged_export: bool = False
     exported: str = ""
     config_prefixes: tuple[str, ...] = ()
@@ -239,6 +279,38 @@ class ActivatedLoraMethod(QueryMethod):
         qm.module.save_pretrained(out_dir / subdir, safe_serialization=True)
 
 
+@dataclass(frozen=True, eq=False)
+class ActivatedLoraHeadMethod(ActivatedLoraMethod):
+    """An activated LoRA and a linear head on the query's last hidden state (adapter on): the
+    adapter dir holds both the PEFT adapter and the head's probe files."""
+
+    def recognizes(self, adapter_dir: Path | None) -> bool:
+        return super().recognizes(adapter_dir) and is_probe_dir(adapter_dir)
+
+    def describes(self, model: torch.nn.Module, probe: torch.nn.Module | None) -> bool:
+        return (
+            probe is not None
+            and hasattr(model, "disable_adapter")
+            and alora_invocation_tokens(model) is not None
+        )
+
+    def attach(self, model: torch.nn.Module, adapter_dir: Path | None) -> tuple:
+        peft_model, _ = super().attach(model, adapter_dir)
+        return peft_model, load_probe(adapter_dir)
+
+    def own_two_way_logits(
+        self, qm: Any, queries: Sequence, pad_id: int, batch_size: int
+    ) -> torch.Tensor:
+        features = followup_query_features(qm.module, qm.peft, queries, pad_id, batch_size)
+        device = next(qm.probe.parameters()).device
+        return qm.probe.two_way(features.to(device)).detach().float().cpu()
+
+    def save_export(self, qm: Any, adapter_dir: Path, out_dir: Path, subdir: str) -> None:
+        super().save_export(qm, adapter_dir, out_dir, subdir)
+        for name in (PROBE_WEIGHTS, PROBE_CONFIG):
+            shutil.copy2(Path(adapter_dir) / name, out_dir / subdir / name)
+
+
 def _plain(value: object) -> object:
     """A config value as plain Python (lists as lists of floats), for comparing with defaults."""
     if isinstance(value, str | bool) or value is None:
@@ -278,8 +350,20 @@ ALORA = ActivatedLoraMethod(
     exported="base model + aLoRA adapter",
     config_prefixes=("lora.",),
 )
-# The registry, in the order the lookups try them (an aLoRA is also a PEFT LoRA: before it).
-METHODS: dict[str, QueryMethod] = {m.name: m for m in (PROBE, ALORA, LORA, BASE)}
+ALORA_HEAD = ActivatedLoraHeadMethod(
+    "alora_head",
+    unchanged_answers=ALORA.unchanged_answers,
+    base_answer_tokens=ALORA.base_answer_tokens,
+    tuned_query_pass=True,
+    activated=True,
+    adapter_head=True,
+    unmerged_export=True,
+    exported="base model + aLoRA adapter + head",
+    config_prefixes=("lora.",),
+)
+# The registry, in the order the lookups try them: an aLoRA with a head is also an aLoRA and
+# its dir a probe's; an aLoRA is also a PEFT LoRA.
+METHODS: dict[str, QueryMethod] = {m.name: m for m in (ALORA_HEAD, PROBE, ALORA, LORA, BASE)}
 
 
 def method_named(name: str) -> QueryMethod:

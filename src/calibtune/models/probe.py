@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 
@@ -108,6 +108,16 @@ def out_of_fold_probabilities(
         fold_probe, _ = fit_linear_probe(x[fit_rows], y[fit_rows], groups[fit_rows], seed)
         out[held_out] = fold_probe.probability(x[held_out])
     return out
+
+
+def write_probe_files(head: ProbeHead, directory: Path, extra: dict) -> dict[str, tuple]:
+    """probe.safetensors + probe_config.json (with the `extra` fields) into `directory`;
+    returns the saved tensors' shapes, for the caller to verify before publishing the dir."""
+    state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
+    save_file(state, Path(directory) / PROBE_WEIGHTS)
+    config = {"type": "probe", "in_features": head.in_features, "hidden": head.hidden, **extra}
+    (Path(directory) / PROBE_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return {k: tuple(v.shape) for k, v in state.items()}
 
 
 def is_probe_dir(path: str | Path) -> bool:

@@ -31,7 +31,7 @@ from calibtune.errors import InputError
 from calibtune.eval.report import headline_table, markdown_table
 from calibtune.io import atomic_dir, write_json_atomic, write_text_atomic
 from calibtune.models.loading import load_tokenizer, model_fingerprint
-from calibtune.models.methods import ALORA, LORA, PROBE, method_named
+from calibtune.models.methods import ALORA, ALORA_HEAD, LORA, PROBE, method_named
 from calibtune.runtime import is_rank_zero, provenance
 from calibtune.serve.score import (
     ADAPTER_SUBDIR,
@@ -93,6 +93,14 @@ CARD_TEXT = {
         'probability of "yes" is a calibrated probability that the answer is right.',
         "from peft import PeftModel\n"
         'model = PeftModel.from_pretrained(model, "<this dir>/{subdir}")\n',
+    ),
+    ALORA_HEAD: (
+        "{base_name}, a calibtune activated-LoRA adapter and a head (`{subdir}/`). The adapter "
+        "acts only on the tokens of the uncertainty query, so the model answers exactly as the "
+        "base model does; after its answer, the head reads the last hidden state at the end of "
+        "the uncertainty query (adapter on) and gives a calibrated probability that the answer "
+        "is right. Adapter and head are applied by `calibtune.Scorer`.",
+        "",
     ),
 }
 

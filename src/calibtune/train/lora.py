@@ -1,4 +1,4 @@
-"""The LoRA recipe (method=lora and method=alora): setup, train loop, validation, checkpoints,
+"""The LoRA recipe (method=lora, method=alora and method=alora_head): setup, train loop, validation, checkpoints,
 cleanup. The train stage's entry (`calibtune.train.recipe.run_train_stage`) runs it for the
 methods it is registered for.
 
@@ -10,7 +10,10 @@ Reads a labeled set (cfg.train.data_dir), trains a LoRA adapter (cfg.lora) with 
 uncertainty query + beta * KL(base || tuned) on the answer tokens, validates every `eval_every`
 steps and keeps the best adapter by `best_metric`. Only rank 0 writes. An `activated` method
 (method=alora) trains an activated LoRA: the adapter acts only on the follow-up query's tokens,
-so the answers are the base model's by construction (no KL term needed).
+so the answers are the base model's by construction (no KL term needed). An `adapter_head`
+method (method=alora_head) also trains a linear head on the query's last hidden state: it
+starts as the linear probe fitted on train (LoRA B starts at zero), so step 0 is the probe, and
+step 0 is always validated, so the kept adapter is never worse than the probe on val.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from calibtune.config import save_config
 from calibtune.errors import ConfigError
-from calibtune.examples import MANIFEST
+from calibtune.examples import MANIFEST, row_group
 from calibtune.io import sha256_file, write_json_atomic
 from calibtune.models.confidence import (
     QueryModel,
@@ -41,6 +44,7 @@ from calibtune.models.confidence import (
 )
 from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
 from calibtune.models.methods import QueryMethod, method_named
+from calibtune.models.probe import ProbeHead, fit_linear_probe
 from calibtune.runtime import provenance, set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
@@ -68,7 +72,8 @@ from calibtune.train.data import (
     to_device,
     tokenize_examples,
 )
-from calibtune.train.methods import attach_lora, save_adapter
+from calibtune.train.features import recorded_features, recorded_signals
+from calibtune.train.methods import attach_head, attach_lora, head_of, save_adapter
 from calibtune.train.steps import micro_step_loss, validation_metrics
 
 log = logging.getLogger(__name__)
@@ -111,6 +116,35 @@ def alora_invocation(
     return suffix
 
 
+def warm_start_head(
+    cfg: DictConfig, accelerator: Accelerator, train_rows: list[dict]
+) -> tuple[ProbeHead, dict]:
+    """The linear probe fitted on train's recorded hidden states (method=probe's fit, on rank 0,
+    sent to every rank): the starting head of an `adapter_head` method, and what the manifest
+    records of the fit."""
+    recorded = recorded_signals(cfg, train_rows)
+    if recorded is None:
+        raise ConfigError(
+            f"method=alora_head starts its head from the linear probe on the base model's "
+            f"recorded hidden states, and {cfg.train.data_dir} has none for these rows: rebuild "
+            "the labeled set with data.base_signals=true (the default)"
+        )
+    fitted = [None]
+    if accelerator.is_main_process:
+        x, y = recorded_features(recorded, train_rows)
+        labels = (y.numpy() >= 0.5).astype(int)
+        groups = [row_group(r) for r in train_rows]
+        head, strength = fit_linear_probe(x.double().numpy(), labels, groups, int(cfg.seed))
+        fitted = [(head.state_dict(), x.shape[1], strength)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(fitted, from_process=0)
+    state, in_features, strength = fitted[0]
+    head = ProbeHead(in_features)
+    head.load_state_dict(state)
+    fit = {"from": "linear probe", "inverse_l2_strength": strength, "train_rows": len(train_rows)}
+    return head.to(accelerator.device), fit
+
+
 # ---------------------------------------------------------------------------- validation
 
 
@@ -129,7 +163,7 @@ def validation_logits(
     was_training = model.training
     model.eval()
     mine = rank_share(len(val_examples), accelerator.process_index, accelerator.num_processes)
-    qm = QueryModel.training(model, peft_model, method)
+    qm = QueryModel.training(model, peft_model, method, head_of(peft_model))
     with accelerator.autocast():
         logits = query_two_way_logits(
             qm,
@@ -160,6 +194,7 @@ class StepContext:
     local_batch: int
     max_grad_norm: float | None
     strategy: dist.Strategy
+    head: torch.nn.Module | None = None
 
 
 def train_one_batch(
@@ -187,7 +222,14 @@ def train_one_batch(
         batch = to_device(batch, accelerator.device)
         with accelerator.accumulate(model), accelerator.autocast():
             terms = micro_step_loss(
-                model, peft_model, batch, run.tokens, run.beta, normalizer, run.method.activated
+                model,
+                peft_model,
+                batch,
+                run.tokens,
+                run.beta,
+                normalizer,
+                run.method.activated,
+                run.head,
             )
             accelerator.backward(terms.total)
         loss_sum += torch.stack([terms.total, terms.ce, terms.kl]).detach() / steps
@@ -208,9 +250,11 @@ def prepare_model(
     output_dir: Path,
     steps: int,
     pad_id: int,
+    head: ProbeHead | None = None,
 ):
-    """Load the model on this rank's device, attach LoRA, load resume weights, shard (FSDP2)
-    or wrap (DDP, DeepSpeed). Returns (model, peft_model, optimizer, scheduler, snapshot)."""
+    """Load the model on this rank's device, attach LoRA (and `head`), load resume weights,
+    shard (FSDP2) or wrap (DDP, DeepSpeed). Returns (model, peft_model, optimizer, scheduler,
+    snapshot)."""
     tc = cfg.train
     # a hub download happens once; ZeRO-3 partitions while loading, a collective on all ranks
     zero3 = strategy.zero_stage == 3
@@ -219,13 +263,15 @@ def prepare_model(
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = attach_lora(model, cfg.lora)  # alora: plain LoRA in training, see steps.py
+    if head is not None:
+        attach_head(peft_model, head)
     resume_from = ckpt.find_resume_checkpoint(cfg, output_dir)
     snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
     if snapshot is not None:
         dist.load_trainable_state(peft_model, snapshot.trainable)
         log.info("resuming from %s (step %d)", resume_from, snapshot.train.step)
     if strategy.name == "fsdp2":
-        dist.shard_fsdp2(peft_model, pad_id)
+        dist.shard_fsdp2(peft_model, pad_id, own_units=[head] if head is not None else [])
     peft_model.train()
     optimizer, scheduler = make_optimizer(cfg, peft_model, steps)
     if strategy.name == "fsdp2":
@@ -257,9 +303,13 @@ def train_lora(cfg: DictConfig) -> TrainResult:
     steps = total_steps(cfg, steps_per_epoch)
     pad_id = tokenizer.pad_token_id
 
+    head, head_fit = None, None
+    if method.adapter_head:
+        head, head_fit = warm_start_head(cfg, accelerator, train_rows)
+
     set_seed(int(cfg.seed))
     model, peft_model, optimizer, scheduler, snapshot = prepare_model(
-        accelerator, strategy, cfg, output_dir, steps, pad_id
+        accelerator, strategy, cfg, output_dir, steps, pad_id, head
     )
     state = ckpt.TrainState()
     if snapshot is not None:
@@ -280,6 +330,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
         local_batch=int(tc.batch_size) // accelerator.num_processes,
         max_grad_norm=float(tc.max_grad_norm) if tc.max_grad_norm else None,
         strategy=strategy,
+        head=head_of(peft_model),
     )
 
     val_correct = torch.tensor([example.correct for example in val_examples])
@@ -311,7 +362,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
             ckpt.save_checkpoint(output_dir, snapshot, int(tc.keep_last))
         accelerator.wait_for_everyone()
 
-    if state.step == 0 and tc.eval_at_start:
+    if state.step == 0 and (tc.eval_at_start or method.adapter_head):  # a head's step 0: the probe
         run_validation()
 
     progress = tqdm(
@@ -377,6 +428,7 @@ def train_lora(cfg: DictConfig) -> TrainResult:
             (len(train_rows), len(val_rows), steps),
             accelerator,
             dist.describe(strategy, peft_model),
+            head_fit,
         )
         tracker.finish()
     accelerator.wait_for_everyone()
@@ -391,9 +443,10 @@ def write_train_manifest(
     sizes: tuple[int, int, int],
     accelerator: Accelerator,
     strategy: dict,
+    head_fit: dict | None = None,
 ) -> None:
     """manifest.json: dataset link (path + sha256), model, seed, versions, commit, best step,
-    sizes (train examples, val examples, steps) and the strategy."""
+    sizes (train examples, val examples, steps), the strategy and a head's starting fit."""
     num_train, num_val, steps = sizes
 
     dataset_manifest = Path(cfg.train.data_dir, MANIFEST).resolve()
@@ -419,6 +472,7 @@ def write_train_manifest(
             "final": asdict(state),
             "query_tokens": {"yes": list(tokens.yes_ids), "no": list(tokens.no_ids)},
             "adapter": "adapter",
+            **({"head_start": head_fit} if head_fit is not None else {}),
             **provenance(),
             "config": OmegaConf.to_container(cfg.train, resolve=True),
         },

@@ -13,9 +13,11 @@ from peft.tuners.lora import LoraLayer
 
 from calibtune.errors import ConfigError
 from calibtune.io import atomic_dir
+from calibtune.models.probe import PROBE_WEIGHTS, ProbeHead, write_probe_files
 from calibtune.train.checkpoint import verify_saved_tensors
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+HEAD_MODULE = "confidence_head"  # the head's name as a submodule of the PEFT model (alora_head)
 
 
 def linear_module_names(model: torch.nn.Module) -> list[str]:
@@ -66,6 +68,19 @@ def attach_lora(
     return get_peft_model(model, lora_cfg)
 
 
+def attach_head(peft_model: PeftModel, head: ProbeHead) -> None:
+    """Make `head` a trainable submodule of the PEFT model (method=alora_head), so every
+    strategy wraps, shards, clips, checkpoints and gathers it with the LoRA weights. PEFT's own
+    save keeps only the LoRA tensors; `save_adapter` writes the head beside them."""
+    head.requires_grad_(True)
+    peft_model.add_module(HEAD_MODULE, head)
+
+
+def head_of(peft_model: PeftModel) -> ProbeHead | None:
+    """The head attached by `attach_head`, else None."""
+    return peft_model._modules.get(HEAD_MODULE)
+
+
 def expected_adapter_shapes(peft_model: PeftModel, adapter: str = "default") -> dict:
     """Name -> full shape of every tensor PEFT saves for this LoRA, from each LoRA layer's
     rank and its base layer's in/out features (never from the possibly sharded tensors)."""
@@ -86,7 +101,8 @@ def save_adapter(
 ) -> Path:
     """PEFT `save_pretrained` of the gathered trainable tensors `full_state` (default: the
     model's own, unsharded) into a temp dir, check every tensor's shape, then move it to
-    `out_dir`. With `alora_invocation_tokens` the saved config is an activated LoRA's."""
+    `out_dir`. With `alora_invocation_tokens` the saved config is an activated LoRA's; a head
+    (`attach_head`) is saved beside it as probe files (`calibtune.models.probe`)."""
     out_dir = Path(out_dir)
     config = peft_model.peft_config["default"]
     saved = (config.alora_invocation_tokens, config.task_type)
@@ -97,6 +113,23 @@ def save_adapter(
         with atomic_dir(out_dir) as tmp:
             peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=full_state)
             verify_saved_tensors(tmp / ADAPTER_WEIGHTS, expected_adapter_shapes(peft_model))
+            if head_of(peft_model) is not None:
+                save_head(peft_model, tmp, full_state)
     finally:
         config.alora_invocation_tokens, config.task_type = saved
     return out_dir
+
+
+def save_head(
+    peft_model: PeftModel, out_dir: Path, full_state: dict[str, torch.Tensor] | None
+) -> None:
+    """The attached head's whole tensors (from `full_state` when given: it may be sharded) as
+    probe files in `out_dir`, verified."""
+    head = head_of(peft_model)
+    prefix = f"{HEAD_MODULE}."
+    if full_state is not None:
+        state = {k.removeprefix(prefix): v for k, v in full_state.items() if k.startswith(prefix)}
+        head = ProbeHead(head.in_features, head.hidden)
+        head.load_state_dict(state)
+    extra = {"feature": "last_hidden_state_with_alora", "fit": "alora_head"}
+    verify_saved_tensors(out_dir / PROBE_WEIGHTS, write_probe_files(head, out_dir, extra))

@@ -12,9 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from accelerate.utils import gather_object
 from omegaconf import DictConfig
-from safetensors.torch import save_file
 from transformers import get_scheduler
 
 from calibtune.config import save_config
@@ -22,24 +20,23 @@ from calibtune.errors import ConfigError, InputError
 from calibtune.examples import row_group, split_path
 from calibtune.io import atomic_dir, write_json_atomic, write_jsonl_atomic
 from calibtune.models.confidence import query_tokens_of
-from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
-from calibtune.models.methods import query_features
+from calibtune.models.loading import load_tokenizer, model_fingerprint
 from calibtune.models.probe import (
     OUT_OF_FOLD,
-    PROBE_CONFIG,
     PROBE_WEIGHTS,
     ProbeHead,
     fit_linear_probe,
     out_of_fold_probabilities,
+    write_probe_files,
 )
-from calibtune.models.signals import BaseSignals, read_signals, signals_key
 from calibtune.runtime import set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
 from calibtune.train import common, preemption
 from calibtune.train import strategy as dist
 from calibtune.train.checkpoint import verify_saved_tensors
-from calibtune.train.data import plan_batches, tokenize_examples
+from calibtune.train.data import plan_batches
+from calibtune.train.features import split_features
 from calibtune.train.loss import soft_binary_cross_entropy
 from calibtune.train.steps import validation_metrics
 
@@ -55,31 +52,7 @@ def two_way_logits(logit: torch.Tensor) -> torch.Tensor:
 def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
     """probe.safetensors + probe_config.json into out_dir (temp dir + rename, verified)."""
     with atomic_dir(out_dir) as tmp:
-        state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
-        save_file(state, tmp / PROBE_WEIGHTS)
-        verify_saved_tensors(tmp / PROBE_WEIGHTS, {k: tuple(v.shape) for k, v in state.items()})
-        config = {"type": "probe", "in_features": head.in_features, "hidden": head.hidden, **extra}
-        write_json_atomic(tmp / PROBE_CONFIG, config)
-
-
-def shared_features(accelerator, model, tokenizer, rows: list[dict], batch_size: int):
-    """Features [N, H] and labels [N] of `rows`, each rank computing an equal share and every
-    rank receiving all of them."""
-    examples = tokenize_examples(tokenizer, rows, with_answers=False)
-    mine = common.rank_share(len(examples), accelerator.process_index, accelerator.num_processes)
-    feats = query_features(model, [examples[i] for i in mine], tokenizer.pad_token_id, batch_size)
-    pairs = list(zip(mine, feats.unbind(0), strict=True))
-    if accelerator.num_processes > 1:
-        pairs = gather_object(pairs)
-    by_index = dict(pairs)
-    features = torch.stack([by_index[i] for i in range(len(examples))])
-    return features, torch.tensor([e.correct for e in examples])
-
-
-def recorded_features(signals: BaseSignals, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features [N, H] (the recorded base hidden states) and labels [N] of `rows`."""
-    features = signals.select([str(r["id"]) for r in rows]).hidden.float()
-    return features, torch.tensor([float(r["correct"]) for r in rows])
+        verify_saved_tensors(tmp / PROBE_WEIGHTS, write_probe_files(head, tmp, extra))
 
 
 def train_probe(cfg: DictConfig) -> Path:
@@ -99,22 +72,10 @@ def train_probe(cfg: DictConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model)
     query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
-    key = signals_key(model_fingerprint(cfg.model), cfg.prompt)
-    recorded = read_signals(tc.data_dir, key)  # refused when made with another model or prompt
-    ids = [str(r["id"]) for r in train_rows + val_rows]
-    work = {"whole_query_rows": 0}
-    if recorded is not None and not recorded.missing(ids):
-        log.info("probe features: the data stage's recorded base signals (no model pass)")
-        train_xy = recorded_features(recorded, train_rows)
-        val_xy = recorded_features(recorded, val_rows)
-    else:
-        log.info("probe features: one base pass over train + val (no recorded signals)")
-        with accelerator.main_process_first():
-            model = load_model(cfg.model, device=accelerator.device).eval()
-        train_xy = shared_features(accelerator, model, tokenizer, train_rows, tc.eval_batch_size)
-        val_xy = shared_features(accelerator, model, tokenizer, val_rows, tc.eval_batch_size)
-        del model
-        work["whole_query_rows"] = len(ids)
+    (train_xy, val_xy), computed = split_features(
+        cfg, accelerator, tokenizer, [train_rows, val_rows]
+    )
+    work = {"whole_query_rows": computed}
     if cfg.probe.fit == "logistic":
         groups = [row_group(r) for r in train_rows]
         fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, groups)
@@ -278,7 +239,6 @@ def _shared_manifest_fields(cfg: DictConfig) -> dict:
     """Dataset link, model fingerprint, versions and commit, as in the LoRA manifest."""
     from calibtune.examples import MANIFEST
     from calibtune.io import sha256_file
-    from calibtune.models.loading import model_fingerprint
     from calibtune.runtime import provenance
 
     dataset_manifest = Path(cfg.train.data_dir, MANIFEST).resolve()

@@ -10,7 +10,7 @@ from calibtune.models.encoding import (
     answer_token_logits,
     followup_full_pass,
     followup_prefix_pass,
-    followup_suffix_logits,
+    followup_suffix_outputs,
     last_token_logits,
 )
 from calibtune.train.loss import LossTerms, calibration_loss, soft_binary_cross_entropy
@@ -24,6 +24,7 @@ def micro_step_loss(
     beta: float,
     normalizer: float,
     activated: bool = False,
+    head: torch.nn.Module | None = None,
 ) -> LossTerms:
     """Loss of one micro-batch, the LM head only at the positions the loss needs.
 
@@ -31,15 +32,18 @@ def micro_step_loss(
     gradients and the query suffix through the adapter on top of that KV cache, which is what
     PEFT's activated LoRA computes, without its per-layer token masks (the adapter is a plain
     LoRA during training; its invocation tokens are written when it is saved). Answers cannot
-    change, so there is no KL term. Otherwise the adapter runs over the whole query and, when
+    change, so there is no KL term. With a `head` (method=alora_head) the confidence is the
+    head's [no, yes] logits on the last hidden state at the query's last token, not the LM's
+    yes/no logits. Otherwise the adapter runs over the whole query and, when
     beta > 0, the answer tokens are also scored with the adapter disabled (same weights): for a
     follow-up query both come from one pass over prompt + response + suffix."""
     followup = batch["followup"]
     if activated:
         with torch.no_grad(), peft_model.disable_adapter():
             _, cache = followup_prefix_pass(peft_model, followup, answer_logits=False)
-        last = followup_suffix_logits(model, followup, cache)
-        return calibration_loss(query_logits(last, tokens), batch["correct"], normalizer)
+        last, hidden = followup_suffix_outputs(model, followup, cache, head is not None)
+        two_way = head.two_way(hidden) if head is not None else query_logits(last, tokens)
+        return calibration_loss(two_way, batch["correct"], normalizer)
     if beta <= 0 or (followup is None and batch["answer"] is None):
         last = last_token_logits(model, followup if followup is not None else batch["query"])
         return calibration_loss(query_logits(last, tokens), batch["correct"], normalizer)

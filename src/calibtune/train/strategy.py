@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -125,15 +126,18 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers
 
 
-def shard_fsdp2(peft_model: torch.nn.Module, pad_id: int) -> None:
-    """fully_shard each decoder layer, then the root; then one forward with the adapter on, so
+def shard_fsdp2(
+    peft_model: torch.nn.Module, pad_id: int, own_units: Sequence[torch.nn.Module] = ()
+) -> None:
+    """fully_shard each decoder layer and each of `own_units` (modules called outside the
+    model's forward: alora_head's head), then the root; then one forward with the adapter on, so
     FSDP2's lazy initialisation sees the LoRA weights trainable: the first training forward
     (alora's prefix pass, lora's KL reference) runs inside PEFT's disable_adapter(), which
     turns requires_grad off. (torch 2.13 in fp32 trains correctly without it; it guards the
     versions and mixed-precision settings where FSDP2 fixes trainability at that forward.)"""
     from torch.distributed.fsdp import fully_shard
 
-    for layer in decoder_layers(peft_model):
+    for layer in [*decoder_layers(peft_model), *own_units]:
         fully_shard(layer)
     fully_shard(peft_model)
     device = next(peft_model.parameters()).device

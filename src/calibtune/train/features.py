@@ -1,0 +1,71 @@
+"""The frozen model's query features for the recipes that fit a head on them (`train.probe`;
+`train.lora`'s warm-started head, method=alora_head): the last hidden state at the query's last
+token, read off the data stage's recorded base signals, or computed by one base pass."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from omegaconf import DictConfig
+
+from calibtune.models.loading import load_model, model_fingerprint
+from calibtune.models.methods import query_features
+from calibtune.models.signals import BaseSignals, read_signals, signals_key
+from calibtune.train.common import rank_share
+from calibtune.train.data import tokenize_examples
+
+log = logging.getLogger(__name__)
+
+Features = tuple[torch.Tensor, torch.Tensor]  # features [N, H], labels [N]
+
+
+def recorded_signals(cfg: DictConfig, rows: list[dict]) -> BaseSignals | None:
+    """The data stage's recorded base signals when they cover every row (refused when made
+    with another model or prompt), else None."""
+    key = signals_key(model_fingerprint(cfg.model), cfg.prompt)
+    recorded = read_signals(cfg.train.data_dir, key)
+    if recorded is None or recorded.missing([str(r["id"]) for r in rows]):
+        return None
+    return recorded
+
+
+def recorded_features(signals: BaseSignals, rows: list[dict]) -> Features:
+    """Features [N, H] (the recorded base hidden states) and labels [N] of `rows`."""
+    features = signals.select([str(r["id"]) for r in rows]).hidden.float()
+    return features, torch.tensor([float(r["correct"]) for r in rows])
+
+
+def shared_features(accelerator: Accelerator, model, tokenizer, rows: list[dict], batch_size: int):
+    """Features [N, H] and labels [N] of `rows`, each rank computing an equal share and every
+    rank receiving all of them."""
+    examples = tokenize_examples(tokenizer, rows, with_answers=False)
+    mine = rank_share(len(examples), accelerator.process_index, accelerator.num_processes)
+    feats = query_features(model, [examples[i] for i in mine], tokenizer.pad_token_id, batch_size)
+    pairs = list(zip(mine, feats.unbind(0), strict=True))
+    if accelerator.num_processes > 1:
+        pairs = gather_object(pairs)
+    by_index = dict(pairs)
+    features = torch.stack([by_index[i] for i in range(len(examples))])
+    return features, torch.tensor([e.correct for e in examples])
+
+
+def split_features(
+    cfg: DictConfig, accelerator: Accelerator, tokenizer, splits: list[list[dict]]
+) -> tuple[list[Features], int]:
+    """Features and labels of each split in `splits`: recorded, or (none recorded) one base pass
+    sharded over ranks. Returns them and the number of rows a base pass computed."""
+    recorded = recorded_signals(cfg, [r for rows in splits for r in rows])
+    if recorded is not None:
+        log.info("head features: the data stage's recorded base signals (no model pass)")
+        return [recorded_features(recorded, rows) for rows in splits], 0
+    log.info(
+        "head features: one base pass over %d rows (no recorded signals)", sum(map(len, splits))
+    )
+    with accelerator.main_process_first():
+        model = load_model(cfg.model, device=accelerator.device).eval()
+    batch_size = int(cfg.train.eval_batch_size)
+    out = [shared_features(accelerator, model, tokenizer, rows, batch_size) for rows in splits]
+    return out, sum(map(len, splits))
