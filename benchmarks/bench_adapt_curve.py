@@ -4,7 +4,7 @@ on k labeled target rows, per map family, against no adaptation.
     .venv/bin/python benchmarks/bench_adapt_curve.py <eval dir | rows.jsonl> [...]
         [--field tuned/ptrue] [--ks 25 50 100 200 400] [--families temperature platt isotonic beta]
         [--draws 50] [--domains D ...] [--min-held-out 100] [--with-val] [--seed 0]
-        [--adapt-family platt] [--out curve.json]
+        [--adapt-family platt] [--prior-strength 25] [--adapt-write always] [--out curve.json]
 
 Each input is one target: an eval output dir (its predictions.jsonl: docs/evaluation.md; e.g.
 each leave-domains-out fold's held-out domains, or a style-shift set; `--with-val` adds the
@@ -18,9 +18,11 @@ row shares a group with a fitted one; each family's map (`calibtune.eval.recalib
 groups, beside the confidence as it is (no adaptation). A draw whose k rows hold one outcome
 only cannot be fitted (`calibtune adapt` refuses it too): it counts as no adaptation and is
 counted in the `one-class` column. Intervals are the 2.5-97.5 % range over draws: where one
-user's k labels may land. The `adapt` row is what `calibtune adapt` (adapt.write=better) leaves:
-the `--adapt-family` map where its 5-fold cross-fitted Brier on the k rows beats no map, else
-the confidence as it is. The `floor` row is the ECE a perfectly calibrated confidence would show
+user's k labels may land. The `adapt` row is what `calibtune adapt` leaves with
+the given settings (its defaults: adapt.family platt, prior_strength 25, write always): the
+`--adapt-family` map pulled toward the identity with `--prior-strength`, everywhere
+(`--adapt-write always`) or only where its 5-fold cross-fitted Brier on the k rows beats no map
+(`better`), else the confidence as it is. The family rows fit without a pull. The `floor` row is the ECE a perfectly calibrated confidence would show
 on the same held-out rows: the adapted (Platt, else the first family's) confidences scored against
 outcomes drawn from them: the part of a figure that is the held-out sample's own noise (a
 15-bin ECE of about 100 rows is far from 0 even when nothing is wrong). Prints a Markdown table
@@ -38,7 +40,7 @@ KS = (25, 50, 100, 200, 400)
 FAMILIES = ("temperature", "platt", "isotonic", "beta")
 NONE = "none"
 FLOOR = "floor"
-GUARDED = "adapt"  # what `calibtune adapt` ships: adapt.family's map only where it helps
+GUARDED = "adapt"  # what `calibtune adapt` ships with the --adapt-* settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-bins", type=int, default=15)
     parser.add_argument(
         "--adapt-family", default="platt", help="the `adapt` row's family (adapt.family)"
+    )
+    parser.add_argument(
+        "--prior-strength", type=float, default=25.0, help="the `adapt` row's adapt.prior_strength"
+    )
+    parser.add_argument(
+        "--adapt-write", choices=("always", "better"), default="always", help="adapt.write"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
@@ -145,8 +153,9 @@ def one_draw(target: dict, k: int, args: argparse.Namespace, rng) -> dict | None
 
 
 def guarded(target: dict, fit: np.ndarray, held: np.ndarray, args) -> tuple[np.ndarray, bool]:
-    """The held-out confidences `calibtune adapt` (adapt.write=better) would leave: the family's
-    map fitted on the k rows where its cross-fitted Brier on them beats no map, else none."""
+    """The held-out confidences `calibtune adapt` would leave: the family's map fitted on the k
+    rows with the prior strength, where `--adapt-write better`'s check (its cross-fitted Brier on
+    them beats no map) allows it, else none."""
     from types import SimpleNamespace
 
     from calibtune import metrics
@@ -156,17 +165,22 @@ def guarded(target: dict, fit: np.ndarray, held: np.ndarray, args) -> tuple[np.n
 
     c, y, groups = target["c"], target["y"], target["groups"]
     settings = SimpleNamespace(
-        family=args.adapt_family, per_domain=False, min_count=1, n_bins=args.n_bins, folds=5
+        family=args.adapt_family,
+        prior_strength=args.prior_strength,
+        per_domain=False,
+        min_count=1,
+        n_bins=args.n_bins,
+        folds=5,
     )
     domains = np.zeros(fit.size, dtype=str)
     try:
         after = cross_fitted(c[fit], y[fit], domains, groups[fit], settings, "sample")
-        params = fit_calibrator(args.adapt_family, c[fit], y[fit], args.n_bins)
+        params = fit_calibrator(args.adapt_family, c[fit], y[fit], args.n_bins, args.prior_strength)
     except (InputError, CalibrationUnavailable):
         return c[held], True  # the command refuses such a sample: nothing written
     briers = {"before": c[fit], "after": after}
     figures = {k: {"brier": {"value": metrics.brier(p, y[fit])}} for k, p in briers.items()}
-    if not adapted_is_better(figures):
+    if args.adapt_write == "better" and not adapted_is_better(figures):
         return c[held], False  # not better on the sample: today's confidence kept
     return np.clip(apply_calibrator(params, c[held]), 0.0, 1.0), False
 

@@ -305,6 +305,7 @@ class AdaptCfg(Group):
     input: str
     output_dir: str
     family: Recalibrator
+    prior_strength: float = Field(ge=0.0)
     write: Literal["better", "always"]
     min_labels: int = Field(ge=2)
     min_per_class: int = Field(ge=1)

@@ -1,6 +1,6 @@
 """Every launch strategy on 2 CPU processes (torchrun + gloo) against one process on the same
-global batch: {DDP, FSDP2, DeepSpeed ZeRO-2, ZeRO-3} x {alora, lora with KL}, and probe under
-DDP. Each case trains 4 steps, saves an adapter whose tensors all have their full shapes and
+global batch: {DDP, FSDP2, DeepSpeed ZeRO-2, ZeRO-3} x {alora, alora_head, lora with KL}, and
+probe under DDP. Each case trains 4 steps, saves an adapter whose tensors all have their full shapes and
 match the 1-process adapter, and resumes from the step-2 checkpoint to the same final adapter.
 
 One torchrun launch per strategy runs all its methods (full run + resumed run each); the
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures.distributed import torchrun
-from fixtures.labeled import write_synthetic_labeled_set
+from fixtures.labeled import record_labeled_set_signals, write_synthetic_labeled_set
 from run_strategy import method_overrides  # tests/distributed/run_strategy.py, the driver
 from safetensors.torch import load_file
 
@@ -26,12 +26,14 @@ from calibtune.train.recipe import run_train_stage
 
 pytestmark = pytest.mark.distributed
 DRIVER = Path(__file__).with_name("run_strategy.py")
+ADAPTER = "adapter_model.safetensors"
 DEEPSPEED_CPU = {"ACCELERATE_USE_DEEPSPEED": "true", "DS_ACCELERATOR": "cpu"}
+LORAS = ("alora", "alora_head", "lora")
 STRATEGIES = {  # name: (environment, overrides, methods)
-    "ddp": ({}, [], ("alora", "lora", "probe")),
-    "fsdp2": ({}, ["train.strategy=fsdp2"], ("alora", "lora")),
-    "zero2": ({**DEEPSPEED_CPU, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, [], ("alora", "lora")),
-    "zero3": ({**DEEPSPEED_CPU, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, [], ("alora", "lora")),
+    "ddp": ({}, [], ("alora", "alora_head", "lora", "probe")),
+    "fsdp2": ({}, ["train.strategy=fsdp2"], ("alora", "alora_head", "lora")),
+    "zero2": ({**DEEPSPEED_CPU, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, [], LORAS),
+    "zero3": ({**DEEPSPEED_CPU, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, [], LORAS),
 }
 # max |2 processes - 1 process| over the adapter's entries (fp32; measured on CPU: see docs)
 TOLERANCE = {"ddp": 1e-5, "fsdp2": 1e-5, "zero2": 1e-5, "zero3": 1e-5}
@@ -42,13 +44,14 @@ DISTRIBUTED_TYPE = {
     "zero3": "DEEPSPEED",
 }
 CASES = [(name, method) for name, (_, _, methods) in STRATEGIES.items() for method in methods]
-WEIGHTS = {"probe": "probe.safetensors"}
+WEIGHTS = {"probe": ["probe.safetensors"], "alora_head": [ADAPTER, "probe.safetensors"]}
 
 
 @pytest.fixture(scope="module")
 def common(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """Overrides every run shares: tiny model, a labeled set, 4 steps of global batch 4,
-    checkpoints at step 2, validation only at the end (so adapter/ is the final adapter)."""
+    """Overrides every run shares: tiny model, a labeled set (with the base signals alora_head's
+    warm start reads), 4 steps of global batch 4, checkpoints at step 2, validation only at the
+    end (alora_head: and at step 0, the probe; the test checks the final step is kept)."""
     base = [
         f"model.name_or_path={tiny_model_dir}",
         "model.device=cpu",
@@ -62,6 +65,7 @@ def common(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> li
         compose("train", base).prompt,
         {"train": 16, "val": 7, "test": 2},
     )
+    record_labeled_set_signals(labeled, compose("train", base))
     return [
         *base,
         f"train.data_dir={labeled}",
@@ -126,7 +130,9 @@ def launched(common: list[str], tmp_path_factory: pytest.TempPathFactory):
 
 
 def adapter(train_dir: Path, method: str) -> dict[str, torch.Tensor]:
-    return load_file(train_dir / "adapter" / WEIGHTS.get(method, "adapter_model.safetensors"))
+    """Every saved tensor of the kept adapter dir, keyed file/name."""
+    files = WEIGHTS.get(method, [ADAPTER])
+    return {f"{f}/{k}": v for f in files for k, v in load_file(train_dir / "adapter" / f).items()}
 
 
 def losses(train_dir: Path) -> torch.Tensor:
@@ -140,6 +146,12 @@ def test_two_processes_match_one_and_resume(strategy, method, reference, launche
     resumed = launched(strategy) / method / "resumed" / "train"
     manifest = json.loads((full / "manifest.json").read_text())
     assert manifest["world_size"] == 2
+    if method == "alora_head":  # trained steps beat step 0 (the probe) here: the final is kept
+        assert (
+            manifest["best"]["step"]
+            == 4
+            == json.loads((one / "manifest.json").read_text())["best"]["step"]
+        )
     if method != "probe":
         assert manifest["distributed_type"].endswith(DISTRIBUTED_TYPE[strategy])
         assert manifest["strategy"]["sharded"] == (strategy in ("fsdp2", "zero3"))

@@ -16,7 +16,7 @@ from fixtures.labeled import synthetic_questions
 
 from calibtune.config import compose
 from calibtune.errors import InputError
-from calibtune.eval.recalibrate import apply_calibrator
+from calibtune.eval.recalibrate import apply_calibrator, fit_level_map
 from calibtune.io import write_json_atomic, write_jsonl_atomic
 from calibtune.serve.adapt import ADAPTED, run_adapt
 from calibtune.serve.monitor import rollback
@@ -87,12 +87,21 @@ def test_adapting_an_export_sets_the_level_that_score_and_the_monitor_use(run, t
     raw = before.raw_confidences(questions, answers)
     np.testing.assert_allclose(before.score(questions, answers), raw, atol=1e-12)  # identity
 
-    cfg = adapt_cfg(overrides, sample, tmp_path / "adapt", f"serve.model_dir={export}")
+    # with the default pull toward the identity (adapt.prior_strength) the map moves the level
+    # part of the way on 80 labels
+    pulled = adapt_cfg(overrides, sample, tmp_path / "pulled", f"serve.model_dir={export}")
+    rate = np.mean([r["correct"] for r in rows])
+    params = fit_level_map("platt", raw, np.array([r["correct"] for r in rows]), prior_strength=25)
+    assert pulled.adapt.prior_strength == 25 and pulled.adapt.write == "always"
+    assert rate < apply_calibrator(params, raw).mean() < raw.mean() - 0.05
+    # no pull: the map sets the sample's level (the command's mechanics, checked exactly)
+    extra = (f"serve.model_dir={export}", "adapt.prior_strength=0")
+    cfg = adapt_cfg(overrides, sample, tmp_path / "adapt", *extra)
     run_adapt(cfg)
 
     report = json.loads((tmp_path / "adapt" / "adapt.json").read_text())
     figures = report["figures"]
-    assert report["n"] == 80 and report["family"] == "platt"
+    assert report["n"] == 80 and report["family"] == "platt" and report["prior_strength"] == 0
     assert 5 <= report["n_groups"] <= 40  # pairs of rows, joined where they ask the same question
     assert figures["after"]["ece"]["value"] < figures["before"]["ece"]["value"]
     assert figures["after"]["brier"]["value"] < figures["before"]["brier"]["value"]
@@ -127,7 +136,12 @@ def test_adapting_a_run_writes_calibrators_json_for_score(run, tmp_path):
     sample = graded_sample(tmp_path / "sample.jsonl", 60, accuracy=0.8, seed=1)
     out = tmp_path / "adapt"
     result = run_cli(
-        "adapt", *overrides, f"adapt.input={sample}", f"adapt.output_dir={out}", cwd=tmp_path
+        "adapt",
+        *overrides,
+        f"adapt.input={sample}",
+        f"adapt.output_dir={out}",
+        "adapt.prior_strength=0",  # the level set exactly (the pull: the test above)
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "adapted (cross-fitted)" in result.stdout and "after - before" in result.stdout
@@ -209,9 +223,9 @@ def test_qa_rows_are_answered_and_graded_then_a_one_sided_sample_fails(run, tmp_
 
 
 def test_a_map_that_does_not_beat_todays_is_not_written_unless_asked(run, tmp_path):
-    """adapt.write=better (the default): when the cross-fitted map does not beat today's
-    calibrator on the sample's Brier, the export keeps today's calibrator and the report says
-    so; adapt.write=always writes the same map anyway."""
+    """adapt.write=better: when the cross-fitted map does not beat today's calibrator on the
+    sample's Brier, the export keeps today's calibrator and the report says so;
+    adapt.write=always (the default) writes the same map anyway."""
     from calibtune.eval.recalibrate import fit_calibrator
     from calibtune.serve.monitor.versions import promote
 
@@ -228,7 +242,8 @@ def test_a_map_that_does_not_beat_todays_is_not_written_unless_asked(run, tmp_pa
     promote(export, {"params": best}, source="test")
     before = snapshot(export)
     try:
-        run_adapt(adapt_cfg(overrides, sample, tmp_path / "kept", f"serve.model_dir={export}"))
+        extra = (f"serve.model_dir={export}", "adapt.write=better", "adapt.prior_strength=0")
+        run_adapt(adapt_cfg(overrides, sample, tmp_path / "kept", *extra))
         report = json.loads((tmp_path / "kept" / "adapt.json").read_text())
         figures = report["figures"]
         assert figures["after"]["brier"]["value"] >= figures["before"]["brier"]["value"]
@@ -239,7 +254,7 @@ def test_a_map_that_does_not_beat_todays_is_not_written_unless_asked(run, tmp_pa
             sample,
             tmp_path / "forced",
             f"serve.model_dir={export}",
-            "adapt.write=always",
+            "adapt.prior_strength=0",
         )
         run_adapt(forced)
         assert json.loads((tmp_path / "forced" / "adapt.json").read_text())["written"]

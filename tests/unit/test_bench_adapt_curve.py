@@ -132,14 +132,16 @@ def test_with_val_names_the_val_file_of_a_bad_row(bench, tmp_path):
 
 
 def test_the_adapt_row_keeps_a_calibrated_confidence_and_fixes_a_shifted_one(bench, tmp_path):
-    """The `adapt` row (calibtune adapt's write=better rule) follows the map where the level is
-    off and stays at no adaptation where the confidence is already calibrated."""
+    """The `adapt` row (calibtune adapt's defaults: Platt pulled toward the identity with the
+    worth of 25 labels, always written) follows the map where the level is off and stays nearer
+    the confidence than a plain Platt map where it is already calibrated; with write=better and
+    no pull it is the check of the sample's cross-fitted Brier."""
     shifted = write_target(tmp_path / "shifted.jsonl", 300, seed=4)
     calibrated = write_target(tmp_path / "calibrated.jsonl", 300, seed=5, offset=0.0)
-    results = bench.main(
-        [str(shifted), str(calibrated), "--ks", "100", "--draws", "6", "--families", "platt"]
-    )
-    moved = results[str(shifted)][100]
-    assert moved["adapt"]["ece"]["mean"] < moved["none"]["ece"]["mean"] / 2
-    kept = results[str(calibrated)][100]
-    assert kept["adapt"]["ece"]["mean"] <= kept["platt"]["ece"]["mean"] + 1e-12
+    args = [str(shifted), str(calibrated), "--ks", "100", "--draws", "6", "--families", "platt"]
+    for extra in ([], ["--adapt-write", "better", "--prior-strength", "0"]):
+        results = bench.main([*args, *extra])
+        moved = results[str(shifted)][100]
+        assert moved["adapt"]["ece"]["mean"] < moved["none"]["ece"]["mean"] / 2
+        kept = results[str(calibrated)][100]
+        assert kept["adapt"]["ece"]["mean"] <= kept["platt"]["ece"]["mean"] + 1e-12

@@ -51,6 +51,27 @@ def test_platt_matches_unregularised_logistic_regression(overconfident):
     assert params["b"] == pytest.approx(reference.intercept_[0], abs=1e-4)
 
 
+def test_a_prior_strength_pulls_platt_toward_the_identity_and_fades_with_rows(overconfident):
+    """With the worth of s labels pulling (a, b) toward (1, 0): a strong pull on few rows stays
+    near the identity, the same pull on many rows hardly moves the fit (a -> 1/3 here), and no
+    pull is plain Platt; other families refuse a pull."""
+    (c, y), _ = overconfident
+    plain = fit_calibrator("platt", c[:60], y[:60])
+    assert fit_calibrator("platt", c[:60], y[:60], prior_strength=0.0) == plain
+    pulled = fit_calibrator("platt", c[:60], y[:60], prior_strength=1e6)
+    assert abs(pulled["a"] - 1.0) < 1e-3 and abs(pulled["b"]) < 1e-3
+    some = fit_calibrator("platt", c[:60], y[:60], prior_strength=25)
+    assert plain["a"] < some["a"] < 1.0  # between the fit and the identity
+    many, many_plain = (fit_calibrator("platt", c, y, prior_strength=s) for s in (25, 0))
+
+    def share_pulled(fit: dict, free: dict) -> float:  # how far toward a = 1 the pull moved a
+        return (fit["a"] - free["a"]) / (1.0 - free["a"])
+
+    assert 0 < share_pulled(many, many_plain) < share_pulled(some, plain) / 5
+    with pytest.raises(ConfigError, match="pulls a Platt map"):
+        fit_calibrator("temperature", c, y, prior_strength=25)
+
+
 def test_isotonic_matches_scikit_learn(overconfident):
     (c_val, y_val), (c_test, _) = overconfident
     params = fit_calibrator("isotonic", c_val, y_val)

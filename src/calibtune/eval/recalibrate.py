@@ -33,6 +33,7 @@ from calibtune.schema import Recalibrator
 
 KINDS = get_args(Recalibrator)  # the allowed values live in calibtune.schema
 LOGIT_EPS = 1e-6
+IDENTITY_PLATT = {"kind": "platt", "a": 1.0, "b": 0.0}  # sigmoid(logit(c)) = c
 SHRINKAGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # pseudo-examples, for `auto`
 
 Calibrator = Callable[[np.ndarray], np.ndarray]
@@ -171,13 +172,19 @@ def fit_histogram(c, y, n_bins: int = 15) -> dict:
     return {"kind": "histogram", "upper_edges": upper, "values": values}
 
 
-def fit_calibrator(kind: str, c, y, n_bins: int = 15) -> dict:
-    """Fit one recalibrator `kind` on val confidences and outcomes; returns its plain params."""
+def fit_calibrator(kind: str, c, y, n_bins: int = 15, prior_strength: float = 0.0) -> dict:
+    """Fit one recalibrator `kind` on val confidences and outcomes; returns its plain params.
+    `prior_strength` > 0 (Platt only): (a, b) pulled toward the identity map, worth that many
+    examples, so the pull fades as the rows grow (`calibtune adapt` on small samples)."""
     c, y = as_inputs(c, y)
     if kind not in KINDS:
         raise ConfigError(f"unknown recalibrator {kind!r}; choose from {', '.join(KINDS)}")
+    if prior_strength and kind != "platt":
+        raise ConfigError(f"a prior strength pulls a Platt map toward the identity, not {kind!r}")
     if y.min() == y.max():
         raise CalibrationUnavailable(f"val outcomes are all {y[0]:g}: nothing to calibrate against")
+    if prior_strength:
+        return fit_platt(c, y, prior=IDENTITY_PLATT, strength=prior_strength)
     if kind == "temperature":
         return fit_temperature(c, y)
     if kind == "platt":
@@ -198,8 +205,10 @@ def fit_domain_calibrators(
     n_bins: int = 15,
     shrinkage: float | str | None = None,
     groups=None,
+    prior_strength: float = 0.0,
 ) -> dict:
-    """One calibrator `kind` per domain, plus the global map.
+    """One calibrator `kind` per domain, plus the global map (each pulled toward the identity
+    with `prior_strength`, as `fit_calibrator`).
 
     Without `shrinkage`: domains with >= `min_count` val examples get their own fit, the others
     (or those whose fit is unavailable) fall back to the global map, the reason kept under
@@ -212,7 +221,7 @@ def fit_domain_calibrators(
     if shrinkage is not None:
         return fit_shrunk_domain_maps(c, y, domains, shrinkage, groups, min_count)
     fitted = {"kind": "per_domain", "base_kind": kind, "min_count": int(min_count)}
-    fitted["global"] = fit_calibrator(kind, c, y, n_bins)
+    fitted["global"] = fit_calibrator(kind, c, y, n_bins, prior_strength)
     fitted["domains"], fitted["fallback"], fitted["n_val"] = {}, {}, {}
     for domain in sorted(set(domains.tolist())):
         index = domains == domain
@@ -221,19 +230,32 @@ def fit_domain_calibrators(
             fitted["fallback"][domain] = f"{int(index.sum())} val examples < min_count {min_count}"
             continue
         try:
-            fitted["domains"][domain] = fit_calibrator(kind, c[index], y[index], n_bins)
+            fitted["domains"][domain] = fit_calibrator(
+                kind, c[index], y[index], n_bins, prior_strength
+            )
         except CalibrationUnavailable as err:
             fitted["fallback"][domain] = str(err)
     return fitted
 
 
-def fit_level_map(kind: str, c, y, domains=None, min_count: int = 40, n_bins: int = 15) -> dict:
+def fit_level_map(
+    kind: str,
+    c,
+    y,
+    domains=None,
+    min_count: int = 40,
+    n_bins: int = 15,
+    prior_strength: float = 0.0,
+) -> dict:
     """The level map of a confidence on labeled target rows: one `kind` map, or with `domains`
     one per domain and the global map below `min_count` rows (`fit_domain_calibrators` without
-    shrinkage). `calibtune adapt` and the monitor's refit both fit with it."""
+    shrinkage), each pulled toward the identity with `prior_strength`. `calibtune adapt` and the
+    monitor's refit both fit with it."""
     if domains is None:
-        return fit_calibrator(kind, c, y, n_bins)
-    return fit_domain_calibrators(kind, c, y, domains, min_count, n_bins)
+        return fit_calibrator(kind, c, y, n_bins, prior_strength)
+    return fit_domain_calibrators(
+        kind, c, y, domains, min_count, n_bins, prior_strength=prior_strength
+    )
 
 
 def shrunk_maps(c: np.ndarray, y: np.ndarray, domains: np.ndarray, strength: float) -> dict:

@@ -13,12 +13,13 @@ level there (docs/production.md, "The workflow"). This command:
 2. loads the model as `calibtune score` does (an export, or model + the run's adapter) with the
    calibrator it applies today; QA rows are answered and graded by the data stage's code;
 3. scores each answer (`Scorer.raw_confidences`, the confidence `score` serves before its map);
-4. measures the level map (`recalibrate.fit_level_map`: adapt.family, global or per domain) by
+4. measures the level map (`recalibrate.fit_level_map`: adapt.family, global or per domain; a
+   Platt map pulled toward the identity with adapt.prior_strength, which fades as labels grow) by
    cross-fitting: each row calibrated by the map fitted on the other folds (entity groups kept
    in one fold), beside today's confidence of the same rows: ECE and Brier of both with 95 %
    intervals (bootstrap over groups) and the paired difference;
-5. writes the map fitted on every row (with adapt.write=better, only when its cross-fitted Brier
-   beats today's calibrator's on the sample: a near-calibrated confidence is left alone): into
+5. writes the map fitted on every row (with adapt.write=better only when its cross-fitted Brier
+   beats today's calibrator's on the sample; the default, always, relies on the pull): into
    an export as its next calibrator version, made active (`calibtune monitor
    monitor.export=<dir> monitor.rollback=previous` undoes it), or for
    a run dir as `${adapt.output_dir}/calibrators.json` (entry `tuned/ptrue+adapted`, for
@@ -150,6 +151,7 @@ def cross_fitted(raw, y, domains, groups, settings, path) -> np.ndarray:
         "min_count": settings.min_count if settings.per_domain else y.size + 1,
         "n_bins": settings.n_bins,
         "shrinkage": None,
+        "prior_strength": settings.prior_strength,
     }
     try:
         return cross_fitted_domain_confidences(raw, y, domains, groups, maps, settings.folds)
@@ -298,7 +300,15 @@ def run_adapt(cfg: DictConfig) -> Path:
         "after": cross_fitted(raw, y, domains, groups, settings, path),
     }
     per_domain = domains if settings.per_domain else None
-    params = fit_level_map(settings.family, raw, y, per_domain, settings.min_count, settings.n_bins)
+    params = fit_level_map(
+        settings.family,
+        raw,
+        y,
+        per_domain,
+        settings.min_count,
+        settings.n_bins,
+        settings.prior_strength,
+    )
     report = {
         "input": str(path),
         "input_kind": kind,
@@ -307,6 +317,7 @@ def run_adapt(cfg: DictConfig) -> Path:
         "n_groups": int(np.unique(groups).size),
         "accuracy": float(y.mean()),
         "family": settings.family,
+        "prior_strength": float(settings.prior_strength),
         "per_domain": bool(settings.per_domain),
         "folds": int(settings.folds),
         "figures": figures(confidences, y, groups, settings.n_boot, int(cfg.seed), settings.n_bins),
