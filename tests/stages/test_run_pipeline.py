@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from fixtures import SMALL_DATA, TWO_STEP_TRIAL, run_cli, tiny_overrides_for
-from fixtures.labeled import write_synthetic_labeled_set
+from fixtures.labeled import record_labeled_set_signals, write_synthetic_labeled_set
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from calibtune.config import compose, save_config
 from calibtune.models import load_tokenizer
@@ -130,6 +131,67 @@ def test_probe_method_runs_end_to_end_and_scores_like_eval(tiny_model_dir: Path,
     report = (run_dir / "eval" / "report.md").read_text()
     assert f"held-out log loss on val folds: val {losses['val']:.4f}, val + train" in report
     assert metrics["answer_agreement"] == 1.0  # the probe never touches the answering model
+
+
+@pytest.mark.parametrize("method", ["alora", "alora_head"])
+def test_an_activated_lora_runs_end_to_end_and_its_export_scores_like_eval(
+    method: str, tiny_model_dir: Path, tmp_path: Path
+):
+    """method=alora and alora_head through run (alora_head's head from the recorded signals;
+    eval's tuned query pass), export (base + adapter (+ head), unmerged) and score: the
+    export's raw confidences are the eval's, the answers the base model's by construction."""
+    run_dir = tmp_path / "run"
+    base = [*tiny_overrides_for(tiny_model_dir, run_dir), *SMALL_DATA, *TWO_STEP_TRIAL, *EVAL_SMALL]
+    base += [f"method={method}", "optim.lr=1e-3"]
+    cfg = compose("run", base)
+    sizes = {"train": 24, "val": 16, "test": 16}
+    write_synthetic_labeled_set(run_dir / "data", load_tokenizer(cfg.model), cfg.prompt, sizes)
+    record_labeled_set_signals(run_dir / "data", cfg)
+    save_config(cfg, run_dir / "data" / "config.yaml")
+    run = run_cli("run", *base, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "data stage: reusing" in run.stdout + run.stderr
+    head = method == "alora_head"
+    assert (run_dir / "train" / "adapter" / "probe.safetensors").is_file() == head
+    exported = run_cli("export", *base, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    serve = json.loads((run_dir / "export" / "calibtune.json").read_text())
+    assert serve["adapter_kind"] == method and serve["adapter_subdir"] == "adapter"
+    assert (run_dir / "export" / "adapter" / "probe.safetensors").is_file() == head
+    weights = load_file(run_dir / "export" / "model.safetensors")
+    assert not [k for k in weights if "lora_" in k or "base_layer" in k]  # the plain base model
+
+    predictions = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").open()]
+    test_rows = {r["id"]: r for r in map(json.loads, (run_dir / "data" / "test.jsonl").open())}
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": p["id"],
+                    "question": test_rows[p["id"]]["question"],
+                    "answer": test_rows[p["id"]]["response"],
+                }
+            )
+            + "\n"
+            for p in predictions
+        )
+    )
+    scored = run_cli(
+        "score",
+        *base,
+        f"serve.score.input={pairs}",
+        f"serve.model_dir={run_dir / 'export'}",
+        cwd=tmp_path,
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    scores = [json.loads(line) for line in (run_dir / "score" / "scores.jsonl").open()]
+    raw = [s["raw_confidence"] for s in scores]
+    assert raw == pytest.approx([p["tuned/ptrue"] for p in predictions], abs=1e-6)
+    assert len(set(raw)) > 1
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert metrics["answer_agreement"] == 1.0  # an activated adapter never touches the answers
+    assert metrics["work"]["tuned_query_rows"] == 32  # its confidence needs its own query pass
 
 
 def test_lodo_trains_each_fold_without_its_domains_and_aggregates(

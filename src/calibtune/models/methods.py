@@ -275,8 +275,10 @@ class ActivatedLoraMethod(QueryMethod):
             )
 
     def save_export(self, qm: Any, adapter_dir: Path, out_dir: Path, subdir: str) -> None:
-        qm.module.get_base_model().save_pretrained(out_dir, safe_serialization=True)
+        """The adapter into `subdir`, then the base weights with PEFT's layers taken out
+        (`unload`, in place: saved as they are, the base weights would carry PEFT's names)."""
         qm.module.save_pretrained(out_dir / subdir, safe_serialization=True)
+        qm.module.unload().save_pretrained(out_dir, safe_serialization=True)
 
 
 @dataclass(frozen=True, eq=False)
