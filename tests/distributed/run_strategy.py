@@ -39,6 +39,11 @@ def main(spec_path: str) -> None:
         step_dir = f"train/checkpoints/step_{spec['checkpoint_step']}"
         if torch_dist.get_rank() == 0:
             shutil.copytree(full / step_dir, resumed / step_dir)
+            # a stopped run resumes in its own dir, where the adapter it kept so far stays: the
+            # full run's, when it was kept at or before the checkpoint (alora_head's step 0)
+            best = json.loads((full / "train/manifest.json").read_text())["best"]["step"]
+            if best is not None and best <= spec["checkpoint_step"]:
+                shutil.copytree(full / "train/adapter", resumed / "train/adapter")
         torch_dist.barrier()
         run_train_stage(compose("train", [*common, f"run_dir={resumed}", "train.resume=auto"]))
 

@@ -51,7 +51,7 @@ WEIGHTS = {"probe": ["probe.safetensors"], "alora_head": [ADAPTER, "probe.safete
 def common(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Overrides every run shares: tiny model, a labeled set (with the base signals alora_head's
     warm start reads), 4 steps of global batch 4, checkpoints at step 2, validation only at the
-    end (alora_head: and at step 0, the probe; the test checks the final step is kept)."""
+    end (alora_head: and at step 0, the probe, which it keeps when the end does not beat it)."""
     base = [
         f"model.name_or_path={tiny_model_dir}",
         "model.device=cpu",
@@ -146,12 +146,8 @@ def test_two_processes_match_one_and_resume(strategy, method, reference, launche
     resumed = launched(strategy) / method / "resumed" / "train"
     manifest = json.loads((full / "manifest.json").read_text())
     assert manifest["world_size"] == 2
-    if method == "alora_head":  # trained steps beat step 0 (the probe) here: the final is kept
-        assert (
-            manifest["best"]["step"]
-            == 4
-            == json.loads((one / "manifest.json").read_text())["best"]["step"]
-        )
+    best_step = manifest["best"]["step"]
+    assert best_step == json.loads((one / "manifest.json").read_text())["best"]["step"]
     if method != "probe":
         assert manifest["distributed_type"].endswith(DISTRIBUTED_TYPE[strategy])
         assert manifest["strategy"]["sharded"] == (strategy in ("fsdp2", "zero3"))
@@ -162,7 +158,8 @@ def test_two_processes_match_one_and_resume(strategy, method, reference, launche
     if method != "probe":
         rank = json.loads((full / "adapter/adapter_config.json").read_text())["r"]
         assert all(v.shape[0] == rank for k, v in got.items() if "lora_A" in k)
-        assert all(v.abs().sum() > 0 for k, v in got.items() if "lora_B" in k)
+        trained = best_step > 0  # alora_head keeps step 0 (the probe: B = 0) when it wins on val
+        assert all(bool(v.abs().sum() > 0) == trained for k, v in got.items() if "lora_B" in k)
     diff = max(float((want[k] - got[k]).abs().max()) for k in want)
     print(f"{strategy}/{method}: max |2 procs - 1 proc| = {diff:.2e}")
     assert diff <= TOLERANCE[strategy], diff
@@ -173,6 +170,8 @@ def test_two_processes_match_one_and_resume(strategy, method, reference, launche
     assert {k: v.shape for k, v in sharded_run.items()} == {
         k: v.shape for k, v in checkpoint.items()
     }
+    step_2 = max(float((checkpoint[k] - sharded_run[k]).abs().max()) for k in checkpoint)
+    assert step_2 <= TOLERANCE[strategy], step_2  # the trained weights after 2 steps, too
     again = adapter(resumed, method)
     assert all(torch.equal(again[k], got[k]) for k in got), "resume changed the final adapter"
     assert losses(resumed).tolist() == losses(full).tolist()[2:]  # steps 3 and 4
