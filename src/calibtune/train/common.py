@@ -60,8 +60,9 @@ def check_train_config(cfg: DictConfig, num_train: int, world_size: int) -> None
         raise ConfigError("train.epochs must be >= 1 (or set train.max_steps)")
     if tc.gradient_checkpointing and method_named(cfg.method.name).activated:
         raise ConfigError(
-            "train.gradient_checkpointing=true with method=alora: checkpointed layers drop the "
-            "prefix KV cache the adapter runs on; use method=lora or gradient_checkpointing=false"
+            f"train.gradient_checkpointing=true with method={cfg.method.name}: checkpointed "
+            "layers drop the prefix KV cache the adapter runs on; use method=lora or "
+            "gradient_checkpointing=false"
         )
 
 

@@ -287,12 +287,36 @@ def _load_deepspeed_optimizer_state(optimizer, inner, params: dict, by_param: di
     step = None
     for name, saved in by_param.items():
         for key in ("exp_avg", "exp_avg_sq"):
-            if key in saved:
-                safe_set_full_optimizer_state(params[name], saved[key].to(torch.float32), key)
+            if key not in saved:
+                continue
+            value = saved[key].to(torch.float32)
+            if _smaller_than_its_zero3_partitions(zero, params[name]):
+                _set_padded_zero3_state(zero, params[name], value, key)
+            else:
+                safe_set_full_optimizer_state(params[name], value, key)
         step = saved.get("step", step)
     if step is not None:
         for state in inner.state.values():
             state["step"] = torch.as_tensor(step).clone().to(torch.float32)
+
+
+def _smaller_than_its_zero3_partitions(zero, param: torch.Tensor) -> bool:
+    """A ZeRO-3 parameter with fewer elements than its padded partitions hold (alora_head's
+    one-element bias over two ranks), which DeepSpeed's `safe_set_full_optimizer_state` cannot
+    write (it slices past the end)."""
+    if not hasattr(param, "ds_numel") or not hasattr(zero, "_get_fp32_opt_state_partition"):
+        return False
+    return param.ds_numel < param.partition_numel() * param.ds_process_group.size()
+
+
+def _set_padded_zero3_state(zero, param: torch.Tensor, value: torch.Tensor, key: str) -> None:
+    """Write this rank's slice of a full optimizer state `value` into a padded ZeRO-3 partition
+    (the padding zero), through the same DeepSpeed internals its own setter uses."""
+    partition, _ = zero._get_fp32_opt_state_partition(param, False, optim_state_key=key)
+    start = partition.numel() * zero._get_param_partition_rank(param)
+    piece = value.flatten()[start : start + partition.numel()]
+    partition.data.zero_()
+    partition.data[: piece.numel()].copy_(piece)
 
 
 def clip_gradients(
