@@ -36,6 +36,19 @@ def outputs(run_dir: Path) -> dict[str, int]:
     return {stage: path.stat().st_mtime_ns for stage, path in files.items()}
 
 
+def eval_pairs(run_dir: Path, path: Path) -> tuple[list[dict], Path]:
+    """The run's test predictions, and its (question, answer) pairs in their order written to
+    `path` for `calibtune score`."""
+    predictions = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").open()]
+    rows = {r["id"]: r for r in map(json.loads, (run_dir / "data" / "test.jsonl").open())}
+    pairs = [
+        {"id": p["id"], "question": rows[p["id"]]["question"], "answer": rows[p["id"]]["response"]}
+        for p in predictions
+    ]
+    path.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    return predictions, path
+
+
 def test_run_reuses_finished_stages_with_the_same_settings(tiny_model_dir: Path, tmp_path: Path):
     """With method=lora end to end (data, train, eval that measures the answers' agreement)."""
     run_dir = tmp_path / "run"
@@ -92,18 +105,7 @@ def test_probe_method_runs_end_to_end_and_scores_like_eval(tiny_model_dir: Path,
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (run_dir / "export" / "adapter" / "probe.safetensors").is_file()
 
-    predictions = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").open()]
-    test_rows = {r["id"]: r for r in map(json.loads, (run_dir / "data" / "test.jsonl").open())}
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(
-        "".join(
-            json.dumps(
-                {"id": i, "question": test_rows[i]["question"], "answer": test_rows[i]["response"]}
-            )
-            + "\n"
-            for i in (p["id"] for p in predictions)
-        )
-    )
+    predictions, pairs = eval_pairs(run_dir, tmp_path / "pairs.jsonl")
     scored = run_cli(
         "score",
         *base,
@@ -161,22 +163,7 @@ def test_an_activated_lora_runs_end_to_end_and_its_export_scores_like_eval(
     weights = load_file(run_dir / "export" / "model.safetensors")
     assert not [k for k in weights if "lora_" in k or "base_layer" in k]  # the plain base model
 
-    predictions = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").open()]
-    test_rows = {r["id"]: r for r in map(json.loads, (run_dir / "data" / "test.jsonl").open())}
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": p["id"],
-                    "question": test_rows[p["id"]]["question"],
-                    "answer": test_rows[p["id"]]["response"],
-                }
-            )
-            + "\n"
-            for p in predictions
-        )
-    )
+    predictions, pairs = eval_pairs(run_dir, tmp_path / "pairs.jsonl")
     scored = run_cli(
         "score",
         *base,

@@ -3,26 +3,21 @@ confidence whose level is off, a map fitted on target labels lowers held-out ECE
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import load_benchmark
 
 from calibtune.errors import InputError
 from calibtune.eval.recalibrate import logit, sigmoid
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_adapt_curve.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
     """The benchmark script as a module."""
-    spec = importlib.util.spec_from_file_location("bench_adapt_curve", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_adapt_curve")
 
 
 def write_target(path: Path, n_groups: int, seed: int, offset: float = -1.5) -> Path:

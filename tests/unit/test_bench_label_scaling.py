@@ -4,18 +4,15 @@ reused, and the table and plot come out."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from fixtures import tiny_model_overrides
+from fixtures import load_benchmark, tiny_model_overrides
 from fixtures.labeled import record_labeled_set_signals, write_synthetic_labeled_set
 
 from calibtune.config import compose
 from calibtune.models import load_tokenizer
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_label_scaling.py"
 EVAL_SMALL = [
     "eval.recalibrators=[temperature]",
     "eval.n_boot=20",
@@ -25,10 +22,8 @@ EVAL_SMALL = [
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_label_scaling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The benchmark script as a module."""
+    return load_benchmark("bench_label_scaling")
 
 
 def test_scan_trains_each_size_and_seed_then_reuses_them(bench, tiny_model_dir, tmp_path, capsys):
