@@ -360,12 +360,12 @@ def test_probe_method_logistic_fits_in_one_pass_and_scores_val(compose_cfg, labe
 def test_probe_logistic_on_one_grade_fails_naming_the_file_before_the_model_loads(
     compose_cfg, labeled_dir: Path, monkeypatch
 ):
-    from calibtune.train import probe
+    from calibtune.train import features
 
     train_file = labeled_dir / "train.jsonl"
     rows = [json.loads(line) for line in train_file.read_text().splitlines()]
     train_file.write_text("".join(json.dumps({**r, "correct": 0}) + "\n" for r in rows))
-    monkeypatch.setattr(probe, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(features, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     fast = PROBE_FAST
     cfg = compose_cfg("train", [*fast, f"train.data_dir={labeled_dir}", "method=probe"])
     with pytest.raises(InputError, match=r"train.jsonl: field 'correct': 1 grade\(s\)"):
