@@ -52,7 +52,7 @@ def test_platt_matches_unregularised_logistic_regression(overconfident):
 
 
 def test_a_prior_strength_pulls_platt_toward_the_identity_and_fades_with_rows(overconfident):
-    """With the worth of s labels pulling (a, b) toward (1, 0): a strong pull on few rows stays
+    """With an L2 pull of strength s of (a, b) toward (1, 0): a strong pull on few rows stays
     near the identity, the same pull on many rows hardly moves the fit (a -> 1/3 here), and no
     pull is plain Platt; other families refuse a pull."""
     (c, y), _ = overconfident

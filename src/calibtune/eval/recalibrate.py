@@ -174,8 +174,9 @@ def fit_histogram(c, y, n_bins: int = 15) -> dict:
 
 def fit_calibrator(kind: str, c, y, n_bins: int = 15, prior_strength: float = 0.0) -> dict:
     """Fit one recalibrator `kind` on val confidences and outcomes; returns its plain params.
-    `prior_strength` > 0 (Platt only): (a, b) pulled toward the identity map, worth that many
-    examples, so the pull fades as the rows grow (`calibtune adapt` on small samples)."""
+    `prior_strength` > 0 (Platt only): an L2 pull of (a, b) toward the identity map of that
+    strength on the summed log loss, so its share fades as the rows grow (`calibtune adapt` on
+    small samples)."""
     c, y = as_inputs(c, y)
     if kind not in KINDS:
         raise ConfigError(f"unknown recalibrator {kind!r}; choose from {', '.join(KINDS)}")

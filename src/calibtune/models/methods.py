@@ -1,8 +1,7 @@
 """The ways calibtune gives a model its confidence, one object each: the base model (nothing
 tuned), the probe (a head on the frozen model's hidden state at the query's last token), LoRA,
-the activated LoRA (aLoRA: the adapter acts on the query's tokens only),
-
-and the activated LoRA with a head (`alora_head`: a linear head on the query's last hidden
+the activated LoRA (aLoRA: the adapter acts on the query's tokens only), and the activated LoRA
+with a head (`alora_head`: a linear head on the query's last hidden
 state with the adapter on, trained jointly with it from the fitted probe and a zero LoRA B, so
 its step 0 is the probe).
 
