@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from calibtune.models.loading import load_model, model_fingerprint
 from calibtune.models.methods import query_features
+from calibtune.models.probe import ProbeHead, fit_linear_probe
 from calibtune.models.signals import BaseSignals, read_signals, signals_key
 from calibtune.train.common import rank_share
 from calibtune.train.data import tokenize_examples
@@ -69,3 +70,11 @@ def split_features(
     batch_size = int(cfg.train.eval_batch_size)
     out = [shared_features(accelerator, model, tokenizer, rows, batch_size) for rows in splits]
     return out, sum(map(len, splits))
+
+
+def fit_probe(features: Features, groups: list[str], seed: int) -> tuple[ProbeHead, float]:
+    """The linear probe (`fit_linear_probe`) on train's features, soft labels taken as their
+    majority grade: method=probe's fit and method=alora_head's starting head."""
+    x, y = features
+    labels = (y.numpy() >= 0.5).astype(int)
+    return fit_linear_probe(x.double().numpy(), labels, groups, seed)

@@ -1,6 +1,6 @@
-"""The LoRA recipe (method=lora, method=alora and method=alora_head): setup, train loop, validation, checkpoints,
-cleanup. The train stage's entry (`calibtune.train.recipe.run_train_stage`) runs it for the
-methods it is registered for.
+"""The LoRA recipe (method=lora, alora and alora_head): setup, train loop, validation,
+checkpoints, cleanup. The train stage's entry (`calibtune.train.recipe.run_train_stage`) runs
+it for the methods it is registered for.
 
     calibtune train method=lora [overrides]
     accelerate launch --config_file launch/accelerate/<x>.yaml train/calibrate.py method=alora ...
@@ -44,7 +44,7 @@ from calibtune.models.confidence import (
 )
 from calibtune.models.loading import load_model, load_tokenizer, model_fingerprint
 from calibtune.models.methods import QueryMethod, method_named
-from calibtune.models.probe import ProbeHead, fit_linear_probe
+from calibtune.models.probe import ProbeHead
 from calibtune.runtime import provenance, set_seed
 from calibtune.tracking import Tracker
 from calibtune.train import checkpoint as ckpt
@@ -72,7 +72,7 @@ from calibtune.train.data import (
     to_device,
     tokenize_examples,
 )
-from calibtune.train.features import recorded_features, recorded_signals
+from calibtune.train.features import fit_probe, recorded_features, recorded_signals
 from calibtune.train.methods import attach_head, attach_lora, head_of, save_adapter
 from calibtune.train.steps import micro_step_loss, validation_metrics
 
@@ -131,11 +131,9 @@ def warm_start_head(
         )
     fitted = [None]
     if accelerator.is_main_process:
-        x, y = recorded_features(recorded, train_rows)
-        labels = (y.numpy() >= 0.5).astype(int)
         groups = [row_group(r) for r in train_rows]
-        head, strength = fit_linear_probe(x.double().numpy(), labels, groups, int(cfg.seed))
-        fitted = [(head.state_dict(), x.shape[1], strength)]
+        head, strength = fit_probe(recorded_features(recorded, train_rows), groups, int(cfg.seed))
+        fitted = [(head.state_dict(), head.in_features, strength)]
     if accelerator.num_processes > 1:
         broadcast_object_list(fitted, from_process=0)
     state, in_features, strength = fitted[0]

@@ -25,7 +25,6 @@ from calibtune.models.probe import (
     OUT_OF_FOLD,
     PROBE_WEIGHTS,
     ProbeHead,
-    fit_linear_probe,
     out_of_fold_probabilities,
     write_probe_files,
 )
@@ -36,7 +35,7 @@ from calibtune.train import common, preemption
 from calibtune.train import strategy as dist
 from calibtune.train.checkpoint import verify_saved_tensors
 from calibtune.train.data import plan_batches
-from calibtune.train.features import split_features
+from calibtune.train.features import fit_probe, split_features
 from calibtune.train.loss import soft_binary_cross_entropy
 from calibtune.train.steps import validation_metrics
 
@@ -117,8 +116,7 @@ def fit_logistic(cfg, accelerator, output_dir: Path, train_xy, val_xy, groups) -
     if not accelerator.is_main_process:
         return {}
     (x_train, y_train), (x_val, y_val) = train_xy, val_xy
-    labels = (y_train.numpy() >= 0.5).astype(int)  # soft labels: the majority grade
-    head, strength = fit_linear_probe(x_train.double().numpy(), labels, groups, int(cfg.seed))
+    head, strength = fit_probe((x_train, y_train), groups, int(cfg.seed))
     with torch.no_grad():
         scores = validation_metrics(head.two_way(x_val), y_val)
     tracker = Tracker(output_dir, cfg.logger, cfg)
@@ -129,7 +127,7 @@ def fit_logistic(cfg, accelerator, output_dir: Path, train_xy, val_xy, groups) -
     metric = cfg.train.best_metric
     return {
         "steps": 0,
-        "fit": {"kind": "logistic", "inverse_l2_strength": strength, "train_rows": len(labels)},
+        "fit": {"kind": "logistic", "inverse_l2_strength": strength, "train_rows": len(y_train)},
         "best": {"metric": metric, "step": 0, "value": scores[metric], "val_metrics": scores},
     }
 
