@@ -20,7 +20,7 @@ from calibtune.resources import PACKAGE_DIR, package_file
 
 STYLESHIFT = PACKAGE_DIR / "data" / "styleshift.jsonl"
 REPO = Path(__file__).resolve().parents[2]
-MIN_ROWS, MIN_DOMAINS, MIN_PER_DOMAIN = 300, 12, 15
+MIN_ROWS, MIN_DOMAINS, MIN_PER_DOMAIN = 1000, 15, 60
 DIFFICULTIES = {"easy", "medium", "hard"}
 
 
