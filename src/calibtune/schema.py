@@ -273,6 +273,7 @@ class MonitorWindowCfg(Group):
 
 class RefittingCfg(Group):
     kind: Recalibrator
+    prior_strength: float = Field(ge=0.0)
     min_count: int = Field(ge=1)
     window: int = Field(ge=1)
     holdout_fraction: float = Field(gt=0.0, lt=1.0)

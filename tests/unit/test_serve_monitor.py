@@ -16,6 +16,7 @@ from calibtune.serve.monitor import (
     Monitor,
     read_log,
     reference_from_rows,
+    refit_calibrator,
     rollback,
     run_monitor,
     window_stats,
@@ -166,3 +167,23 @@ def test_refit_promotes_a_better_calibrator_and_rollback_restores(compose_cfg, t
     restored = json.loads((export / "calibtune.json").read_text())
     assert restored["calibrator_version"] == 0 and restored["calibrator"]["params"] == old
     assert Path(export / "calibrator_versions" / "v0001.json").is_file()
+
+
+def test_refit_pulls_toward_the_identity_as_adapt_does(compose_cfg, tmp_path):
+    """The refit fits its maps with `calibtune adapt`'s pull (`monitor.refitting.prior_strength`
+    defaults to `adapt.prior_strength`): on a few labeled rows the pulled map stays nearer the
+    identity than the unpulled one."""
+    cfg = compose_cfg("monitor", [f"run_dir={tmp_path}"])
+    assert cfg.monitor.refitting.prior_strength == cfg.adapt.prior_strength > 0
+    old = {"kind": "platt", "a": 1.0, "b": 0.0}
+    rows = traffic(80, 3, domains=("a",), shift=0.25)  # overconfident: the map moves off identity
+    maps = {}
+    for strength in (0.0, float(cfg.adapt.prior_strength)):
+        settings = cfg.monitor.refitting.copy()
+        settings.prior_strength, settings.min_count = strength, 10
+        maps[strength] = refit_calibrator(old, rows, settings)["params"]["domains"]["a"]
+
+    def distance(params: dict) -> float:
+        return abs(params["a"] - 1.0) + abs(params["b"])
+
+    assert 0 < distance(maps[float(cfg.adapt.prior_strength)]) < distance(maps[0.0])

@@ -32,7 +32,9 @@ def refit_calibrator(old: dict, rows: Sequence[dict], settings) -> dict:
         return raw, y, [r["domain"] for r in items]
 
     raw, y, domains = arrays(fit_rows)
-    new = fit_level_map(settings.kind, raw, y, domains, settings.min_count)  # as `calibtune adapt`
+    new = fit_level_map(  # as `calibtune adapt`, with its pull toward the identity
+        settings.kind, raw, y, domains, settings.min_count, prior_strength=settings.prior_strength
+    )
     if old.get("kind") == "per_domain":
         new["domains"] = {**old["domains"], **new["domains"]}
         new["fallback"] = {d: r for d, r in new["fallback"].items() if d not in new["domains"]}
