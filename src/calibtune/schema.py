@@ -102,6 +102,7 @@ class MethodCfg(Group):
 
 class ProbeCfg(Group):
     fit: Literal["logistic", "adamw"]
+    strength_folds: Literal["entity", "domain"]
     hidden: int = NonNegInt
     dropout: float = Field(ge=0.0, lt=1.0)
 

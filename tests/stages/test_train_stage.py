@@ -421,3 +421,38 @@ def test_sigkill_after_checkpoint_then_resume_is_bitwise_identical(
     got = load_file(killed_dir / "adapter/adapter_model.safetensors")
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_probe_strength_folds_domain_chooses_the_strength_on_whole_domains(
+    compose_cfg, labeled_dir: Path, monkeypatch
+):
+    """probe.strength_folds=domain: the strength's folds hold out whole domains (the fit gets the
+    rows' domains as its fold groups; the out-of-fold file keeps entity groups)."""
+    from calibtune.train import probe
+
+    seen = []
+    real_fit = probe.fit_probe
+    monkeypatch.setattr(probe, "fit_probe", lambda xy, g, s: seen.append(g) or real_fit(xy, g, s))
+    overrides = [*PROBE_FAST, f"train.data_dir={labeled_dir}", "method=probe"]
+    out = run_train_stage(compose_cfg("train", [*overrides, "probe.strength_folds=domain"]))
+    train_rows = [json.loads(line) for line in (labeled_dir / "train.jsonl").open()]
+    assert seen == [[str(r["domain"]) for r in train_rows]] and len(set(seen[0])) > 1
+    assert json.loads((out / "manifest.json").read_text())["fit"]["strength_folds"] == "domain"
+
+
+def test_probe_strength_folds_domain_on_one_domain_fails_before_the_model_loads(
+    compose_cfg, labeled_dir: Path, monkeypatch
+):
+    from calibtune.train import features
+
+    train_file = labeled_dir / "train.jsonl"
+    rows = [json.loads(line) for line in train_file.read_text().splitlines()]
+    train_file.write_text("".join(json.dumps({**r, "domain": "only"}) + "\n" for r in rows))
+    monkeypatch.setattr(features, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    overrides = [*PROBE_FAST, f"train.data_dir={labeled_dir}", "method=probe"]
+    cfg = compose_cfg("train", [*overrides, "probe.strength_folds=domain"])
+    with pytest.raises(
+        InputError, match=r"train.jsonl: field 'domain': 2 grade\(s\) over 1 domain"
+    ):
+        run_train_stage(cfg)
+    assert not Path(cfg.train.output_dir, "adapter").exists()

@@ -67,7 +67,7 @@ def train_probe(cfg: DictConfig) -> Path:
     train_rows, val_rows = common.read_training_data(cfg)
     common.check_train_config(cfg, len(train_rows), accelerator.num_processes)
     if cfg.probe.fit == "logistic":
-        check_fittable(train_rows, Path(cfg.train.data_dir))
+        check_fittable(train_rows, Path(cfg.train.data_dir), cfg.probe.strength_folds)
     tokenizer = load_tokenizer(cfg.model)
     query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
@@ -76,8 +76,9 @@ def train_probe(cfg: DictConfig) -> Path:
     )
     work = {"whole_query_rows": computed}
     if cfg.probe.fit == "logistic":
+        folds = strength_groups(train_rows, cfg.probe.strength_folds)
+        fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, folds)
         groups = [row_group(r) for r in train_rows]
-        fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, groups)
         if accelerator.is_main_process:
             write_out_of_fold(cfg, output_dir, train_rows, train_xy, groups)
     else:
@@ -94,19 +95,28 @@ def train_probe(cfg: DictConfig) -> Path:
     return output_dir
 
 
-def check_fittable(train_rows: list[dict], data_dir: Path) -> None:
+def strength_groups(rows: list[dict], folds: str) -> list[str]:
+    """What the folds that choose the probe's strength keep whole (`probe.strength_folds`):
+    each row's entity group, or its domain (whole domains held out)."""
+    return [str(r.get("domain")) if folds == "domain" else row_group(r) for r in rows]
+
+
+def check_fittable(train_rows: list[dict], data_dir: Path, folds: str = "entity") -> None:
     """Before any model pass: the logistic probe needs both grades among the train rows and two
-    entity groups (its strength is chosen on group folds)."""
+    entity groups, or with `probe.strength_folds=domain` two domains (its strength is chosen on
+    folds of them)."""
     grades = {float(r["correct"]) >= 0.5 for r in train_rows}
-    groups = {row_group(r) for r in train_rows}
+    groups = set(strength_groups(train_rows, folds))
+    kind = "domain" if folds == "domain" else "entity group"
     if len(grades) < 2 or len(groups) < 2:
         raise InputError(
             split_path(data_dir, "train"),
             None,
-            "correct",
-            f"{len(grades)} grade(s) over {len(groups)} entity group(s); the linear probe "
-            "(probe.fit=logistic) needs right and wrong answers from at least two groups "
-            "(more examples, or method=alora)",
+            "domain" if folds == "domain" and len(grades) == 2 else "correct",
+            f"{len(grades)} grade(s) over {len(groups)} {kind}(s); the linear probe "
+            f"(probe.fit=logistic, probe.strength_folds={folds}) needs right and wrong answers "
+            f"from at least two {kind}s (more examples, probe.strength_folds=entity, or "
+            "method=alora)",
         )
 
 
@@ -127,7 +137,12 @@ def fit_logistic(cfg, accelerator, output_dir: Path, train_xy, val_xy, groups) -
     metric = cfg.train.best_metric
     return {
         "steps": 0,
-        "fit": {"kind": "logistic", "inverse_l2_strength": strength, "train_rows": len(y_train)},
+        "fit": {
+            "kind": "logistic",
+            "inverse_l2_strength": strength,
+            "strength_folds": cfg.probe.strength_folds,
+            "train_rows": len(y_train),
+        },
         "best": {"metric": metric, "step": 0, "value": scores[metric], "val_metrics": scores},
     }
 
