@@ -427,7 +427,7 @@ def test_probe_strength_folds_domain_chooses_the_strength_on_whole_domains(
     compose_cfg, labeled_dir: Path, monkeypatch
 ):
     """probe.strength_folds=domain: the strength's folds hold out whole domains (the fit gets the
-    rows' domains as its fold groups; the out-of-fold file keeps entity groups)."""
+    rows' domains as its fold groups) and the manifest records the setting."""
     from calibtune.train import probe
 
     seen = []
