@@ -102,7 +102,7 @@ class MethodCfg(Group):
 
 class ProbeCfg(Group):
     fit: Literal["logistic", "adamw"]
-    strength_folds: Literal["entity", "domain"]
+    strength_folds: Literal["auto", "entity", "domain"]
     hidden: int = NonNegInt
     dropout: float = Field(ge=0.0, lt=1.0)
 

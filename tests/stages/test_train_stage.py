@@ -35,6 +35,7 @@ from calibtune.models.encoding import (
     last_token_logits,
     pad_sequences,
 )
+from calibtune.models.probe import is_baseline_probe_fit
 from calibtune.tracking import read_metrics
 from calibtune.train import checkpoint as ckpt
 from calibtune.train.lora import train_lora
@@ -438,6 +439,9 @@ def test_probe_strength_folds_domain_chooses_the_strength_on_whole_domains(
     train_rows = [json.loads(line) for line in (labeled_dir / "train.jsonl").open()]
     assert seen == [[str(r["domain"]) for r in train_rows]] and len(set(seen[0])) > 1
     assert json.loads((out / "manifest.json").read_text())["fit"]["strength_folds"] == "domain"
+    # not the eval's baseline/probe fit (entity folds): the eval fits that one beside it
+    assert json.loads((out / "adapter/probe_config.json").read_text())["strength_folds"] == "domain"
+    assert not is_baseline_probe_fit(out / "adapter")
 
 
 def test_probe_strength_folds_domain_on_one_domain_fails_before_the_model_loads(

@@ -73,3 +73,59 @@ def test_out_of_fold_probabilities_come_from_probes_that_never_saw_the_rows_grou
     in_sample = fit_linear_probe(x, y, groups, seed=0)[0].probability(x)
     assert np.abs(out - in_sample).max() > 0.01  # not the in-sample fit
     assert np.corrcoef(out, in_sample)[0, 1] > 0.9  # but the same kind of confidence
+
+
+def strength_rows(domains: int, right_in: int | None = None) -> list[dict]:
+    """12 rows a domain (4 entity groups of 3), a third right; `right_in`: only that many domains
+    hold right answers."""
+    rows = []
+    for d in range(domains):
+        for i in range(12):
+            right = i % 3 == 0 and (right_in is None or d < right_in)
+            rows.append({"domain": f"d{d}", "group": f"d{d}-e{i % 4}", "correct": float(right)})
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("setting", "domains", "right_in", "expected"),
+    [
+        ("auto", 6, None, "domain"),  # enough domains, both grades in every fold: held out whole
+        ("auto", 4, None, "entity"),  # fewer than 5 domains: entity groups
+        ("auto", 1, None, "entity"),  # one-domain data (a single Hugging Face set)
+        ("auto", 6, 1, "entity"),  # a domain fold would fit on wrong answers only
+        ("entity", 6, None, "entity"),
+        ("domain", 2, None, "domain"),  # as set (check_fittable judges it)
+    ],
+)
+def test_auto_strength_folds_hold_out_domains_only_where_they_can(
+    setting, domains, right_in, expected
+):
+    from calibtune.train.probe import resolve_strength_folds
+
+    assert resolve_strength_folds(strength_rows(domains, right_in), setting) == expected
+
+
+def test_domain_folds_that_leave_one_grade_to_fit_are_refused_naming_the_field(tmp_path):
+    from calibtune.errors import InputError
+    from calibtune.train.probe import check_fittable
+
+    check_fittable(strength_rows(6), tmp_path, "domain")  # every fold fits on both grades
+    with pytest.raises(InputError, match=r"train.jsonl: field 'domain': .*in every fold's fit"):
+        check_fittable(strength_rows(6, right_in=1), tmp_path, "domain")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"fit": "logistic", "strength_folds": "entity"}, True),
+        ({"fit": "logistic"}, True),  # written before strength_folds: chosen on entity groups
+        ({"fit": "logistic", "strength_folds": "domain"}, False),  # the eval fits its own
+        ({"fit": "adamw"}, False),
+    ],
+)
+def test_the_eval_skips_its_probe_baseline_only_for_the_same_fit(tmp_path, extra, expected):
+    from calibtune.models.probe import ProbeHead, is_baseline_probe_fit, write_probe_files
+
+    write_probe_files(ProbeHead(4), tmp_path, extra)
+    assert is_baseline_probe_fit(tmp_path) is expected
+    assert not is_baseline_probe_fit(tmp_path / "missing")  # a LoRA adapter: no probe config

@@ -56,7 +56,7 @@ from calibtune.models.loading import (
     load_tokenizer,
     model_fingerprint,
 )
-from calibtune.models.probe import probe_fit
+from calibtune.models.probe import is_baseline_probe_fit
 from calibtune.models.signals import (
     BaseSignals,
     compute_signals,
@@ -483,7 +483,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     test.update(extra)
     full_ece = {**summarize_full_ece(full_scans), **full_note}
 
-    probe_is_tuned = adapter_path is not None and probe_fit(adapter_path) == "logistic"
+    probe_is_tuned = adapter_path is not None and is_baseline_probe_fit(adapter_path)
     probe = bool(eval_cfg.baseline_probe) and not probe_is_tuned
     hidden = {n: signals[n].hidden.double().numpy() for n in ("val", "test")} if probe else None
     baselines_not_fitted = add_trained_baselines(
@@ -491,7 +491,8 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     )
     if probe_is_tuned and train[1] is None:
         baselines_not_fitted[baselines.PROBE] = (
-            "the tuned model is this probe (method=probe, probe.fit=logistic: the same fit)"
+            "the tuned model is this probe (method=probe, probe.fit=logistic, "
+            "probe.strength_folds=entity: the same fit)"
         )
     work = {
         "base_signals": "recorded by the data stage" if recorded is not None else "computed here",

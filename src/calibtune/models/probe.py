@@ -125,12 +125,14 @@ def is_probe_dir(path: str | Path) -> bool:
     return (Path(path) / PROBE_CONFIG).is_file()
 
 
-def probe_fit(adapter_dir: str | Path) -> str | None:
-    """How the probe head in `adapter_dir` was fitted ("logistic", "adamw"); None when the
-    directory holds no probe (a LoRA adapter)."""
+def is_baseline_probe_fit(adapter_dir: str | Path) -> bool:
+    """Whether `adapter_dir` holds the eval's baseline/probe fit: a probe head fitted by logistic
+    regression with its strength chosen on entity-group folds (a config without
+    `strength_folds` predates the option and chose on entity groups). False for a LoRA adapter."""
     if not is_probe_dir(adapter_dir):
-        return None
-    return json.loads((Path(adapter_dir) / PROBE_CONFIG).read_text()).get("fit", "adamw")
+        return False
+    config = json.loads((Path(adapter_dir) / PROBE_CONFIG).read_text())
+    return config.get("fit") == "logistic" and config.get("strength_folds", "entity") == "entity"
 
 
 def load_probe(adapter_dir: str | Path) -> ProbeHead:

@@ -11,13 +11,14 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from transformers import get_scheduler
 
 from calibtune.config import save_config
 from calibtune.errors import ConfigError, InputError
-from calibtune.examples import row_group, split_path
+from calibtune.examples import group_kfold, row_group, split_path
 from calibtune.io import atomic_dir, write_json_atomic, write_jsonl_atomic
 from calibtune.models.confidence import query_tokens_of
 from calibtune.models.loading import load_tokenizer, model_fingerprint
@@ -40,6 +41,7 @@ from calibtune.train.loss import soft_binary_cross_entropy
 from calibtune.train.steps import validation_metrics
 
 log = logging.getLogger(__name__)
+MIN_AUTO_DOMAINS = 5  # probe.strength_folds=auto holds out whole domains from this many on
 
 
 def two_way_logits(logit: torch.Tensor) -> torch.Tensor:
@@ -56,7 +58,8 @@ def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
 
 def train_probe(cfg: DictConfig) -> Path:
     """Features from the frozen model once (sharded over ranks), then the head: fitted by L2
-    logistic regression (probe.fit=logistic, the eval's baseline/probe) or trained by AdamW
+    logistic regression (probe.fit=logistic; with probe.strength_folds=entity the eval's
+    baseline/probe) or trained by AdamW
     (probe.fit=adamw); saved as adapter/ with a manifest."""
     tc = cfg.train
     accelerator = dist.make_accelerator(cfg)
@@ -66,8 +69,10 @@ def train_probe(cfg: DictConfig) -> Path:
     output_dir = common.shared_output_dir(accelerator, tc.output_dir)
     train_rows, val_rows = common.read_training_data(cfg)
     common.check_train_config(cfg, len(train_rows), accelerator.num_processes)
+    folds = resolve_strength_folds(train_rows, cfg.probe.strength_folds)
     if cfg.probe.fit == "logistic":
-        check_fittable(train_rows, Path(cfg.train.data_dir), cfg.probe.strength_folds)
+        check_fittable(train_rows, Path(cfg.train.data_dir), folds)
+        log.info("probe strength: chosen on %s folds of train", folds)
     tokenizer = load_tokenizer(cfg.model)
     query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
@@ -76,8 +81,7 @@ def train_probe(cfg: DictConfig) -> Path:
     )
     work = {"whole_query_rows": computed}
     if cfg.probe.fit == "logistic":
-        folds = strength_groups(train_rows, cfg.probe.strength_folds)
-        fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, folds)
+        fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, train_rows, folds)
         groups = [row_group(r) for r in train_rows]
         if accelerator.is_main_process:
             write_out_of_fold(cfg, output_dir, train_rows, train_xy, groups)
@@ -95,37 +99,64 @@ def train_probe(cfg: DictConfig) -> Path:
     return output_dir
 
 
+def resolve_strength_folds(rows: list[dict], setting: str) -> str:
+    """The folds the logistic probe's strength is chosen on (`probe.strength_folds`): `entity` or
+    `domain` as set; `auto` (the default) holds out whole domains when train has at least
+    MIN_AUTO_DOMAINS domains and every such fold leaves both grades to fit on, else keeps entity
+    groups whole (one-domain data, such as a single Hugging Face set)."""
+    if setting != "auto":
+        return setting
+    domains = strength_groups(rows, "domain")
+    enough = len(set(domains)) >= MIN_AUTO_DOMAINS and folds_keep_both_grades(rows, domains)
+    return "domain" if enough else "entity"
+
+
 def strength_groups(rows: list[dict], folds: str) -> list[str]:
-    """What the folds that choose the probe's strength keep whole (`probe.strength_folds`):
-    each row's entity group, or its domain (whole domains held out)."""
+    """What the folds that choose the probe's strength keep whole (resolved
+    `probe.strength_folds`): each row's entity group, or its domain (whole domains held out)."""
     return [str(r.get("domain")) if folds == "domain" else row_group(r) for r in rows]
 
 
-def check_fittable(train_rows: list[dict], data_dir: Path, folds: str = "entity") -> None:
-    """Before any model pass: the logistic probe needs both grades among the train rows and two
-    entity groups, or with `probe.strength_folds=domain` two domains (its strength is chosen on
-    folds of them)."""
+def folds_keep_both_grades(rows: list[dict], groups: list[str]) -> bool:
+    """Whether every fold of `groups` (as the probe's fit splits them) leaves right and wrong
+    answers among the rows it fits on."""
+    grades = np.array([float(r["correct"]) >= 0.5 for r in rows])
+    return all(
+        np.unique(grades[fit]).size == 2
+        for fit, _ in group_kfold(groups).split(grades, grades, groups)
+    )
+
+
+def check_fittable(train_rows: list[dict], data_dir: Path, folds: str) -> None:
+    """Before any model pass: the logistic probe needs right and wrong answers from at least two
+    entity groups, or with `domain` folds two domains, and both grades in every fold's fit rows
+    (its strength is chosen on folds of them). `folds` is the resolved `probe.strength_folds`."""
     grades = {float(r["correct"]) >= 0.5 for r in train_rows}
-    groups = set(strength_groups(train_rows, folds))
+    groups = strength_groups(train_rows, folds)
     kind = "domain" if folds == "domain" else "entity group"
-    if len(grades) < 2 or len(groups) < 2:
-        raise InputError(
-            split_path(data_dir, "train"),
-            None,
-            "domain" if folds == "domain" and len(grades) == 2 else "correct",
-            f"{len(grades)} grade(s) over {len(groups)} {kind}(s); the linear probe "
-            f"(probe.fit=logistic, probe.strength_folds={folds}) needs right and wrong answers "
-            f"from at least two {kind}s (more examples, probe.strength_folds=entity, or "
-            "method=alora)",
-        )
+    if len(grades) == 2 and len(set(groups)) >= 2 and folds_keep_both_grades(train_rows, groups):
+        return
+    raise InputError(
+        split_path(data_dir, "train"),
+        None,
+        "domain" if folds == "domain" and len(grades) == 2 else "correct",
+        f"{len(grades)} grade(s) over {len(set(groups))} {kind}(s); the linear probe "
+        f"(probe.fit=logistic, probe.strength_folds={folds}) needs right and wrong answers "
+        f"from at least two {kind}s, in every fold's fit rows (more examples, "
+        "probe.strength_folds=entity, or method=alora)",
+    )
 
 
-def fit_logistic(cfg, accelerator, output_dir: Path, train_xy, val_xy, groups) -> dict:
-    """probe.fit=logistic: the linear probe of calibtune.models.probe on the train features
-    (rank 0; seconds), scored on val; the manifest fields."""
+def fit_logistic(
+    cfg, accelerator, output_dir: Path, train_xy, val_xy, train_rows: list[dict], folds: str
+) -> dict:
+    """probe.fit=logistic: the linear probe of calibtune.models.probe on the train features,
+    its strength chosen on `folds` (resolved probe.strength_folds) of train (rank 0; seconds),
+    scored on val; the manifest fields."""
     if not accelerator.is_main_process:
         return {}
     (x_train, y_train), (x_val, y_val) = train_xy, val_xy
+    groups = strength_groups(train_rows, folds)
     head, strength = fit_probe((x_train, y_train), groups, int(cfg.seed))
     with torch.no_grad():
         scores = validation_metrics(head.two_way(x_val), y_val)
@@ -133,14 +164,22 @@ def fit_logistic(cfg, accelerator, output_dir: Path, train_xy, val_xy, groups) -
     save_config(cfg, output_dir / "config.yaml")
     tracker.log({f"val/{k}": v for k, v in scores.items()}, step=0)
     tracker.finish()
-    save_probe(head, output_dir / "adapter", {"feature": "last_hidden_state", "fit": "logistic"})
+    save_probe(
+        head,
+        output_dir / "adapter",
+        {
+            "feature": "last_hidden_state",
+            "fit": "logistic",
+            "strength_folds": folds,
+        },
+    )
     metric = cfg.train.best_metric
     return {
         "steps": 0,
         "fit": {
             "kind": "logistic",
             "inverse_l2_strength": strength,
-            "strength_folds": cfg.probe.strength_folds,
+            "strength_folds": folds,
             "train_rows": len(y_train),
         },
         "best": {"metric": metric, "step": 0, "value": scores[metric], "val_metrics": scores},
