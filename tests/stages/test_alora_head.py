@@ -89,6 +89,7 @@ def test_step_zero_is_the_probe_and_the_kept_adapter_scores_as_in_training(
     assert sorted(val) == [0, 1, 2, 3, 4]  # step 0 validated (eval_at_start=false)
     # step 0 is the probe: the same fit on the same recorded features
     assert manifest["head_start"]["inverse_l2_strength"] == probe["fit"]["inverse_l2_strength"]
+    assert manifest["head_start"]["strength_folds"] == probe["fit"]["strength_folds"]
     assert val[0] == pytest.approx(probe["best"]["val_metrics"]["val_loss"], abs=1e-5)
     best = manifest["best"]
     assert best["value"] == min(val.values()) <= val[0]  # never worse than the probe on val

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from omegaconf import DictConfig
 
+from calibtune.examples import group_kfold, row_group
 from calibtune.models.loading import load_model, model_fingerprint
 from calibtune.models.methods import query_features
 from calibtune.models.probe import ProbeHead, fit_linear_probe
@@ -21,6 +23,7 @@ from calibtune.train.data import tokenize_examples
 log = logging.getLogger(__name__)
 
 Features = tuple[torch.Tensor, torch.Tensor]  # features [N, H], labels [N]
+MIN_AUTO_DOMAINS = 5  # probe.strength_folds=auto holds out whole domains from this many on
 
 
 def recorded_signals(cfg: DictConfig, rows: list[dict]) -> BaseSignals | None:
@@ -78,3 +81,31 @@ def fit_probe(features: Features, groups: list[str], seed: int) -> tuple[ProbeHe
     x, y = features
     labels = (y.numpy() >= 0.5).astype(int)
     return fit_linear_probe(x.double().numpy(), labels, groups, seed)
+
+
+def resolve_strength_folds(rows: list[dict], setting: str) -> str:
+    """The folds the logistic probe's strength is chosen on (`probe.strength_folds`): `entity` or
+    `domain` as set; `auto` (the default) holds out whole domains when train has at least
+    MIN_AUTO_DOMAINS domains and every such fold leaves both grades to fit on, else keeps entity
+    groups whole (one-domain data, such as a single Hugging Face set)."""
+    if setting != "auto":
+        return setting
+    domains = strength_groups(rows, "domain")
+    enough = len(set(domains)) >= MIN_AUTO_DOMAINS and folds_keep_both_grades(rows, domains)
+    return "domain" if enough else "entity"
+
+
+def strength_groups(rows: list[dict], folds: str) -> list[str]:
+    """What the folds that choose the probe's strength keep whole (resolved
+    `probe.strength_folds`): each row's entity group, or its domain (whole domains held out)."""
+    return [str(r.get("domain")) if folds == "domain" else row_group(r) for r in rows]
+
+
+def folds_keep_both_grades(rows: list[dict], groups: list[str]) -> bool:
+    """Whether every fold of `groups` (as the probe's fit splits them) leaves right and wrong
+    answers among the rows it fits on."""
+    grades = np.array([float(r["correct"]) >= 0.5 for r in rows])
+    return all(
+        np.unique(grades[fit]).size == 2
+        for fit, _ in group_kfold(groups).split(grades, grades, groups)
+    )

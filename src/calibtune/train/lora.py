@@ -33,7 +33,7 @@ from transformers import PreTrainedTokenizerBase
 
 from calibtune.config import save_config
 from calibtune.errors import ConfigError
-from calibtune.examples import MANIFEST, row_group
+from calibtune.examples import MANIFEST
 from calibtune.io import sha256_file, write_json_atomic
 from calibtune.models.confidence import (
     QueryModel,
@@ -72,7 +72,13 @@ from calibtune.train.data import (
     to_device,
     tokenize_examples,
 )
-from calibtune.train.features import fit_probe, recorded_features, recorded_signals
+from calibtune.train.features import (
+    fit_probe,
+    recorded_features,
+    recorded_signals,
+    resolve_strength_folds,
+    strength_groups,
+)
 from calibtune.train.methods import attach_head, attach_lora, head_of, save_adapter
 from calibtune.train.steps import micro_step_loss, validation_metrics
 
@@ -119,8 +125,8 @@ def alora_invocation(
 def warm_start_head(
     cfg: DictConfig, accelerator: Accelerator, train_rows: list[dict]
 ) -> tuple[ProbeHead, dict]:
-    """The linear probe fitted on train's recorded hidden states (method=probe's fit, on rank 0,
-    sent to every rank): the starting head of an `adapter_head` method, and what the manifest
+    """The linear probe fitted on train's recorded hidden states (method=probe's fit with its
+    default folds, probe.strength_folds=auto; on rank 0, sent to every rank): the starting head of an `adapter_head` method, and what the manifest
     records of the fit."""
     recorded = recorded_signals(cfg, train_rows)
     if recorded is None:
@@ -131,15 +137,17 @@ def warm_start_head(
         )
     fitted = [None]
     if accelerator.is_main_process:
-        groups = [row_group(r) for r in train_rows]
+        folds = resolve_strength_folds(train_rows, "auto")  # as method=probe's default
+        groups = strength_groups(train_rows, folds)
         head, strength = fit_probe(recorded_features(recorded, train_rows), groups, int(cfg.seed))
-        fitted = [(head.state_dict(), head.in_features, strength)]
+        fitted = [(head.state_dict(), head.in_features, strength, folds)]
     if accelerator.num_processes > 1:
         broadcast_object_list(fitted, from_process=0)
-    state, in_features, strength = fitted[0]
+    state, in_features, strength, folds = fitted[0]
     head = ProbeHead(in_features)
     head.load_state_dict(state)
-    fit = {"from": "linear probe", "inverse_l2_strength": strength, "train_rows": len(train_rows)}
+    fit = {"from": "linear probe", "inverse_l2_strength": strength, "strength_folds": folds}
+    fit["train_rows"] = len(train_rows)
     return head.to(accelerator.device), fit
 
 

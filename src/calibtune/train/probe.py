@@ -11,14 +11,13 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from transformers import get_scheduler
 
 from calibtune.config import save_config
 from calibtune.errors import ConfigError, InputError
-from calibtune.examples import group_kfold, row_group, split_path
+from calibtune.examples import row_group, split_path
 from calibtune.io import atomic_dir, write_json_atomic, write_jsonl_atomic
 from calibtune.models.confidence import query_tokens_of
 from calibtune.models.loading import load_tokenizer, model_fingerprint
@@ -36,12 +35,17 @@ from calibtune.train import common, preemption
 from calibtune.train import strategy as dist
 from calibtune.train.checkpoint import verify_saved_tensors
 from calibtune.train.data import plan_batches
-from calibtune.train.features import fit_probe, split_features
+from calibtune.train.features import (
+    fit_probe,
+    folds_keep_both_grades,
+    resolve_strength_folds,
+    split_features,
+    strength_groups,
+)
 from calibtune.train.loss import soft_binary_cross_entropy
 from calibtune.train.steps import validation_metrics
 
 log = logging.getLogger(__name__)
-MIN_AUTO_DOMAINS = 5  # probe.strength_folds=auto holds out whole domains from this many on
 
 
 def two_way_logits(logit: torch.Tensor) -> torch.Tensor:
@@ -97,34 +101,6 @@ def train_probe(cfg: DictConfig) -> Path:
         )
     accelerator.wait_for_everyone()
     return output_dir
-
-
-def resolve_strength_folds(rows: list[dict], setting: str) -> str:
-    """The folds the logistic probe's strength is chosen on (`probe.strength_folds`): `entity` or
-    `domain` as set; `auto` (the default) holds out whole domains when train has at least
-    MIN_AUTO_DOMAINS domains and every such fold leaves both grades to fit on, else keeps entity
-    groups whole (one-domain data, such as a single Hugging Face set)."""
-    if setting != "auto":
-        return setting
-    domains = strength_groups(rows, "domain")
-    enough = len(set(domains)) >= MIN_AUTO_DOMAINS and folds_keep_both_grades(rows, domains)
-    return "domain" if enough else "entity"
-
-
-def strength_groups(rows: list[dict], folds: str) -> list[str]:
-    """What the folds that choose the probe's strength keep whole (resolved
-    `probe.strength_folds`): each row's entity group, or its domain (whole domains held out)."""
-    return [str(r.get("domain")) if folds == "domain" else row_group(r) for r in rows]
-
-
-def folds_keep_both_grades(rows: list[dict], groups: list[str]) -> bool:
-    """Whether every fold of `groups` (as the probe's fit splits them) leaves right and wrong
-    answers among the rows it fits on."""
-    grades = np.array([float(r["correct"]) >= 0.5 for r in rows])
-    return all(
-        np.unique(grades[fit]).size == 2
-        for fit, _ in group_kfold(groups).split(grades, grades, groups)
-    )
 
 
 def check_fittable(train_rows: list[dict], data_dir: Path, folds: str) -> None:
