@@ -90,3 +90,16 @@ def test_every_config_group_offers_a_choice():
     assert {"model", "dataset", "method", "logger", "experiment"} <= set(groups)
     single = {name for name, options in groups.items() if len(options) < 2}
     assert single <= {"preset"}, single
+
+
+@pytest.mark.parametrize(
+    ("overrides", "lr"),
+    [
+        (["method=alora_head"], 1e-4),  # its own rate: the head amplifies the adapter's changes
+        (["method=alora_head", "optim.lr=3e-5"], 3e-5),  # the command line still wins
+        (["method=alora"], 1e-3),  # the shared rate of common.yaml
+        (["experiment=mistral-7b-1xa100"], 1e-4),  # an experiment bundle wins over both
+    ],
+)
+def test_a_method_file_sets_its_own_learning_rate(overrides, lr, tmp_path):
+    assert compose("train", [f"run_dir={tmp_path}", *overrides]).optim.lr == pytest.approx(lr)
