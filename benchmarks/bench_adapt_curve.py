@@ -4,7 +4,7 @@ on k labeled target rows, per map family, against no adaptation.
     .venv/bin/python benchmarks/bench_adapt_curve.py <eval dir | rows.jsonl> [...]
         [--field tuned/ptrue] [--ks 25 50 100 200 400] [--families temperature platt isotonic beta]
         [--draws 50] [--domains D ...] [--min-held-out 100] [--with-val] [--seed 0]
-        [--adapt-family platt] [--prior-strength 25] [--adapt-write always] [--out curve.json]
+        [--adapt-family platt] [--prior-strength 10] [--adapt-write always] [--out curve.json]
 
 Each input is one target: an eval output dir (its predictions.jsonl: docs/evaluation.md; e.g.
 each leave-domains-out fold's held-out domains, or a style-shift set; `--with-val` adds the
@@ -19,7 +19,7 @@ groups, beside the confidence as it is (no adaptation). A draw whose k rows hold
 only cannot be fitted (`calibtune adapt` refuses it too): it counts as no adaptation and is
 counted in the `one-class` column. Intervals are the 2.5-97.5 % range over draws: where one
 user's k labels may land. The `adapt` row is what `calibtune adapt` leaves with
-the given settings (its defaults: adapt.family platt, prior_strength 25, write always): the
+the given settings (its defaults: adapt.family platt, prior_strength 10, write always): the
 `--adapt-family` map pulled toward the identity with `--prior-strength`, everywhere
 (`--adapt-write always`) or only where its 5-fold cross-fitted Brier on the k rows beats no map
 (`better`), else the confidence as it is. The family rows fit without a pull. The `floor` row is the ECE a perfectly calibrated confidence would show
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--adapt-family", default="platt", help="the `adapt` row's family (adapt.family)"
     )
     parser.add_argument(
-        "--prior-strength", type=float, default=25.0, help="the `adapt` row's adapt.prior_strength"
+        "--prior-strength", type=float, default=10.0, help="the `adapt` row's adapt.prior_strength"
     )
     parser.add_argument(
         "--adapt-write", choices=("always", "better"), default="always", help="adapt.write"

@@ -128,7 +128,7 @@ def test_with_val_names_the_val_file_of_a_bad_row(bench, tmp_path):
 
 def test_the_adapt_row_keeps_a_calibrated_confidence_and_fixes_a_shifted_one(bench, tmp_path):
     """The `adapt` row (calibtune adapt's defaults: Platt pulled toward the identity with
-    strength 25, always written) follows the map where the level is off and stays nearer
+    strength 10, always written) follows the map where the level is off and stays nearer
     the confidence than a plain Platt map where it is already calibrated; with write=better and
     no pull it is the check of the sample's cross-fitted Brier."""
     shifted = write_target(tmp_path / "shifted.jsonl", 300, seed=4)
