@@ -315,3 +315,17 @@ def test_runs_of_other_splits_answer_each_question_once_through_the_pool(
     manifest = json.loads((second / MANIFEST).read_text())
     assert manifest["work"]["pooled_rows"] == len(shared)
     assert manifest["work"]["generation_rows"] == len(rows["b"]) - len(shared)
+
+
+def test_seeds_share_a_pool_of_greedy_answers_but_not_of_sampled_ones(compose_cfg, tmp_path):
+    """A greedy answer does not depend on the seed (seeds draw other questions, whose ids key the
+    rows), so every seed answers into one pool folder; sampled answers do, so each seed has its own."""
+
+    def folder(*overrides: str) -> Path:
+        cfg = compose_cfg("data", [*SMALL, f"data.pool_dir={tmp_path}/pool", *overrides])
+        return stage.answer_pool(cfg).folder
+
+    assert folder("seed=0") == folder("seed=1")
+    sampled = ("data.num_samples=3", "data.temperature=0.7")
+    assert folder("seed=0", *sampled) != folder("seed=1", *sampled)
+    assert folder("seed=0", *sampled) != folder("seed=0")

@@ -3,7 +3,8 @@ in split or label count (`calibtune lodo`'s folds, label-count sweeps), so each 
 answered once (`data.pool_dir`).
 
 Rows are keyed by question id inside a folder named by a hash of everything an answer depends on
-(model, prompt config, generation settings, grader, seed, the signals' temperatures and bins):
+(model, prompt config, generation settings, grader, the seed when answers are sampled, the
+signals' temperatures and bins):
 a run with other settings gets its own folder and answers afresh. A reused row keeps the current
 run's own fields (its split, entity group, domain) and takes the pool's answer, grade, query and
 signals.

@@ -399,14 +399,16 @@ class SignalRecorder:
 
 
 def answer_settings(cfg) -> dict:
-    """Everything an answer, its grade and its signals depend on, but the question."""
+    """Everything an answer, its grade and its signals depend on, but the question: the seed only
+    when answers are sampled (greedy answers are the same under every seed, so seeds share a
+    pool)."""
     return {
         "model": model_fingerprint(cfg.model),
         "model_cfg": OmegaConf.to_container(cfg.model, resolve=True),
         "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
         "generation": generation_kwargs(cfg.data),
         "grader": str(cfg.data.grader),
-        "seed": int(cfg.seed),
+        "seed": int(cfg.seed) if float(cfg.data.temperature) > 0 else None,
         "signals": [temperature_grid(cfg.eval), int(cfg.eval.n_bins)]
         if records_signals(cfg)
         else None,
