@@ -129,9 +129,8 @@ def trained_baselines(
     groups = [row_group(r) for r in train_rows]
     if min(np.bincount(labels)) < 5 or len(set(groups)) < 2:
         return out, {PROBE: "too few train rows of a class (or groups) for the probe's folds"}
-    probe, _ = fit_linear_probe(
-        hidden["train"], labels, groups, seed
-    )  # method=probe's fit, strength on entity folds
+    # method=probe's fit with probe.strength_folds=entity
+    probe, _ = fit_linear_probe(hidden["train"], labels, groups, seed)
     for name in scored:
         out[name][PROBE] = probe.probability(hidden[name])
     return out, {}

@@ -126,8 +126,8 @@ def warm_start_head(
     cfg: DictConfig, accelerator: Accelerator, train_rows: list[dict]
 ) -> tuple[ProbeHead, dict]:
     """The linear probe fitted on train's recorded hidden states (method=probe's fit with its
-    default folds, probe.strength_folds=auto; on rank 0, sent to every rank): the starting head of an `adapter_head` method, and what the manifest
-    records of the fit."""
+    default folds, probe.strength_folds=auto; on rank 0, sent to every rank): the starting head
+    of an `adapter_head` method, and what the manifest records of the fit."""
     recorded = recorded_signals(cfg, train_rows)
     if recorded is None:
         raise ConfigError(

@@ -63,8 +63,7 @@ def save_probe(head: ProbeHead, out_dir: Path, extra: dict) -> None:
 def train_probe(cfg: DictConfig) -> Path:
     """Features from the frozen model once (sharded over ranks), then the head: fitted by L2
     logistic regression (probe.fit=logistic; with probe.strength_folds=entity the eval's
-    baseline/probe) or trained by AdamW
-    (probe.fit=adamw); saved as adapter/ with a manifest."""
+    baseline/probe) or trained by AdamW (probe.fit=adamw); saved as adapter/ with a manifest."""
     tc = cfg.train
     accelerator = dist.make_accelerator(cfg)
     if dist.use_deepspeed() or str(tc.strategy) == "fsdp2":
