@@ -63,8 +63,8 @@ def fit_linear_probe(
     x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int
 ) -> tuple[ProbeHead, float]:
     """L2 logistic regression on standardised features, its inverse strength chosen from
-    PROBE_STRENGTHS by log loss over up to 5 folds that keep each entity group in one fold (never
-    val or test); returned as a linear head (the standardisation folded into its weights) and the
+    PROBE_STRENGTHS by log loss over up to 5 folds that keep each of `groups` in one fold (entity
+    groups, or domains: `probe.strength_folds`; never val or test); returned as a linear head (the standardisation folded into its weights) and the
     chosen strength. sklearn fits it (L-BFGS to convergence): no learning rate or steps to tune."""
     groups = np.asarray(groups)
     n_groups = len(set(groups.tolist()))
