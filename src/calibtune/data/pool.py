@@ -1,6 +1,6 @@
 """An answer pool: answered, graded rows with their base signals, shared by runs that differ only
-in split or label count (`calibtune lodo`'s folds, label-count sweeps), so each question is
-answered once (`data.pool_dir`).
+in split, label count or (greedy answers) seed (`calibtune lodo`'s folds, label-count sweeps,
+seeds), so each question is answered once (`data.pool_dir`).
 
 Rows are keyed by question id inside a folder named by a hash of everything an answer depends on
 (model, prompt config, generation settings, grader, the seed when answers are sampled, the
