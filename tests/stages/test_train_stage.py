@@ -460,3 +460,20 @@ def test_probe_strength_folds_domain_on_one_domain_fails_before_the_model_loads(
     ):
         run_train_stage(cfg)
     assert not Path(cfg.train.output_dir, "adapter").exists()
+
+
+def test_the_logistic_probe_takes_no_batches_so_any_batch_size_but_adamw_refuses(
+    compose_cfg, labeled_dir: Path
+):
+    """train.batch_size above the train rows: the logistic fit (no batches) trains; the AdamW
+    head, which steps over batches, is refused naming the setting."""
+    rows = len((labeled_dir / "train.jsonl").read_text().splitlines())
+    overrides = [*PROBE_FAST, f"train.data_dir={labeled_dir}", "method=probe"]
+    overrides += [f"train.batch_size={rows + 8}", f"train.micro_batch_size={rows + 8}"]
+    out = run_train_stage(compose_cfg("train", overrides))
+    assert json.loads((out / "manifest.json").read_text())["fit"]["kind"] == "logistic"
+    adamw = compose_cfg("train", [*overrides, "probe.fit=adamw"])
+    with pytest.raises(
+        ConfigError, match=rf"train.batch_size={rows + 8} is larger than the {rows}"
+    ):
+        run_train_stage(adamw)

@@ -37,17 +37,20 @@ def shared_output_dir(accelerator: Accelerator, output_dir: str) -> Path:
     return Path(holder[0])
 
 
-def check_train_config(cfg: DictConfig, num_train: int, world_size: int) -> None:
-    """Fail before any work on settings that cannot train, saying what to change."""
+def check_train_config(
+    cfg: DictConfig, num_train: int, world_size: int, batched: bool = True
+) -> None:
+    """Fail before any work on settings that cannot train, saying what to change. `batched`:
+    the recipe takes optimizer steps over batches of train (probe.fit=logistic does not)."""
     tc = cfg.train
     if tc.batch_size < 1 or tc.micro_batch_size < 1:
         raise ConfigError("train.batch_size and train.micro_batch_size must be >= 1")
-    if tc.batch_size > num_train:
+    if batched and tc.batch_size > num_train:
         raise ConfigError(
             f"train.batch_size={tc.batch_size} is larger than the {num_train} training examples; "
             f"set train.batch_size to at most {num_train}"
         )
-    if tc.batch_size % world_size:
+    if batched and tc.batch_size % world_size:
         raise ConfigError(
             f"train.batch_size={tc.batch_size} does not split over {world_size} processes; "
             f"use a multiple of {world_size}"

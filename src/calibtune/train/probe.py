@@ -71,7 +71,8 @@ def train_probe(cfg: DictConfig) -> Path:
     accelerator.gradient_accumulation_steps = 1
     output_dir = common.shared_output_dir(accelerator, tc.output_dir)
     train_rows, val_rows = common.read_training_data(cfg)
-    common.check_train_config(cfg, len(train_rows), accelerator.num_processes)
+    batched = cfg.probe.fit == "adamw"  # the logistic fit takes no batches
+    common.check_train_config(cfg, len(train_rows), accelerator.num_processes, batched)
     folds = resolve_strength_folds(train_rows, cfg.probe.strength_folds)
     if cfg.probe.fit == "logistic":
         check_fittable(train_rows, Path(cfg.train.data_dir), folds)
