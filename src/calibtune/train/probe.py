@@ -73,8 +73,9 @@ def train_probe(cfg: DictConfig) -> Path:
     train_rows, val_rows = common.read_training_data(cfg)
     batched = cfg.probe.fit == "adamw"  # the logistic fit takes no batches
     common.check_train_config(cfg, len(train_rows), accelerator.num_processes, batched)
-    folds = resolve_strength_folds(train_rows, cfg.probe.strength_folds)
+    folds = "entity"  # probe.fit=adamw chooses no strength
     if cfg.probe.fit == "logistic":
+        folds = resolve_strength_folds(train_rows, cfg.probe.strength_folds)
         check_fittable(train_rows, Path(cfg.train.data_dir), folds)
         log.info("probe strength: chosen on %s folds of train", folds)
     tokenizer = load_tokenizer(cfg.model)
