@@ -68,7 +68,9 @@ def main() -> None:
     def two_passes():
         labeled, _, _ = label_and_signal(model, tokenizer, rows, cfg, record=False)
         qm = QueryModel.of(model)
-        signals = compute_signals(qm, tokenizer, labeled, tokens, cfg.eval.batch_size, grid, n_bins)
+        signals = compute_signals(
+            qm, tokenizer, labeled, tokens, cfg.eval.batch_size, grid, n_bins, -1
+        )
         return labeled, signals
 
     ways = {

@@ -70,6 +70,7 @@ class ModelCfg(Group):
     device: str = Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"]
     trust_remote_code: bool
+    feature_layer: int = -1
 
 
 class PromptCfg(Group):

@@ -433,7 +433,7 @@ def test_probe_strength_folds_domain_chooses_the_strength_on_whole_domains(
 
     seen = []
     real_fit = probe.fit_probe
-    monkeypatch.setattr(probe, "fit_probe", lambda xy, g, s: seen.append(g) or real_fit(xy, g, s))
+    monkeypatch.setattr(probe, "fit_probe", lambda xy, g, *a: seen.append(g) or real_fit(xy, g, *a))
     overrides = [*PROBE_FAST, f"train.data_dir={labeled_dir}", "method=probe"]
     out = run_train_stage(compose_cfg("train", [*overrides, "probe.strength_folds=domain"]))
     train_rows = [json.loads(line) for line in (labeled_dir / "train.jsonl").open()]
@@ -477,3 +477,44 @@ def test_the_logistic_probe_takes_no_batches_so_any_batch_size_but_adamw_refuses
         ConfigError, match=rf"train.batch_size={rows + 8} is larger than the {rows}"
     ):
         run_train_stage(adamw)
+
+
+def test_the_probe_reads_model_feature_layer_from_fit_to_scoring(compose_cfg, labeled_dir: Path):
+    """model.feature_layer picks the hidden layer: the head is fitted on it, saved with it and
+    read back from it; a head of another layer, or signals recorded at another, are refused."""
+    from fixtures.labeled import record_labeled_set_signals
+
+    from calibtune.models.confidence import QueryModel, encode_query, query_two_way_logits
+    from calibtune.models.probe import PROBE_CONFIG, check_probe_layer, load_probe
+
+    cfg = compose_cfg(
+        "train",
+        [*PROBE_FAST, f"train.data_dir={labeled_dir}", "method=probe", "model.feature_layer=1"],
+    )
+    out = run_train_stage(cfg)
+    head = load_probe(out / "adapter")
+    assert head.layer == 1
+    assert json.loads((out / "adapter" / PROBE_CONFIG).read_text())["layer"] == 1
+    # scoring reads layer 1 (not the last): the head on one unpadded forward's hidden_states[1]
+    model, tokenizer = load_model(cfg.model), load_tokenizer(cfg.model)
+    rows = read_labeled_split(labeled_dir, "val")
+    queries = [encode_query(tokenizer, r) for r in rows]
+    scored = query_two_way_logits(
+        QueryModel.of(model, head), queries, None, tokenizer.pad_token_id, 3
+    )
+    with torch.no_grad():
+        states = [
+            model(input_ids=torch.tensor([q.query_ids]), output_hidden_states=True).hidden_states
+            for q in queries
+        ]
+        expected = head.two_way(torch.stack([s[1][0, -1] for s in states]))
+        last = head.two_way(torch.stack([s[-1][0, -1] for s in states]))
+    torch.testing.assert_close(scored, expected, atol=1e-4, rtol=1e-4)
+    assert (scored - last).abs().max() > 1e-3
+    with pytest.raises(InputError, match="probe_config.json: field 'layer'.*feature_layer=1"):
+        check_probe_layer(out / "adapter", -1)
+    # signals recorded at the last layer are refused for a run reading layer 1, before any fit
+    record_labeled_set_signals(labeled_dir, compose_cfg("train"))
+    cfg.train.output_dir = str(labeled_dir.parent / "train-again")
+    with pytest.raises(InputError, match="key.layer"):
+        run_train_stage(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -128,15 +129,16 @@ def test_followup_prefix_pass_without_answer_logits_keeps_the_cache(tiny_model_d
         assert cache.get_seq_length() == int(batch["prefix_width"])
 
 
-def test_followup_suffix_hidden_state_is_the_unpadded_query_features(tiny_model_dir):
-    """The probe baseline reads its features off the cached suffix pass: they must be the last
-    hidden state of the whole query, as one unpadded forward (and `query_features`) gives."""
+@pytest.mark.parametrize("layer", [-1, 1])
+def test_followup_suffix_hidden_state_is_the_unpadded_query_features(tiny_model_dir, layer):
+    """The probe baseline reads its features off the cached suffix pass: they must be the
+    hidden state (of `model.feature_layer`) of the whole query, as one unpadded forward gives."""
     model, tokenizer = tiny(tiny_model_dir)
     encoded, suffix = followup_rows(tokenizer)
     batch = collate_followup(encoded, suffix, tokenizer.pad_token_id)
     with torch.no_grad():
         _, cache = followup_prefix_pass(model, batch, answer_logits=False)
-        logits, hidden = followup_suffix_outputs(model, batch, cache, hidden_state=True)
+        logits, hidden = followup_suffix_outputs(model, batch, cache, layer)
         _, no_hidden = followup_suffix_outputs(model, batch, cache)
         expected = [
             model(input_ids=torch.tensor([item.input_ids + suffix]), output_hidden_states=True)
@@ -146,10 +148,22 @@ def test_followup_suffix_hidden_state_is_the_unpadded_query_features(tiny_model_
     assert hidden.shape == (3, model.config.hidden_size)
     torch.testing.assert_close(
         hidden,
-        torch.stack([out.hidden_states[-1][0, -1] for out in expected]),
+        torch.stack([out.hidden_states[layer][0, -1] for out in expected]),
         atol=1e-5,
         rtol=1e-4,
     )
     torch.testing.assert_close(
         logits, torch.stack([out.logits[0, -1] for out in expected]), atol=1e-5, rtol=1e-4
     )
+
+
+def test_a_feature_layer_the_model_does_not_have_is_refused_naming_the_setting():
+    from calibtune.errors import ConfigError
+    from calibtune.models.encoding import last_token_state
+
+    states = [torch.full((2, 3, 4), float(i)) for i in range(3)]  # embeddings + 2 layers
+    assert last_token_state(states, 1).tolist() == [[1.0] * 4] * 2
+    assert last_token_state(states, -3).tolist() == [[0.0] * 4] * 2
+    for layer in (3, -4):
+        with pytest.raises(ConfigError, match=f"model.feature_layer={layer}: .* 0..2"):
+            last_token_state(states, layer)

@@ -30,6 +30,7 @@ from calibtune.models.signals import (
 )
 
 TEMPERATURES, BINS = [0.5, 1.0, 2.0], 15
+LAYER = 1  # a layer below the last: the recorded hidden state follows model.feature_layer
 PROMPTS = [
     "<|im_start|>user\nWhat is the capital of Peru?<|im_end|>\n<|im_start|>assistant\n",
     "<|im_start|>user\nWhat is 3 plus 4?<|im_end|>\n<|im_start|>assistant\n",
@@ -63,7 +64,7 @@ def reference_signals(model, tokenizer, prompt_ids, response_ids, suffix_ids, to
     batch = collate_followup(prefixes, suffix_ids, tokenizer.pad_token_id)
     with torch.inference_mode():
         (logits, targets, owners), cache = followup_prefix_pass(model, batch)
-        last, hidden = followup_suffix_outputs(model, batch, cache, hidden_state=True)
+        last, hidden = followup_suffix_outputs(model, batch, cache, LAYER)
     from calibtune.models.confidence import query_logits
 
     answers = [(logits[owners == r], targets[owners == r]) for r in range(len(prefixes))]
@@ -87,7 +88,7 @@ def test_signals_from_generation_equal_a_base_pass(talkative):
         response_ids[3] = [int(generated[3, 0]) + 1]
         ids = [f"row{i}" for i in batch]
         signals, rest = signals_from_generation(
-            model, inputs, out, response_ids, suffix_ids, tokens, ids, TEMPERATURES, BINS
+            model, inputs, out, response_ids, suffix_ids, tokens, ids, TEMPERATURES, BINS, LAYER
         )
         prompt_ids = [encode_text(tokenizer, PROMPTS[i]) for i in batch]
         seen.append((signals, rest, prompt_ids, response_ids, ids))
@@ -131,7 +132,7 @@ def test_signals_round_trip_and_are_refused_under_another_key(tmp_path):
         (torch.randn(1, 20), torch.tensor([4])),
     ]
     signals = rows_signals(["x", "y"], torch.randn(2, 2), torch.randn(2, 8), rows, [1.0], BINS)
-    key = {"model": "m" * 8, "prompt": "p" * 8}
+    key = {"model": "m" * 8, "prompt": "p" * 8, "layer": "1"}
     save_signals(tmp_path / "base_signals.safetensors", signals, key)
     loaded, got_key = load_signals(tmp_path / "base_signals.safetensors")
     assert got_key == key and loaded.ids == ["x", "y"]
@@ -139,4 +140,13 @@ def test_signals_round_trip_and_are_refused_under_another_key(tmp_path):
     assert read_signals(tmp_path, key) is not None
     with pytest.raises(InputError, match="prompt 'pppppppp'.*prompt 'qqqq'"):
         read_signals(tmp_path, {**key, "prompt": "qqqq"})
+    with pytest.raises(InputError, match="key.layer.*feature_layer '1'.*feature_layer '-1'"):
+        read_signals(tmp_path, {**key, "layer": "-1"})
     assert read_signals(tmp_path / "nowhere", key) is None
+    # a file from before model.feature_layer (no layer in its key) holds the last layer's states
+    old = tmp_path / "old"
+    old.mkdir()
+    save_signals(old / "base_signals.safetensors", signals, {"model": "m" * 8, "prompt": "p" * 8})
+    assert read_signals(old, {**key, "layer": "-1"}) is not None
+    with pytest.raises(InputError, match="feature_layer '-1'"):
+        read_signals(old, key)

@@ -369,6 +369,7 @@ class SignalRecorder:
             ids=[str(r["id"]) for r in rows],
             temperatures=self.temperatures,
             n_bins=self.n_bins,
+            layer=int(self.cfg.model.feature_layer),
         )
         self.work["suffix_rows"] += len(batch)
         self.work["suffix_tokens"] += len(batch) * (len(suffix_ids) + 1)
@@ -391,6 +392,7 @@ class SignalRecorder:
                     int(self.cfg.eval.batch_size),
                     self.temperatures,
                     self.n_bins,
+                    int(self.cfg.model.feature_layer),
                 )
             )
         work.update(self.work)
@@ -512,8 +514,8 @@ def read_part(path: Path, cfg) -> LabeledPart | None:
 
 
 def current_key(cfg) -> dict[str, str]:
-    """The signals key of this run's model and prompt."""
-    return signals_key(model_fingerprint(cfg.model), cfg.prompt)
+    """The signals key of this run's model, prompt and feature layer."""
+    return signals_key(model_fingerprint(cfg.model), cfg.prompt, int(cfg.model.feature_layer))
 
 
 def label_chunk(

@@ -56,7 +56,7 @@ from calibtune.models.loading import (
     load_tokenizer,
     model_fingerprint,
 )
-from calibtune.models.probe import is_baseline_probe_fit
+from calibtune.models.probe import check_probe_layer, is_baseline_probe_fit
 from calibtune.models.signals import (
     BaseSignals,
     compute_signals,
@@ -187,7 +187,10 @@ def row_signals(
     def signals_of(part: list[dict]) -> BaseSignals | None:
         progress = bar(cfg, "base signals")
         batch_size = cfg.eval.batch_size
-        return compute_signals(qm, tokenizer, part, tokens, batch_size, grid, n_bins, progress)
+        layer = int(cfg.model.feature_layer)
+        return compute_signals(
+            qm, tokenizer, part, tokens, batch_size, grid, n_bins, layer, progress
+        )
 
     tasks = {
         k: (lambda part=todo[k::world]: signals_of(part) if part else None) for k in range(world)
@@ -450,13 +453,15 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     set_seed(cfg.seed)
     check_config(cfg)
     adapter_path = resolve_adapter(eval_cfg.adapter)
+    check_probe_layer(adapter_path, int(cfg.model.feature_layer))
     inputs = read_inputs(cfg)
     oof = read_out_of_fold(cfg, adapter_path, inputs)
     train = baselines.read_train_rows(eval_cfg.data_dir, eval_cfg.baseline_train_max, cfg.seed)
     recorded = None
     if isinstance(inputs, dict):  # a labeled set: its recorded signals, refused if stale
         recorded = read_signals(
-            eval_cfg.data_dir, signals_key(model_fingerprint(cfg.model), cfg.prompt)
+            eval_cfg.data_dir,
+            signals_key(model_fingerprint(cfg.model), cfg.prompt, int(cfg.model.feature_layer)),
         )
     tokenizer = load_tokenizer(cfg.model)
     group = process_group(str(cfg.model.device))  # several processes: see model_passes_on_ranks

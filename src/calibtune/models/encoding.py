@@ -75,6 +75,18 @@ def collate_answers(encoded: Sequence[EncodedAnswer], pad_id: int) -> dict[str, 
     return batch
 
 
+def last_token_state(hidden_states: Sequence[torch.Tensor], layer: int) -> torch.Tensor:
+    """Hidden state [B, H] at each row's last position after `layer` (`model.feature_layer`:
+    0 the embeddings, i the i-th decoder layer, -1 the last, normed); a clear error when the
+    model has no such layer."""
+    if not -len(hidden_states) <= layer < len(hidden_states):
+        raise ConfigError(
+            f"model.feature_layer={layer}: this model has hidden states 0..{len(hidden_states) - 1}"
+            f" (or -1..-{len(hidden_states)} from the end)"
+        )
+    return hidden_states[layer][:, -1]
+
+
 def last_token_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token logits [B, V] after the last token of each left-padded row (LM head on 1 position)."""
     out = model(
@@ -179,11 +191,11 @@ def followup_prefix_pass(
 
 
 def followup_suffix_outputs(
-    model: PreTrainedModel, batch: dict[str, torch.Tensor], cache, hidden_state: bool = False
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], cache, layer: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Next-token logits [B, V] after the query suffix, reusing the prefix's KV cache (the
     cache is cropped back to the prefix afterwards, so it can serve another suffix pass), and
-    with `hidden_state` the last layer's hidden state at the query's last token [B, H]."""
+    with `layer` that hidden layer's state at the query's last token [B, H] (`last_token_state`)."""
     width = int(batch["prefix_width"])
     out = model(
         input_ids=batch["input_ids"][:, width:],
@@ -192,10 +204,11 @@ def followup_suffix_outputs(
         past_key_values=cache,
         logits_to_keep=1,
         use_cache=True,
-        output_hidden_states=hidden_state,
+        output_hidden_states=layer is not None,
     )
     cache.crop(-(batch["input_ids"].shape[1] - width))
-    return out.logits[:, -1, :], out.hidden_states[-1][:, -1] if hidden_state else None
+    state = None if layer is None else last_token_state(out.hidden_states, layer)
+    return out.logits[:, -1, :], state
 
 
 def followup_suffix_logits(

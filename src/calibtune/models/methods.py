@@ -35,6 +35,7 @@ from calibtune.models.encoding import (
     encode_text,
     followup_prefix_pass,
     followup_suffix_outputs,
+    last_token_state,
     length_sorted_batches,
     pad_sequences,
 )
@@ -56,9 +57,11 @@ def alora_invocation_tokens(model) -> list[int] | None:
 
 
 @torch.no_grad()
-def query_features(module: torch.nn.Module, queries: Sequence, pad_id: int, batch_size: int):
-    """Last-layer hidden state at each query's last token, [N, H] (float32, CPU): the probe's
-    features. Batches as `models.confidence.query_batches` (similar lengths, left-padded)."""
+def query_features(
+    module: torch.nn.Module, queries: Sequence, pad_id: int, batch_size: int, layer: int
+) -> torch.Tensor:
+    """Hidden state after `layer` (`model.feature_layer`) at each query's last token, [N, H]
+    (float32, CPU): the probe's features. Batches as `models.confidence.query_batches` (similar lengths, left-padded)."""
     device = next(module.parameters()).device
     feats = torch.empty(len(queries), module.config.hidden_size)
     for batch in length_sorted_batches([len(q.query_ids) for q in queries], batch_size):
@@ -69,15 +72,20 @@ def query_features(module: torch.nn.Module, queries: Sequence, pad_id: int, batc
             logits_to_keep=1,
             use_cache=False,
         )
-        feats[batch] = out.hidden_states[-1][:, -1].float().cpu()
+        feats[batch] = last_token_state(out.hidden_states, layer).float().cpu()
     return feats
 
 
 @torch.no_grad()
 def followup_query_features(
-    module: torch.nn.Module, peft: torch.nn.Module, queries: Sequence, pad_id: int, batch_size: int
+    module: torch.nn.Module,
+    peft: torch.nn.Module,
+    queries: Sequence,
+    pad_id: int,
+    batch_size: int,
+    layer: int,
 ) -> torch.Tensor:
-    """Last-layer hidden state at each follow-up query's last token, [N, H] (float32, CPU),
+    """Hidden state after `layer` at each follow-up query's last token, [N, H] (float32, CPU),
     as an activated adapter sees it: prompt + response through the base model (`peft` with its
     adapter disabled; a KV cache), the shared suffix through `module` with the adapter on. Batches
     as `models.confidence.query_batches`; `module` may be a DDP / FSDP2 / DeepSpeed wrapper."""
@@ -91,7 +99,7 @@ def followup_query_features(
         collated = {k: v.to(device) for k, v in collated.items()}
         with peft.disable_adapter():
             _, cache = followup_prefix_pass(peft, collated, answer_logits=False)
-        _, hidden = followup_suffix_outputs(module, collated, cache, hidden_state=True)
+        _, hidden = followup_suffix_outputs(module, collated, cache, layer)
         if feats is None:
             feats = torch.empty(len(queries), hidden.shape[-1])
         feats[batch] = hidden.float().cpu()
@@ -212,7 +220,8 @@ class ProbeMethod(QueryMethod):
     def own_two_way_logits(
         self, qm: Any, queries: Sequence, pad_id: int, batch_size: int
     ) -> torch.Tensor:
-        return qm.probe.two_way(query_features(qm.module, queries, pad_id, batch_size)).float()
+        features = query_features(qm.module, queries, pad_id, batch_size, qm.probe.layer)
+        return qm.probe.two_way(features).float()
 
     def confidences_from_signals(self, qm: Any, hidden: torch.Tensor) -> torch.Tensor:
         return qm.probe.two_way(hidden.float()).detach()
@@ -302,7 +311,8 @@ class ActivatedLoraHeadMethod(ActivatedLoraMethod):
     def own_two_way_logits(
         self, qm: Any, queries: Sequence, pad_id: int, batch_size: int
     ) -> torch.Tensor:
-        features = followup_query_features(qm.module, qm.peft, queries, pad_id, batch_size)
+        layer = qm.probe.layer
+        features = followup_query_features(qm.module, qm.peft, queries, pad_id, batch_size, layer)
         device = next(qm.probe.parameters()).device
         return qm.probe.two_way(features.to(device)).detach().float().cpu()
 

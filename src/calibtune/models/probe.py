@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 
-from calibtune.errors import CalibtuneError
+from calibtune.errors import CalibtuneError, InputError
 from calibtune.examples import group_kfold
 
 PROBE_WEIGHTS = "probe.safetensors"
@@ -27,11 +27,12 @@ PROBE_STRENGTHS = np.logspace(-4, 1, 6)  # inverse L2 strengths the linear probe
 
 
 class ProbeHead(torch.nn.Module):
-    """Linear (hidden=0) or one-hidden-layer head: features [N, H] -> logit of correct [N]."""
+    """Linear (hidden=0) or one-hidden-layer head: features [N, H] -> logit of correct [N].
+    `layer`: the hidden layer its features are read from (`model.feature_layer`; saved with it)."""
 
-    def __init__(self, in_features: int, hidden: int = 0, dropout: float = 0.0):
+    def __init__(self, in_features: int, hidden: int = 0, dropout: float = 0.0, layer: int = -1):
         super().__init__()
-        self.in_features, self.hidden = in_features, hidden
+        self.in_features, self.hidden, self.layer = in_features, hidden, layer
         if hidden > 0:
             self.net = torch.nn.Sequential(
                 torch.nn.Dropout(dropout),
@@ -60,12 +61,12 @@ class ProbeHead(torch.nn.Module):
 
 
 def fit_linear_probe(
-    x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int
+    x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int, layer: int = -1
 ) -> tuple[ProbeHead, float]:
     """L2 logistic regression on standardised features, its inverse strength chosen from
     PROBE_STRENGTHS by log loss over up to 5 folds that keep each of `groups` in one fold (entity
     groups, or domains: `probe.strength_folds`; never val or test); returned as a linear head (the standardisation folded into its weights) and the
-    chosen strength. sklearn fits it (L-BFGS to convergence): no learning rate or steps to tune."""
+    chosen strength (`layer`: where `x` was read, kept on the head). sklearn fits it (L-BFGS to convergence): no learning rate or steps to tune."""
     groups = np.asarray(groups)
     n_groups = len(set(groups.tolist()))
     if n_groups < 2 or np.unique(y).size < 2:
@@ -87,7 +88,7 @@ def fit_linear_probe(
         warnings.simplefilter("ignore", FutureWarning)
         model.fit(scaler.transform(x), y)
     weight = model.coef_[0] / scaler.scale_
-    head = ProbeHead(x.shape[1])
+    head = ProbeHead(x.shape[1], layer=layer)
     linear = head.net[-1]
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(weight)[None])
@@ -115,7 +116,8 @@ def write_probe_files(head: ProbeHead, directory: Path, extra: dict) -> dict[str
     returns the saved tensors' shapes, for the caller to verify before publishing the dir."""
     state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
     save_file(state, Path(directory) / PROBE_WEIGHTS)
-    config = {"type": "probe", "in_features": head.in_features, "hidden": head.hidden, **extra}
+    config = {"type": "probe", "in_features": head.in_features, "hidden": head.hidden}
+    config = {**config, "layer": head.layer, **extra}
     (Path(directory) / PROBE_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return {k: tuple(v.shape) for k, v in state.items()}
 
@@ -135,12 +137,31 @@ def is_baseline_probe_fit(adapter_dir: str | Path) -> bool:
     return config.get("fit") == "logistic" and config.get("strength_folds", "entity") == "entity"
 
 
+def check_probe_layer(adapter_dir: str | Path | None, layer: int) -> None:
+    """Refuse, before any model work, a probe head (method=probe or alora_head) fitted on another
+    hidden layer than this run's `model.feature_layer`: the recorded signals and the passes of
+    this run read `layer`."""
+    if adapter_dir is None or not is_probe_dir(adapter_dir):
+        return
+    path = Path(adapter_dir) / PROBE_CONFIG
+    fitted = json.loads(path.read_text()).get("layer", -1)
+    if fitted != layer:
+        raise InputError(
+            path,
+            None,
+            "layer",
+            f"this head reads hidden layer {fitted}, but model.feature_layer={layer}: "
+            f"run with model.feature_layer={fitted}",
+        )
+
+
 def load_probe(adapter_dir: str | Path) -> ProbeHead:
     """The probe head saved in `adapter_dir`, in eval mode."""
     adapter_dir = Path(adapter_dir)
     if not is_probe_dir(adapter_dir):
         raise CalibtuneError(f"{adapter_dir}: no {PROBE_CONFIG}; not a probe adapter")
     config = json.loads((adapter_dir / PROBE_CONFIG).read_text())
-    head = ProbeHead(config["in_features"], config["hidden"])
+    # a config without "layer" predates model.feature_layer: it read the last hidden state
+    head = ProbeHead(config["in_features"], config["hidden"], layer=config.get("layer", -1))
     head.load_state_dict(load_file(adapter_dir / PROBE_WEIGHTS))
     return head.eval()

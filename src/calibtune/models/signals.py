@@ -50,6 +50,7 @@ from calibtune.models.encoding import (
     encode_answer,
     followup_prefix_pass,
     followup_suffix_outputs,
+    last_token_state,
     length_sorted_batches,
 )
 from calibtune.models.methods import query_features
@@ -144,12 +145,14 @@ def temperature_grid(eval_cfg) -> list[float]:
 # ---------------------------------------------------------------------------- identity and files
 
 
-def signals_key(model_fingerprint: dict, prompt_cfg) -> dict[str, str]:
-    """What signals depend on: the model's content hash (its name when it has none) and a hash
-    of the prompt config (answer prompt, query, yes/no words)."""
+def signals_key(model_fingerprint: dict, prompt_cfg, layer: int) -> dict[str, str]:
+    """What signals depend on: the model's content hash (its name when it has none), a hash
+    of the prompt config (answer prompt, query, yes/no words) and the hidden layer recorded
+    (`model.feature_layer`)."""
     prompt = OmegaConf.to_container(prompt_cfg, resolve=True) if prompt_cfg is not None else {}
     model = model_fingerprint.get("sha256") or f"name:{model_fingerprint.get('name')}"
-    return {"model": str(model), "prompt": sha256_text(json.dumps(prompt, sort_keys=True))[:16]}
+    prompt_hash = sha256_text(json.dumps(prompt, sort_keys=True))[:16]
+    return {"model": str(model), "prompt": prompt_hash, "layer": str(layer)}
 
 
 def save_signals(path: str | Path, signals: BaseSignals, key: dict[str, str]) -> None:
@@ -192,20 +195,22 @@ def load_signals(path: str | Path) -> tuple[BaseSignals, dict[str, str]]:
 
 def read_signals(data_dir: str | Path, key: dict[str, str]) -> BaseSignals | None:
     """The labeled set's recorded signals, or None when it has none; fails, naming both, when
-    they were made with another model or prompt than `key` (before any model work)."""
+    they were made with another model, prompt or feature layer than `key` (before any model
+    work)."""
     path = Path(data_dir) / SIGNALS_FILE
     if not path.is_file():
         return None
     signals, recorded = load_signals(path)
-    for name in ("model", "prompt"):
+    recorded.setdefault("layer", "-1")  # a file from before model.feature_layer: the last layer
+    for name, setting in (("model", "model"), ("prompt", "prompt"), ("layer", "feature_layer")):
         if recorded.get(name) != key[name]:
             raise InputError(
                 path,
                 None,
                 f"key.{name}",
-                f"base signals were recorded with {name} {recorded.get(name)!r}, but this run "
-                f"uses {name} {key[name]!r}: re-run the data stage with this {name}, or use the "
-                f"{name} the labeled set was made with",
+                f"base signals were recorded with {setting} {recorded.get(name)!r}, but this run "
+                f"uses {setting} {key[name]!r}: re-run the data stage with this {setting}, or use "
+                f"the {setting} the labeled set was made with",
             )
     return signals
 
@@ -267,6 +272,7 @@ def signals_from_generation(
     ids: Sequence[str],
     temperatures: Sequence[float],
     n_bins: int,
+    layer: int,
 ) -> tuple[BaseSignals | None, list[int]]:
     """Signals of one generated batch from `generate`'s own outputs (`out`: sequences, raw
     logits and KV cache; `inputs`: its left-padded prompts), with one more pass: the query
@@ -315,7 +321,7 @@ def signals_from_generation(
         output_hidden_states=True,
     )
     two_way = query_logits(result.logits[:, -1, :], tokens)[served]
-    hidden = result.hidden_states[-1][:, -1][served]
+    hidden = last_token_state(result.hidden_states, layer)[served]
     answers = [  # generation's raw logits of each answer token (no [B, steps, V] copy)
         (
             torch.stack([out.logits[step][r] for step in range(int(lengths[r]))])
@@ -338,17 +344,19 @@ def compute_signals(
     batch_size: int,
     temperatures: Sequence[float],
     n_bins: int,
+    layer: int,
     progress=None,
 ) -> BaseSignals:
     """Signals of labeled rows (`id`, `prompt`, `response`, `query`) by base passes of the
     model: for follow-up queries one pass per row (prompt + response, then the suffix on its
-    cache); for restated queries a query pass and an answer pass."""
+    cache); for restated queries a query pass and an answer pass. `layer`: the hidden layer
+    recorded (`model.feature_layer`)."""
     queries = [encode_query(tokenizer, row) for row in rows]
     suffix_ids, pad_id = common_suffix_ids(queries), tokenizer.pad_token_id
     ids = [str(r["id"]) for r in rows]
     if suffix_ids is None:
         return _restated_signals(
-            qm, tokenizer, rows, queries, tokens, batch_size, temperatures, n_bins
+            qm, tokenizer, rows, queries, tokens, batch_size, temperatures, n_bins, layer
         )
     device = next(qm.module.parameters()).device
     parts = []
@@ -357,7 +365,7 @@ def compute_signals(
         collated = {k: v.to(device) for k, v in collated.items()}
         with qm.base_mode():
             (logits, targets, owners), cache = followup_prefix_pass(qm.module, collated)
-            last, state = followup_suffix_outputs(qm.module, collated, cache, True)
+            last, state = followup_suffix_outputs(qm.module, collated, cache, layer)
         answers = [(logits[owners == r], targets[owners == r]) for r in range(len(batch))]
         two_way = query_logits(last, tokens)
         parts.append(
@@ -375,12 +383,13 @@ def _restated_signals(
     batch_size: int,
     temperatures: Sequence[float],
     n_bins: int,
+    layer: int,
 ) -> BaseSignals:
     """`compute_signals` for restated queries: a query pass, then an answer pass per row."""
     pad_id, device = tokenizer.pad_token_id, next(qm.module.parameters()).device
     two_way = query_two_way_logits(qm, queries, tokens, pad_id, batch_size, base=True)
     with qm.base_mode():
-        hidden = query_features(qm.module, queries, pad_id, batch_size)
+        hidden = query_features(qm.module, queries, pad_id, batch_size, layer)
     encoded = [encode_answer(tokenizer, r["prompt"], r["response"]) for r in rows]
     empty = (torch.empty(0, 1), torch.empty(0, dtype=torch.long))
     answers = [empty] * len(rows)

@@ -29,7 +29,7 @@ MIN_AUTO_DOMAINS = 5  # probe.strength_folds=auto holds out whole domains from t
 def recorded_signals(cfg: DictConfig, rows: list[dict]) -> BaseSignals | None:
     """The data stage's recorded base signals when they cover every row (refused when made
     with another model or prompt), else None."""
-    key = signals_key(model_fingerprint(cfg.model), cfg.prompt)
+    key = signals_key(model_fingerprint(cfg.model), cfg.prompt, int(cfg.model.feature_layer))
     recorded = read_signals(cfg.train.data_dir, key)
     if recorded is None or recorded.missing([str(r["id"]) for r in rows]):
         return None
@@ -42,12 +42,15 @@ def recorded_features(signals: BaseSignals, rows: list[dict]) -> Features:
     return features, torch.tensor([float(r["correct"]) for r in rows])
 
 
-def shared_features(accelerator: Accelerator, model, tokenizer, rows: list[dict], batch_size: int):
-    """Features [N, H] and labels [N] of `rows`, each rank computing an equal share and every
-    rank receiving all of them."""
+def shared_features(
+    accelerator: Accelerator, model, tokenizer, rows: list[dict], batch_size: int, layer: int
+):
+    """Features [N, H] (hidden layer `layer`) and labels [N] of `rows`, each rank computing an
+    equal share and every rank receiving all of them."""
     examples = tokenize_examples(tokenizer, rows, with_answers=False)
     mine = rank_share(len(examples), accelerator.process_index, accelerator.num_processes)
-    feats = query_features(model, [examples[i] for i in mine], tokenizer.pad_token_id, batch_size)
+    mine_examples = [examples[i] for i in mine]
+    feats = query_features(model, mine_examples, tokenizer.pad_token_id, batch_size, layer)
     pairs = list(zip(mine, feats.unbind(0), strict=True))
     if accelerator.num_processes > 1:
         pairs = gather_object(pairs)
@@ -70,17 +73,19 @@ def split_features(
     )
     with accelerator.main_process_first():
         model = load_model(cfg.model, device=accelerator.device).eval()
-    batch_size = int(cfg.train.eval_batch_size)
-    out = [shared_features(accelerator, model, tokenizer, rows, batch_size) for rows in splits]
+    size, layer = int(cfg.train.eval_batch_size), int(cfg.model.feature_layer)
+    out = [shared_features(accelerator, model, tokenizer, rows, size, layer) for rows in splits]
     return out, sum(map(len, splits))
 
 
-def fit_probe(features: Features, groups: list[str], seed: int) -> tuple[ProbeHead, float]:
+def fit_probe(
+    features: Features, groups: list[str], seed: int, layer: int
+) -> tuple[ProbeHead, float]:
     """The linear probe (`fit_linear_probe`) on train's features, soft labels taken as their
     majority grade: method=probe's fit and method=alora_head's starting head."""
     x, y = features
     labels = (y.numpy() >= 0.5).astype(int)
-    return fit_linear_probe(x.double().numpy(), labels, groups, seed)
+    return fit_linear_probe(x.double().numpy(), labels, groups, seed, layer)
 
 
 def resolve_strength_folds(rows: list[dict], setting: str) -> str:

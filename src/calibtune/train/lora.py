@@ -139,12 +139,13 @@ def warm_start_head(
     if accelerator.is_main_process:
         folds = resolve_strength_folds(train_rows, "auto")  # as method=probe's default
         groups = strength_groups(train_rows, folds)
-        head, strength = fit_probe(recorded_features(recorded, train_rows), groups, int(cfg.seed))
+        features = recorded_features(recorded, train_rows)
+        head, strength = fit_probe(features, groups, int(cfg.seed), int(cfg.model.feature_layer))
         fitted = [(head.state_dict(), head.in_features, strength, folds)]
     if accelerator.num_processes > 1:
         broadcast_object_list(fitted, from_process=0)
     state, in_features, strength, folds = fitted[0]
-    head = ProbeHead(in_features)
+    head = ProbeHead(in_features, layer=int(cfg.model.feature_layer))
     head.load_state_dict(state)
     fit = {"from": "linear probe", "inverse_l2_strength": strength, "strength_folds": folds}
     fit["train_rows"] = len(train_rows)

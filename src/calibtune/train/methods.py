@@ -129,7 +129,7 @@ def save_head(
     prefix = f"{HEAD_MODULE}."
     if full_state is not None:
         state = {k.removeprefix(prefix): v for k, v in full_state.items() if k.startswith(prefix)}
-        head = ProbeHead(head.in_features, head.hidden)
+        head = ProbeHead(head.in_features, head.hidden, layer=head.layer)
         head.load_state_dict(state)
     extra = {"feature": "last_hidden_state_with_alora", "fit": "alora_head"}
     verify_saved_tensors(out_dir / PROBE_WEIGHTS, write_probe_files(head, out_dir, extra))

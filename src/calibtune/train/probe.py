@@ -134,7 +134,8 @@ def fit_logistic(
         return {}
     (x_train, y_train), (x_val, y_val) = train_xy, val_xy
     groups = strength_groups(train_rows, folds)
-    head, strength = fit_probe((x_train, y_train), groups, int(cfg.seed))
+    layer = int(cfg.model.feature_layer)
+    head, strength = fit_probe((x_train, y_train), groups, int(cfg.seed), layer)
     with torch.no_grad():
         scores = validation_metrics(head.two_way(x_val), y_val)
     tracker = Tracker(output_dir, cfg.logger, cfg)
@@ -192,7 +193,12 @@ def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
     strategy = dist.Strategy("ddp", accumulation_steps=1)
     rank0, world = accelerator.is_main_process, accelerator.num_processes
     (x_train, y_train), (x_val, y_val) = train_xy, val_xy
-    head = ProbeHead(x_train.shape[1], int(cfg.probe.hidden), float(cfg.probe.dropout))
+    hidden, dropout, layer = (
+        int(cfg.probe.hidden),
+        float(cfg.probe.dropout),
+        cfg.model.feature_layer,
+    )
+    head = ProbeHead(x_train.shape[1], hidden, dropout, int(layer))
     resume_from = ckpt.find_resume_checkpoint(cfg, output_dir)
     snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
     if snapshot is not None:

@@ -41,7 +41,8 @@ def micro_step_loss(
     if activated:
         with torch.no_grad(), peft_model.disable_adapter():
             _, cache = followup_prefix_pass(peft_model, followup, answer_logits=False)
-        last, hidden = followup_suffix_outputs(model, followup, cache, head is not None)
+        layer = head.layer if head is not None else None
+        last, hidden = followup_suffix_outputs(model, followup, cache, layer)
         two_way = head.two_way(hidden) if head is not None else query_logits(last, tokens)
         return calibration_loss(two_way, batch["correct"], normalizer)
     if beta <= 0 or (followup is None and batch["answer"] is None):
