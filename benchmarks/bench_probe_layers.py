@@ -25,17 +25,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from calibtune import metrics
-from calibtune.config import compose
-from calibtune.examples import read_labeled_split
-from calibtune.launch.lodo import domain_folds
-from calibtune.models import load_model, load_tokenizer
-from calibtune.models.confidence import encode_query
-from calibtune.models.encoding import last_token_state, length_sorted_batches, pad_sequences
-from calibtune.models.probe import fit_linear_probe
-from calibtune.train.features import resolve_strength_folds, strength_groups
 
 SPLITS = ("train", "val", "test")
 WITHIN_MIN = 10  # rows of each grade a domain needs for the within-domain AUROC (eval's default)
@@ -61,21 +50,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
     """Rows of each split of the labeled set and of each extra dir (its val + test rows)."""
+    from calibtune.examples import read_labeled_split
+
     sets = {split: read_labeled_split(args.data_dir, split) for split in SPLITS}
     for path in args.extra:
         sets[f"extra:{path}"] = [r for s in ("val", "test") for r in read_labeled_split(path, s)]
     return sets
 
 
-@torch.inference_mode()
 def layer_states(model, tokenizer, rows: list[dict], layers: list[int], batch_size: int):
     """[N, len(layers), H] hidden states at each query's last token, from one pass per batch
     (`models.methods.query_features` keeps one layer; this keeps several from the same pass)."""
+    import torch
+
+    from calibtune.models.confidence import encode_query
+    from calibtune.models.encoding import last_token_state, length_sorted_batches, pad_sequences
+
     queries = [encode_query(tokenizer, r).query_ids for r in rows]
     out = np.empty((len(rows), len(layers), model.config.hidden_size), np.float32)
     for batch in length_sorted_batches([len(q) for q in queries], batch_size):
         padded = pad_sequences([queries[i] for i in batch], tokenizer.pad_token_id, side="left")
-        states = model(**padded, output_hidden_states=True, logits_to_keep=1).hidden_states
+        with torch.inference_mode():
+            states = model(**padded, output_hidden_states=True, logits_to_keep=1).hidden_states
         out[batch] = np.stack([last_token_state(states, k).float().numpy() for k in layers], 1)
     return out
 
@@ -88,6 +84,9 @@ def features(args: argparse.Namespace, sets: dict[str, list[dict]]) -> dict[str,
         cached = np.load(args.features, allow_pickle=False)
         if json.loads(str(cached["index"])) == {"sets": names, "layers": args.layers}:
             return {name: cached[f"x{i}"] for i, name in enumerate(names)}
+    from calibtune.config import compose
+    from calibtune.models import load_model, load_tokenizer
+
     cfg = compose("eval", args.overrides)
     model, tokenizer = load_model(cfg.model).eval(), load_tokenizer(cfg.model)
     states = {
@@ -110,6 +109,8 @@ def domains(rows: list[dict]) -> np.ndarray:
 
 def scores(probability: np.ndarray, rows: list[dict]) -> dict[str, float | None]:
     """ECE (15 bins), AUROC and within-domain AUROC of one set's confidences."""
+    from calibtune import metrics
+
     y = labels(rows)
     within = metrics.auroc_within(probability, y, domains(rows), WITHIN_MIN).value
     return {
@@ -121,6 +122,9 @@ def scores(probability: np.ndarray, rows: list[dict]) -> dict[str, float | None]
 
 def fit(x: np.ndarray, rows: list[dict], seed: int):
     """The default probe on `x` (its strength on the folds probe.strength_folds=auto picks)."""
+    from calibtune.models.probe import fit_linear_probe
+    from calibtune.train.features import resolve_strength_folds, strength_groups
+
     groups = strength_groups(rows, resolve_strength_folds(rows, "auto"))
     head, _ = fit_linear_probe(x.astype(np.float64), labels(rows) >= 0.5, groups, seed)
     return head
@@ -129,6 +133,8 @@ def fit(x: np.ndarray, rows: list[dict], seed: int):
 def lodo_scores(x: dict[str, np.ndarray], sets: dict, args: argparse.Namespace) -> dict:
     """Mean over seeds and folds of the held-out domains' scores, the probe fitted on train
     without them."""
+    from calibtune.launch.lodo import domain_folds
+
     rows = [r for s in SPLITS for r in sets[s]]
     x_all = np.concatenate([x[s] for s in SPLITS])
     train_domains = domains(sets["train"])

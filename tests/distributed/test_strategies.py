@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import TINY_FEATURE_LAYER
 from fixtures.distributed import torchrun
 from fixtures.labeled import record_labeled_set_signals, write_synthetic_labeled_set
 from run_strategy import method_overrides  # tests/distributed/run_strategy.py, the driver
@@ -54,6 +55,7 @@ def common(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> li
     end (alora_head: and at step 0, the probe, which it keeps when the end does not beat it)."""
     base = [
         f"model.name_or_path={tiny_model_dir}",
+        TINY_FEATURE_LAYER,
         "model.device=cpu",
         "model.dtype=float32",
         "model.attn_implementation=eager",

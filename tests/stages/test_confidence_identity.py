@@ -110,7 +110,9 @@ def test_probe_scores_the_same_in_eval_and_scorer(compose_cfg, tmp_path):
     adapter = tmp_path / "probe" / "adapter"
     adapter.mkdir(parents=True)
     save_file(head.state_dict(), adapter / PROBE_WEIGHTS)
-    write_json_atomic(adapter / PROBE_CONFIG, {"in_features": head.in_features, "hidden": 8})
+    layer = int(cfg.model.feature_layer)  # fitted on the layer this run records
+    config = {"in_features": head.in_features, "hidden": 8, "layer": layer}
+    write_json_atomic(adapter / PROBE_CONFIG, config)
     assert attach_adapter(load_model(cfg.model), adapter).method is PROBE
     evaluated, scored = eval_and_scorer(cfg, tokenizer, adapter, rows)
     # The eval reads the probe's features from the base signals (the query suffix on the KV

@@ -514,7 +514,7 @@ def test_the_probe_reads_model_feature_layer_from_fit_to_scoring(compose_cfg, la
     with pytest.raises(InputError, match="probe_config.json: field 'layer'.*feature_layer=1"):
         check_probe_layer(out / "adapter", -1)
     # signals recorded at the last layer are refused for a run reading layer 1, before any fit
-    record_labeled_set_signals(labeled_dir, compose_cfg("train"))
+    record_labeled_set_signals(labeled_dir, compose_cfg("train", ["model.feature_layer=-1"]))
     cfg.train.output_dir = str(labeled_dir.parent / "train-again")
     with pytest.raises(InputError, match="key.layer"):
         run_train_stage(cfg)

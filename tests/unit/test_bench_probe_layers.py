@@ -51,12 +51,17 @@ def test_each_layer_is_scored_on_the_states_the_pipeline_records(
     states = np.load(cache)
     index = json.loads(str(states["index"]))
     assert index["layers"] == [1, -1]
-    recorded = labeled_set_signals(labeled, cfg, 8)
-    test_at = index["sets"].index("test")
-    ids = [json.loads(line)["id"] for line in (labeled / "test.jsonl").read_text().splitlines()]
-    np.testing.assert_allclose(
-        states[f"x{test_at}"][:, 1], recorded.select(ids).hidden.numpy(), atol=1e-4, rtol=1e-4
-    )
+    for layer in (1, -1):  # the states the data stage records with model.feature_layer=layer
+        layer_cfg = compose("eval", [*overrides, f"model.feature_layer={layer}"])
+        recorded = labeled_set_signals(labeled, layer_cfg, 8)
+        test_at = index["sets"].index("test")
+        ids = [json.loads(r)["id"] for r in (labeled / "test.jsonl").read_text().splitlines()]
+        np.testing.assert_allclose(
+            states[f"x{test_at}"][:, index["layers"].index(layer)],
+            recorded.select(ids).hidden.numpy(),
+            atol=1e-4,
+            rtol=1e-4,
+        )
     assert not np.allclose(states[f"x{test_at}"][:, 0], states[f"x{test_at}"][:, 1])
     assert [r["layer"] for r in results] == [1, -1]
     sets = {"val", "test", "lodo", f"extra:{extra}"}

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures import TINY_FEATURE_LAYER
 from fixtures.adapters import write_adapter
 from fixtures.labeled import ANSWERS, QUESTIONS
 
@@ -64,6 +65,7 @@ def exported(tiny_model_dir, tmp_path_factory):
         "eval",
         [
             f"model.name_or_path={tiny_model_dir}",
+            TINY_FEATURE_LAYER,
             "model.device=cpu",
             "model.dtype=float32",
             "model.attn_implementation=eager",
