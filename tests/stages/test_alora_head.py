@@ -99,13 +99,12 @@ def test_step_zero_is_the_probe_and_the_kept_adapter_scores_as_in_training(
     lora_b = {
         k: t for k, t in load_file(adapter / "adapter_model.safetensors").items() if "lora_B" in k
     }
-    # the head reads the state after decoder layer 0 (model.feature_layer=1): layer 0's LoRA
-    # trains, layer 1's gets no gradient (it acts after the head's input)
+    # the head reads the state after decoder layer 0 (model.feature_layer=1): the LoRA acts on
+    # layer 0 alone (one on layer 1 would act after the head's input and get no gradient)
     below = [t for k, t in lora_b.items() if ".layers.0." in k]
-    past = [t for k, t in lora_b.items() if ".layers.1." in k]
-    assert cfg.model.feature_layer == 1 and below and past
+    assert cfg.model.feature_layer == 1 and below and len(below) == len(lora_b)
+    assert json.loads((adapter / "adapter_config.json").read_text())["layers_to_transform"] == [0]
     assert all(bool(t.abs().sum() > 0) == (kept == "trained") for t in below)
-    assert not any(bool(t.abs().sum() > 0) for t in past)
     head = load_probe(adapter)
     probe_head = load_probe(Path(probe_cfg.train.output_dir) / "adapter")
     same_head = torch.equal(head.net[-1].weight, probe_head.net[-1].weight)
@@ -130,3 +129,28 @@ def test_without_recorded_signals_it_is_refused_before_the_model_loads(
     with pytest.raises(ConfigError, match="data.base_signals=true"):
         run_train_stage(cfg)
     assert not (Path(cfg.train.output_dir) / "adapter").exists()
+
+
+def test_the_lora_acts_only_below_the_layer_the_head_reads(tiny_model_dir):
+    """method=alora_head: a LoRA layer above `model.feature_layer` would get no gradient (DDP
+    refuses such parameters), so the LoRA is kept below it, and an explicit layer above it or a
+    head on the embeddings is refused, naming the settings."""
+    from omegaconf import OmegaConf
+
+    from calibtune.errors import ConfigError
+    from calibtune.models import load_model
+    from calibtune.train.methods import layers_under_head
+
+    cfg = OmegaConf.create({"name_or_path": str(tiny_model_dir), "device": "cpu"})
+    cfg.update({"dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False})
+    cfg.revision = None
+    model = load_model(cfg)  # 2 decoder layers: hidden states 0 (embeddings), 1, 2
+    lora = OmegaConf.create({"layers_to_transform": None})
+    assert layers_under_head(model, 1, lora) == [0]
+    assert layers_under_head(model, -2, lora) == [0]
+    assert layers_under_head(model, -1, lora) is None and layers_under_head(model, 2, lora) is None
+    assert layers_under_head(model, 1, OmegaConf.create({"layers_to_transform": [0]})) == [0]
+    with pytest.raises(ConfigError, match=r"lora.layers_to_transform \[1\].*feature_layer=1"):
+        layers_under_head(model, 1, OmegaConf.create({"layers_to_transform": [0, 1]}))
+    with pytest.raises(ConfigError, match="reads the embeddings"):
+        layers_under_head(model, 0, lora)

@@ -17,7 +17,7 @@ config gets those tokens). The passes ask the method, never its name:
   (aLoRA) runs the base model over prompt + response (a KV cache), then the adapter over the
   suffix.
 - a method with its own reading (`own_two_way_logits`: the probe's head on the frozen model's
-  last hidden state at the query's last token) gives its logits itself.
+  hidden state at the query's last token) gives its logits itself.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ class QueryMethod:
     - `tuned_full_ece`: that query pass also gives the tuned answer-token logits (Full-ECE).
     - `activated`: the adapter runs only on the query suffix, over the base model's KV cache of
       prompt + response (follow-up queries only; no gradient checkpointing in training).
-    - `adapter_head`: a head on the query's last hidden state trains beside the adapter,
+    - `adapter_head`: a head on the query's hidden state trains beside the adapter,
       starting from the linear probe fitted on train (its step 0 is the probe).
     - `unmerged_export`: an export keeps the adapter in its own folder beside the base weights.
     - `exported`: what an export ships, in words.
@@ -206,7 +206,7 @@ class BaseMethod(QueryMethod):
 
 @dataclass(frozen=True, eq=False)
 class ProbeMethod(QueryMethod):
-    """A head on the frozen model's last hidden state at the query's last token."""
+    """A head on the frozen model's hidden state (its `layer`) at the query's last token."""
 
     def recognizes(self, adapter_dir: Path | None) -> bool:
         return adapter_dir is not None and is_probe_dir(adapter_dir)
@@ -291,7 +291,7 @@ class ActivatedLoraMethod(QueryMethod):
 
 @dataclass(frozen=True, eq=False)
 class ActivatedLoraHeadMethod(ActivatedLoraMethod):
-    """An activated LoRA and a linear head on the query's last hidden state (adapter on): the
+    """An activated LoRA and a linear head on the query's hidden state (adapter on): the
     adapter dir holds both the PEFT adapter and the head's probe files."""
 
     def recognizes(self, adapter_dir: Path | None) -> bool:

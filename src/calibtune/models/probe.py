@@ -1,4 +1,4 @@
-"""The probe head of `method=probe`: a small head on the frozen model's last hidden state at the
+"""The probe head of `method=probe`: a small head on the frozen model's hidden state (`model.feature_layer`) at the
 query's last token, saved as `probe.safetensors` + `probe_config.json` in an adapter dir; and the
 linear probe's fit (L2 logistic regression), shared by `method=probe` and the eval's
 `baseline/probe`."""

@@ -6,7 +6,8 @@ cache), so no later stage runs the base model over a labeled row again. Per row:
 
 - `two_way`: base [no, yes] logits of the uncertainty query (base ptrue);
 - `pavg` / `seqlogp` / `pmin`: the answer-token signals (NaN for an empty response);
-- `hidden`: the last layer's hidden state at the query's last token (the probe's features);
+- `hidden`: the hidden state after layer `model.feature_layer` at the query's last token (the
+  probe's features);
 - `full_ece`: per temperature of `temperatures`, the row's Full-ECE bin sums (confidence sums
   and hit counts over `n_bins` bins) and its number of answer positions, so any subset of rows
   sums to the Full-ECE of that subset.

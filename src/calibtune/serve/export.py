@@ -81,7 +81,8 @@ CARD_TEXT = {
     ),
     PROBE: (
         "{base_name}, unchanged, and a calibtune probe head (`{subdir}/`) that reads the "
-        "model's last hidden state at the end of the uncertainty query asked after its "
+        "model's hidden state (the layer `probe_config.json` names) at the end of the "
+        "uncertainty query asked after its "
         "answer and gives a calibrated probability that the answer is right. The head is "
         "applied by `calibtune.Scorer`.",
         "",
@@ -97,7 +98,8 @@ CARD_TEXT = {
     ALORA_HEAD: (
         "{base_name}, a calibtune activated-LoRA adapter and a head (`{subdir}/`). The adapter "
         "acts only on the tokens of the uncertainty query, so the model answers exactly as the "
-        "base model does; after its answer, the head reads the last hidden state at the end of "
+        "base model does; after its answer, the head reads a hidden state (the layer "
+        "`probe_config.json` names) at the end of "
         "the uncertainty query (adapter on) and gives a calibrated probability that the answer "
         "is right. Adapter and head are applied by `calibtune.Scorer`.",
         "",

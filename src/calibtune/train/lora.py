@@ -11,7 +11,7 @@ uncertainty query + beta * KL(base || tuned) on the answer tokens, validates eve
 steps and keeps the best adapter by `best_metric`. Only rank 0 writes. An `activated` method
 (method=alora) trains an activated LoRA: the adapter acts only on the follow-up query's tokens,
 so the answers are the base model's by construction (no KL term needed). An `adapter_head`
-method (method=alora_head) also trains a linear head on the query's last hidden state: it
+method (method=alora_head) also trains a linear head on the query's hidden state (model.feature_layer): it
 starts as the linear probe fitted on train (LoRA B starts at zero), so step 0 is the probe, and
 step 0 is always validated, so the kept adapter is never worse than the probe on val.
 """
@@ -79,7 +79,13 @@ from calibtune.train.features import (
     resolve_strength_folds,
     strength_groups,
 )
-from calibtune.train.methods import attach_head, attach_lora, head_of, save_adapter
+from calibtune.train.methods import (
+    attach_head,
+    attach_lora,
+    head_of,
+    layers_under_head,
+    save_adapter,
+)
 from calibtune.train.steps import micro_step_loss, validation_metrics
 
 log = logging.getLogger(__name__)
@@ -269,7 +275,10 @@ def prepare_model(
         model = load_model(cfg.model, device=accelerator.device)
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model = attach_lora(model, cfg.lora)  # alora: plain LoRA in training, see steps.py
+    layers = None
+    if head is not None:  # only the layers below the hidden state the head reads
+        layers = layers_under_head(model, head.layer, cfg.lora)
+    peft_model = attach_lora(model, cfg.lora, layers=layers)  # alora: a plain LoRA, see steps.py
     if head is not None:
         attach_head(peft_model, head)
     resume_from = ckpt.find_resume_checkpoint(cfg, output_dir)

@@ -54,13 +54,46 @@ def check_lora_targets(model: torch.nn.Module, lora_cfg: LoraConfig) -> None:
             )
 
 
+def layers_under_head(model: torch.nn.Module, feature_layer: int, lora_node) -> list[int] | None:
+    """The decoder layers a LoRA trained beside a head (method=alora_head) may act on: those
+    below the hidden state the head reads (`model.feature_layer`); a layer above it would get no
+    gradient (DDP refuses such parameters). None: every layer (the head reads the last)."""
+    count = int(model.config.num_hidden_layers)
+    index = feature_layer % (count + 1)  # hidden states: the embeddings, then one per layer
+    configured = lora_node.get("layers_to_transform")
+    if index == count:
+        return None if configured is None else list(configured)
+    if index == 0:
+        raise ConfigError(
+            "model.feature_layer reads the embeddings: method=alora_head's LoRA would act on "
+            "no layer before them; choose a later model.feature_layer"
+        )
+    if configured is None:
+        return list(range(index))
+    configured = [configured] if isinstance(configured, int) else list(configured)
+    above = [i for i in configured if i >= index]
+    if above:
+        raise ConfigError(
+            f"lora.layers_to_transform {above} act after the hidden state the head reads "
+            f"(model.feature_layer={feature_layer}: after layer {index - 1}), so they would "
+            f"get no gradient: keep layers below {index}"
+        )
+    return configured
+
+
 def attach_lora(
-    model: torch.nn.Module, lora_node, alora_invocation_tokens: Sequence[int] | None = None
+    model: torch.nn.Module,
+    lora_node,
+    alora_invocation_tokens: Sequence[int] | None = None,
+    layers: list[int] | None = None,
 ) -> PeftModel:
     """Wrap `model` in a PEFT LoRA model from the `lora:` config (base weights frozen). With
     `alora_invocation_tokens` it is an activated LoRA (aLoRA): the adapter acts only from the
-    last occurrence of those tokens on, so everything before them runs as the base model."""
+    last occurrence of those tokens on, so everything before them runs as the base model.
+    `layers`: the decoder layers it acts on, in place of `lora.layers_to_transform`."""
     lora_cfg = instantiate(lora_node, _convert_="all")
+    if layers is not None:
+        lora_cfg.layers_to_transform = layers
     if alora_invocation_tokens is not None:
         lora_cfg.alora_invocation_tokens = list(alora_invocation_tokens)
         lora_cfg.task_type = "CAUSAL_LM"  # PEFT activates an aLoRA only in its causal-LM model

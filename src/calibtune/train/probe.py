@@ -1,4 +1,4 @@
-"""`method=probe`: a small head on the frozen model's last hidden state at the query's last
+"""`method=probe`: a small head on the frozen model's hidden state (model.feature_layer) at the query's last
 token, trained with the same CE on `correct` (no KL needed: the model itself never changes).
 
 Saved as `adapter/probe.safetensors` + `adapter/probe_config.json` (the head is
