@@ -61,7 +61,8 @@ def query_features(
     module: torch.nn.Module, queries: Sequence, pad_id: int, batch_size: int, layer: int
 ) -> torch.Tensor:
     """Hidden state after `layer` (`model.feature_layer`) at each query's last token, [N, H]
-    (float32, CPU): the probe's features. Batches as `models.confidence.query_batches` (similar lengths, left-padded)."""
+    (float32, CPU): the probe's features. Batches as `models.confidence.query_batches` (similar
+    lengths, left-padded)."""
     device = next(module.parameters()).device
     feats = torch.empty(len(queries), module.config.hidden_size)
     for batch in length_sorted_batches([len(q.query_ids) for q in queries], batch_size):

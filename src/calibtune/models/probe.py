@@ -1,7 +1,7 @@
-"""The probe head of `method=probe`: a small head on the frozen model's hidden state (`model.feature_layer`) at the
-query's last token, saved as `probe.safetensors` + `probe_config.json` in an adapter dir; and the
-linear probe's fit (L2 logistic regression), shared by `method=probe` and the eval's
-`baseline/probe`."""
+"""The probe head of `method=probe`: a small head on the frozen model's hidden state
+(`model.feature_layer`) at the query's last token, saved as `probe.safetensors` +
+`probe_config.json` in an adapter dir; and the linear probe's fit (L2 logistic regression),
+shared by `method=probe` and the eval's `baseline/probe`."""
 
 from __future__ import annotations
 
@@ -65,8 +65,10 @@ def fit_linear_probe(
 ) -> tuple[ProbeHead, float]:
     """L2 logistic regression on standardised features, its inverse strength chosen from
     PROBE_STRENGTHS by log loss over up to 5 folds that keep each of `groups` in one fold (entity
-    groups, or domains: `probe.strength_folds`; never val or test); returned as a linear head (the standardisation folded into its weights) and the
-    chosen strength (`layer`: where `x` was read, kept on the head). sklearn fits it (L-BFGS to convergence): no learning rate or steps to tune."""
+    groups, or domains: `probe.strength_folds`; never val or test); returned as a linear head
+    (the standardisation folded into its weights) and the chosen strength (`layer`: where `x`
+    was read, kept on the head). sklearn fits it (L-BFGS to convergence): no learning rate or
+    steps to tune."""
     groups = np.asarray(groups)
     n_groups = len(set(groups.tolist()))
     if n_groups < 2 or np.unique(y).size < 2:

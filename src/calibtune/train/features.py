@@ -1,6 +1,7 @@
 """The frozen model's query features for the recipes that fit a head on them (`train.probe`;
-`train.lora`'s warm-started head, method=alora_head): the hidden state of model.feature_layer at the query's last
-token, read off the data stage's recorded base signals, or computed by one base pass."""
+`train.lora`'s warm-started head, method=alora_head): the hidden state of model.feature_layer
+at the query's last token, read off the data stage's recorded base signals, or computed by one
+base pass."""
 
 from __future__ import annotations
 

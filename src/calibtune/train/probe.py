@@ -1,5 +1,6 @@
-"""`method=probe`: a small head on the frozen model's hidden state (model.feature_layer) at the query's last
-token, trained with the same CE on `correct` (no KL needed: the model itself never changes).
+"""`method=probe`: a small head on the frozen model's hidden state (model.feature_layer) at the
+query's last token, trained with the same CE on `correct` (no KL needed: the model itself never
+changes).
 
 Saved as `adapter/probe.safetensors` + `adapter/probe_config.json` (the head is
 `calibtune.models.probe`); validation and every later stage score it with

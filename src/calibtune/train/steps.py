@@ -33,8 +33,8 @@ def micro_step_loss(
     PEFT's activated LoRA computes, without its per-layer token masks (the adapter is a plain
     LoRA during training; its invocation tokens are written when it is saved). Answers cannot
     change, so there is no KL term. With a `head` (method=alora_head) the confidence is the
-    head's [no, yes] logits on the hidden state (model.feature_layer) at the query's last token, not the LM's
-    yes/no logits. Otherwise the adapter runs over the whole query and, when
+    head's [no, yes] logits on the hidden state (model.feature_layer) at the query's last token,
+    not the LM's yes/no logits. Otherwise the adapter runs over the whole query and, when
     beta > 0, the answer tokens are also scored with the adapter disabled (same weights): for a
     follow-up query both come from one pass over prompt + response + suffix."""
     followup = batch["followup"]
