@@ -13,13 +13,14 @@ from fixtures import SMALL_DATA, build_tiny_model_dir
 from fixtures.labeled import labeled_set_signals
 
 from calibtune.data import stage
-from calibtune.data.stage import current_key, run_data_stage
+from calibtune.data.stage import run_data_stage
 from calibtune.errors import InputError
 from calibtune.examples import LABELED_FIELDS, MANIFEST, SPLITS, read_labeled_split
 from calibtune.models.signals import (
     SIGNALS_FILE,
     load_signals,
     read_signals,
+    signals_key,
 )
 
 SMALL = SMALL_DATA
@@ -50,7 +51,7 @@ def test_builds_labeled_set_with_manifest(compose_cfg, capsys):
     manifest = json.loads((out_dir / MANIFEST).read_text())
     assert manifest["counts"] == {"train": 24, "val": 8, "test": 8}
     assert set(manifest["files"]) == {"train.jsonl", "val.jsonl", "test.jsonl", SIGNALS_FILE}
-    assert manifest["base_signals"]["key"] == current_key(cfg)
+    assert manifest["base_signals"]["key"] == signals_key(cfg)
     assert manifest["work"]["generation_rows"] == 40
     assert manifest["work"]["whole_query_rows"] + manifest["work"]["suffix_rows"] >= 40
     assert manifest["accuracy"]["overall"]["n"] == 40
@@ -75,7 +76,7 @@ def test_recorded_signals_equal_a_base_pass_over_the_written_rows(compose_cfg, t
     overrides = [f"model.name_or_path={model_dir}", "data.max_new_tokens=6", "data.batch_size=16"]
     cfg = compose_cfg("data", [*SMALL, *overrides])
     out_dir = run_data_stage(cfg)
-    recorded = read_signals(out_dir, current_key(cfg))
+    recorded = read_signals(out_dir, signals_key(cfg))
     reference = labeled_set_signals(out_dir, cfg, batch_size=4)
     assert sorted(recorded.ids) == sorted(reference.ids)
     recorded = recorded.select(reference.ids)
@@ -95,11 +96,11 @@ def test_signals_from_another_model_or_prompt_are_refused(compose_cfg):
     out_dir = run_data_stage(cfg)
     other = compose_cfg("data", [*SMALL, "prompt.followup_template=Right or wrong?"])
     with pytest.raises(InputError, match="prompt") as err:
-        read_signals(out_dir, current_key(other))
-    assert current_key(cfg)["prompt"] in str(err.value) and current_key(other)["prompt"] in str(
+        read_signals(out_dir, signals_key(other))
+    assert signals_key(cfg)["prompt"] in str(err.value) and signals_key(other)["prompt"] in str(
         err.value
     )
-    key = {**current_key(cfg), "model": "0" * 64}
+    key = {**signals_key(cfg), "model": "0" * 64}
     with pytest.raises(InputError, match="model"):
         read_signals(out_dir, key)
 

@@ -514,9 +514,8 @@ def test_recorded_base_signals_spare_every_base_pass_and_give_the_same_metrics(
     """With the labeled set's recorded base signals, a LoRA eval runs the model for its tuned
     query pass only (verbalized confidence off), and its metrics equal those of an eval that
     computes the signals itself; signals of another prompt are refused before the model loads."""
-    from calibtune.data.stage import current_key
     from calibtune.eval import stage as eval_stage
-    from calibtune.models.signals import SIGNALS_FILE, save_signals
+    from calibtune.models.signals import SIGNALS_FILE, save_signals, signals_key
 
     overrides, data, _ = eval_inputs
     overrides = [*overrides, "eval.verbalized.enabled=false"]
@@ -527,7 +526,7 @@ def test_recorded_base_signals_spare_every_base_pass_and_give_the_same_metrics(
 
     cfg = compose_cfg("eval", overrides)
     signals = labeled_set_signals(data, cfg, batch_size=8)
-    save_signals(data / SIGNALS_FILE, signals, current_key(cfg))
+    save_signals(data / SIGNALS_FILE, signals, signals_key(cfg))
 
     def no_base_pass(*args, **kwargs):
         raise AssertionError("a base pass over labeled rows with recorded signals")

@@ -341,6 +341,7 @@ class SignalRecorder:
         self.qa_rows, self.prompts = qa_rows, prompts
         self.tokens = query_tokens_of(tokenizer, cfg.prompt)
         self.temperatures, self.n_bins = temperature_grid(cfg.eval), int(cfg.eval.n_bins)
+        self.layer = int(cfg.model.feature_layer)  # the hidden state recorded
         self.parts: list[BaseSignals] = []
         self.work: Counter = Counter()
 
@@ -369,7 +370,7 @@ class SignalRecorder:
             ids=[str(r["id"]) for r in rows],
             temperatures=self.temperatures,
             n_bins=self.n_bins,
-            layer=int(self.cfg.model.feature_layer),
+            layer=self.layer,
         )
         self.work["suffix_rows"] += len(batch)
         self.work["suffix_tokens"] += len(batch) * (len(suffix_ids) + 1)
@@ -392,7 +393,7 @@ class SignalRecorder:
                     int(self.cfg.eval.batch_size),
                     self.temperatures,
                     self.n_bins,
-                    int(self.cfg.model.feature_layer),
+                    self.layer,
                 )
             )
         work.update(self.work)
@@ -499,7 +500,7 @@ def write_part(path: Path, part: LabeledPart, cfg) -> None:
     """A part's rows (JSONL at `path`) and signals (beside it, .safetensors): signals first,
     so a part whose rows are written is complete."""
     if part.signals is not None:
-        save_signals(path.with_suffix(".safetensors"), part.signals, current_key(cfg))
+        save_signals(path.with_suffix(".safetensors"), part.signals, signals_key(cfg))
     write_jsonl_atomic(path, part.rows)
 
 
@@ -511,11 +512,6 @@ def read_part(path: Path, cfg) -> LabeledPart | None:
         return None
     signals = load_signals(signals_path)[0] if records_signals(cfg) else None
     return LabeledPart(read_jsonl(path), signals, Counter())
-
-
-def current_key(cfg) -> dict[str, str]:
-    """The signals key of this run's model, prompt and feature layer."""
-    return signals_key(model_fingerprint(cfg.model), cfg.prompt, int(cfg.model.feature_layer))
 
 
 def label_chunk(
@@ -541,7 +537,7 @@ def label_chunk(
 def answer_pool(cfg) -> AnswerPool | None:
     """The answer pool of `data.pool_dir` for this run's model, prompt and generation settings."""
     parts = answer_settings(cfg)
-    return AnswerPool.of(cfg, parts, current_key(cfg))
+    return AnswerPool.of(cfg, parts, signals_key(cfg))
 
 
 def shard_dir_of(partial: Path, shard: int, num_shards: int) -> Path:
@@ -596,7 +592,7 @@ def write_labeled_set(
         files[split_path(out_dir, split).name] = sha256_file(split_path(out_dir, split))
     signals_block = None
     if signals is not None:
-        key = current_key(cfg)
+        key = signals_key(cfg)
         save_signals(out_dir / SIGNALS_FILE, signals.select([str(r["id"]) for r in ordered]), key)
         files[SIGNALS_FILE] = sha256_file(out_dir / SIGNALS_FILE)
         signals_block = {

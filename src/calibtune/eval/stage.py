@@ -54,7 +54,6 @@ from calibtune.models.loading import (
     find_adapter_dir,
     load_model,
     load_tokenizer,
-    model_fingerprint,
 )
 from calibtune.models.probe import check_probe_layer, is_baseline_probe_fit
 from calibtune.models.signals import (
@@ -459,10 +458,7 @@ def run_eval_stage(cfg: DictConfig) -> Path:
     train = baselines.read_train_rows(eval_cfg.data_dir, eval_cfg.baseline_train_max, cfg.seed)
     recorded = None
     if isinstance(inputs, dict):  # a labeled set: its recorded signals, refused if stale
-        recorded = read_signals(
-            eval_cfg.data_dir,
-            signals_key(model_fingerprint(cfg.model), cfg.prompt, int(cfg.model.feature_layer)),
-        )
+        recorded = read_signals(eval_cfg.data_dir, signals_key(cfg))
     tokenizer = load_tokenizer(cfg.model)
     group = process_group(str(cfg.model.device))  # several processes: see model_passes_on_ranks
     model = load_model(cfg.model, device=group.device if group is not None else None)

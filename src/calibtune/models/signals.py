@@ -54,6 +54,7 @@ from calibtune.models.encoding import (
     last_token_state,
     length_sorted_batches,
 )
+from calibtune.models.loading import model_fingerprint
 from calibtune.models.methods import query_features
 
 SIGNALS_FILE = "base_signals.safetensors"
@@ -146,12 +147,14 @@ def temperature_grid(eval_cfg) -> list[float]:
 # ---------------------------------------------------------------------------- identity and files
 
 
-def signals_key(model_fingerprint: dict, prompt_cfg, layer: int) -> dict[str, str]:
-    """What signals depend on: the model's content hash (its name when it has none), a hash
-    of the prompt config (answer prompt, query, yes/no words) and the hidden layer recorded
+def signals_key(cfg) -> dict[str, str]:
+    """What a run's signals depend on: the model's content hash (its name when it has none), a
+    hash of the prompt config (answer prompt, query, yes/no words) and the hidden layer recorded
     (`model.feature_layer`)."""
+    prompt_cfg, layer = cfg.prompt, int(cfg.model.feature_layer)
     prompt = OmegaConf.to_container(prompt_cfg, resolve=True) if prompt_cfg is not None else {}
-    model = model_fingerprint.get("sha256") or f"name:{model_fingerprint.get('name')}"
+    fingerprint = model_fingerprint(cfg.model)
+    model = fingerprint.get("sha256") or f"name:{fingerprint.get('name')}"
     prompt_hash = sha256_text(json.dumps(prompt, sort_keys=True))[:16]
     return {"model": str(model), "prompt": prompt_hash, "layer": str(layer)}
 

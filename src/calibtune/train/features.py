@@ -14,7 +14,7 @@ from accelerate.utils import gather_object
 from omegaconf import DictConfig
 
 from calibtune.examples import group_kfold, row_group
-from calibtune.models.loading import load_model, model_fingerprint
+from calibtune.models.loading import load_model
 from calibtune.models.methods import query_features
 from calibtune.models.probe import ProbeHead, fit_linear_probe
 from calibtune.models.signals import BaseSignals, read_signals, signals_key
@@ -30,8 +30,7 @@ MIN_AUTO_DOMAINS = 5  # probe.strength_folds=auto holds out whole domains from t
 def recorded_signals(cfg: DictConfig, rows: list[dict]) -> BaseSignals | None:
     """The data stage's recorded base signals when they cover every row (refused when made
     with another model or prompt), else None."""
-    key = signals_key(model_fingerprint(cfg.model), cfg.prompt, int(cfg.model.feature_layer))
-    recorded = read_signals(cfg.train.data_dir, key)
+    recorded = read_signals(cfg.train.data_dir, signals_key(cfg))
     if recorded is None or recorded.missing([str(r["id"]) for r in rows]):
         return None
     return recorded

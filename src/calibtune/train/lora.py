@@ -12,7 +12,8 @@ steps and keeps the best adapter by `best_metric`. Only rank 0 writes. An `activ
 (method=alora) trains an activated LoRA: the adapter acts only on the follow-up query's tokens,
 so the answers are the base model's by construction (no KL term needed). An `adapter_head`
 method (method=alora_head) also trains a linear head on the query's hidden state
-(model.feature_layer; its LoRA acts on the layers below it only): it starts as the linear probe fitted on train (LoRA B starts at zero), so step 0 is the probe, and
+(model.feature_layer; its LoRA acts on the layers below it only): it starts as the linear probe
+fitted on train (LoRA B starts at zero), so step 0 is the probe, and
 step 0 is always validated, so the kept adapter is never worse than the probe on val.
 """
 

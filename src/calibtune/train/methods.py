@@ -60,14 +60,14 @@ def layers_under_head(model: torch.nn.Module, feature_layer: int, lora_node) -> 
     gradient (DDP refuses such parameters). None: every layer (the head reads the last)."""
     count = int(model.config.num_hidden_layers)
     index = feature_layer % (count + 1)  # hidden states: the embeddings, then one per layer
-    configured = lora_node.get("layers_to_transform")
     if index == count:
-        return None if configured is None else list(configured)
+        return None  # lora.layers_to_transform as configured
     if index == 0:
         raise ConfigError(
             "model.feature_layer reads the embeddings: method=alora_head's LoRA would act on "
             "no layer before them; choose a later model.feature_layer"
         )
+    configured = lora_node.get("layers_to_transform")
     if configured is None:
         return list(range(index))
     configured = [configured] if isinstance(configured, int) else list(configured)
