@@ -2,15 +2,18 @@
 query's last token, in distribution, on domains held out of its fit, and on other labeled sets.
 
     .venv/bin/python benchmarks/bench_probe_layers.py <labeled dir> [--extra DIR ...]
-        [--layers 18 21 24 27 -1] [--lodo-seeds 0 1] [--lodo-folds 4] [--batch-size 32]
-        [--features features.npz] [--out layers.json] [--overrides key=value ...]
+        [--layers 18 21 24 27 -1] [--hidden-only] [--lodo-seeds 0 1] [--lodo-folds 4]
+        [--batch-size 32] [--features features.npz] [--out layers.json] [--overrides k=v ...]
 
 One base pass over every row of the labeled set (train, val, test) and of each `--extra` dir
 (labeled rows in val.jsonl / test.jsonl, e.g. the style-shift eval's `eval/labeled`) keeps the
 hidden state of every `--layers` layer (`model.feature_layer`'s numbering: 0 the embeddings, i
-after decoder layer i, -1 the last); `--features` caches them (reused when it exists). For each
-layer the probe of `method=probe` (`calibtune.models.probe.fit_linear_probe`, its strength chosen
-on the folds `probe.strength_folds=auto` resolves to) is fitted on train and scored on test and
+after decoder layer i, -1 the last), and one answer pass the answer signals (pavg, seqlogp,
+pmin); `--features` caches them (reused when it holds these sets and layers). For each layer the
+probe of `method=probe` (`calibtune.models.probe.fit_linear_probe`, its strength chosen on the
+folds `probe.strength_folds=auto` resolves to; the hidden state and the answer signals' logits as
+`probe.answer_signals=true`, the default, reads them; `--hidden-only`: the hidden state alone,
+`probe.answer_signals=false`) is fitted on train and scored on test and
 val (ECE, AUROC, within-domain AUROC over domains with 10 rows of each grade) and on each extra
 set; `lodo` refits it on train without each fold of domains (`calibtune lodo`'s own deal of the
 train domains into `--lodo-folds` folds per seed) and scores every row of the held-out domains
@@ -38,11 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("data_dir", type=Path, help="labeled set (train/val/test.jsonl)")
     parser.add_argument("--extra", type=Path, nargs="*", default=[], help="other labeled dirs")
     parser.add_argument("--layers", type=int, nargs="+", default=[18, 21, 24, 27, -1])
+    parser.add_argument(
+        "--hidden-only", action="store_true", help="the probe without the answer signals"
+    )
     parser.add_argument("--lodo-seeds", type=int, nargs="*", default=[0, 1])
     parser.add_argument("--lodo-folds", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="the probe's fit seed")
-    parser.add_argument("--features", type=Path, default=None, help="cache of the hidden states")
+    parser.add_argument("--features", type=Path, default=None, help="cache of the passes' outputs")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     parser.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides")
     return parser.parse_args(argv)
@@ -56,6 +62,15 @@ def read_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
     for path in args.extra:
         sets[f"extra:{path}"] = [r for s in ("val", "test") for r in read_labeled_split(path, s)]
     return sets
+
+
+def answer_signals(model, tokenizer, rows: list[dict], batch_size: int) -> np.ndarray:
+    """[N, 3] pavg, seqlogp, pmin of each row's response (the probe's answer signals)."""
+    from calibtune.models.confidence import encode_query
+    from calibtune.models.encoding import answers_stats
+
+    answers = [encode_query(tokenizer, r, with_answer=True).answer for r in rows]
+    return answers_stats(model, answers, tokenizer.pad_token_id, batch_size).numpy()
 
 
 def layer_states(model, tokenizer, rows: list[dict], layers: list[int], batch_size: int):
@@ -76,14 +91,18 @@ def layer_states(model, tokenizer, rows: list[dict], layers: list[int], batch_si
     return out
 
 
-def features(args: argparse.Namespace, sets: dict[str, list[dict]]) -> dict[str, np.ndarray]:
-    """Each set's hidden states for `args.layers`: from the `--features` cache when it holds
-    these sets and layers, else one pass (and the cache written)."""
+def features(
+    args: argparse.Namespace, sets: dict[str, list[dict]]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each set's hidden states for `args.layers` [N, layers, H] and answer signals [N, 3]: from
+    the `--features` cache when it holds these sets and layers, else computed (and cached)."""
     names = sorted(sets)
     if args.features is not None and args.features.is_file():
         cached = np.load(args.features, allow_pickle=False)
-        if json.loads(str(cached["index"])) == {"sets": names, "layers": args.layers}:
-            return {name: cached[f"x{i}"] for i, name in enumerate(names)}
+        index = json.loads(str(cached["index"]))
+        if index == {"sets": names, "layers": args.layers} and "s0" in cached.files:
+            states = {name: cached[f"x{i}"] for i, name in enumerate(names)}
+            return states, {name: cached[f"s{i}"] for i, name in enumerate(names)}
     from calibtune.config import compose
     from calibtune.models import load_model, load_tokenizer
 
@@ -92,11 +111,23 @@ def features(args: argparse.Namespace, sets: dict[str, list[dict]]) -> dict[str,
     states = {
         n: layer_states(model, tokenizer, sets[n], args.layers, args.batch_size) for n in names
     }
+    signals = {n: answer_signals(model, tokenizer, sets[n], args.batch_size) for n in names}
     if args.features is not None:
         index = json.dumps({"sets": names, "layers": args.layers})
         arrays = {f"x{i}": states[n] for i, n in enumerate(names)}
+        arrays.update({f"s{i}": signals[n] for i, n in enumerate(names)})
         np.savez(args.features, index=np.array(index), **arrays)
-    return states
+    return states, signals
+
+
+def probe_inputs(hidden: np.ndarray, signals: np.ndarray, hidden_only: bool) -> np.ndarray:
+    """The default probe's features of one set and layer (`head_inputs`, as the pipeline's)."""
+    import torch
+
+    from calibtune.models.probe import head_inputs
+
+    x = head_inputs(torch.from_numpy(hidden), torch.from_numpy(signals), not hidden_only)
+    return x.numpy()
 
 
 def labels(rows: list[dict]) -> np.ndarray:
@@ -179,9 +210,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Extract, fit, print the table; returns the figures per layer."""
     args = parse_args(argv)
     sets = read_sets(args)
-    states = features(args, sets)
+    states, signals = features(args, sets)
     results = [
-        layer_figures(layer, {n: s[:, i] for n, s in states.items()}, sets, args)
+        layer_figures(
+            layer,
+            {n: probe_inputs(s[:, i], signals[n], args.hidden_only) for n, s in states.items()},
+            sets,
+            args,
+        )
         for i, layer in enumerate(args.layers)
     ]
     print(table(results))

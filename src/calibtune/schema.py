@@ -104,6 +104,7 @@ class MethodCfg(Group):
 class ProbeCfg(Group):
     fit: Literal["logistic", "adamw"]
     strength_folds: Literal["auto", "entity", "domain"]
+    answer_signals: bool
     hidden: int = NonNegInt
     dropout: float = Field(ge=0.0, lt=1.0)
 

@@ -77,7 +77,12 @@ def test_step_zero_is_the_probe_and_the_kept_adapter_scores_as_in_training(
     compose_cfg, labeled, lr, kept
 ):
     set_val_to_train(labeled)
-    probe_run = ["method=probe", f"run_dir={labeled.parent / 'probe'}"]
+    # the hidden-state probe: alora_head's head reads the hidden state alone
+    probe_run = [
+        "method=probe",
+        "probe.answer_signals=false",
+        f"run_dir={labeled.parent / 'probe'}",
+    ]
     probe_cfg = compose_cfg("train", [f"train.data_dir={labeled}", *probe_run])
     probe = json.loads((run_train_stage(probe_cfg) / "manifest.json").read_text())
     overrides = [*FAST, f"train.data_dir={labeled}", "method=alora_head", f"optim.lr={lr}"]

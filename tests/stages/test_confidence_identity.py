@@ -94,28 +94,34 @@ def test_train_validation_eval_and_scorer_agree_bitwise(compose_cfg, tmp_path, m
     assert np.abs(validated - base).max() > 1e-3  # the adapter matters
 
 
-def test_probe_scores_the_same_in_eval_and_scorer(compose_cfg, tmp_path):
+@pytest.mark.parametrize(
+    ("style", "signals"), [("followup", False), ("followup", True), ("restate", True)]
+)
+def test_probe_scores_the_same_in_eval_and_scorer(compose_cfg, tmp_path, style, signals):
     from safetensors.torch import save_file
 
     from calibtune.io import write_json_atomic
 
-    cfg = compose_cfg("eval")
+    cfg = compose_cfg("eval", [f"prompt.query_style={style}"])
     tokenizer = load_tokenizer(cfg.model)
     data = write_synthetic_labeled_set(
         tmp_path / "data", tokenizer, cfg.prompt, {"train": 2, "val": 11, "test": 2}, seed=2
     )
     rows = read_labeled_split(data, "val")
     torch.manual_seed(0)
-    head = ProbeHead(load_model(cfg.model).config.hidden_size, hidden=8)
+    width = load_model(cfg.model).config.hidden_size + (3 if signals else 0)
+    head = ProbeHead(width, hidden=8, answer_signals=signals)
     adapter = tmp_path / "probe" / "adapter"
     adapter.mkdir(parents=True)
     save_file(head.state_dict(), adapter / PROBE_WEIGHTS)
     layer = int(cfg.model.feature_layer)  # fitted on the layer this run records
-    config = {"in_features": head.in_features, "hidden": 8, "layer": layer}
+    config = {"in_features": width, "hidden": 8, "layer": layer, "answer_signals": signals}
     write_json_atomic(adapter / PROBE_CONFIG, config)
     assert attach_adapter(load_model(cfg.model), adapter).method is PROBE
     evaluated, scored = eval_and_scorer(cfg, tokenizer, adapter, rows)
     # The eval reads the probe's features from the base signals (the query suffix on the KV
-    # cache of prompt + response); Scorer runs one pass over the whole query: float noise apart.
+    # cache of prompt + response; the answer signals from that prefix pass, or a restated
+    # query's answer pass); Scorer runs one pass over the whole query and, for the answer
+    # signals, one over prompt + response: float noise apart.
     assert np.allclose(evaluated, scored, atol=1e-5, rtol=0)
     assert len(set(np.round(evaluated, 6))) > 1

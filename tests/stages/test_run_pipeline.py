@@ -120,9 +120,10 @@ def test_probe_method_runs_end_to_end_and_scores_like_eval(tiny_model_dir: Path,
     raw = [s["raw_confidence"] for s in scores]
     assert raw == pytest.approx([p["tuned/ptrue"] for p in predictions], abs=1e-6)
     assert len(set(raw)) > 1  # the probe's head gives each pair its own confidence
-    # the probe baseline would be the tuned model itself: left out, the reason given
+    # the tuned probe reads the answer signals beside the hidden state (probe.answer_signals):
+    # the probe baseline (the hidden state alone) is another fit, reported beside it
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
-    assert "the tuned model is this probe" in metrics["methods"]["baseline/probe"]["n/a"]["all"]
+    assert metrics["methods"]["baseline/probe"]["n"] == 16
     assert metrics["methods"]["baseline/logreg"]["n"] == 16
     # the tuned confidence's per-domain maps could add the 24 train rows scored out of fold;
     # add_train=auto added them only if that lowered the held-out log loss on val's folds

@@ -487,10 +487,9 @@ def test_the_probe_reads_model_feature_layer_from_fit_to_scoring(compose_cfg, la
     from calibtune.models.confidence import QueryModel, encode_query, query_two_way_logits
     from calibtune.models.probe import PROBE_CONFIG, check_probe_layer, load_probe
 
-    cfg = compose_cfg(
-        "train",
-        [*PROBE_FAST, f"train.data_dir={labeled_dir}", "method=probe", "model.feature_layer=1"],
-    )
+    overrides = [f"train.data_dir={labeled_dir}", "method=probe", "model.feature_layer=1"]
+    overrides.append("probe.answer_signals=false")  # the hidden state alone (signals: below)
+    cfg = compose_cfg("train", [*PROBE_FAST, *overrides])
     out = run_train_stage(cfg)
     head = load_probe(out / "adapter")
     assert head.layer == 1
@@ -518,3 +517,35 @@ def test_the_probe_reads_model_feature_layer_from_fit_to_scoring(compose_cfg, la
     cfg.train.output_dir = str(labeled_dir.parent / "train-again")
     with pytest.raises(InputError, match="key.layer"):
         run_train_stage(cfg)
+
+
+def test_the_probe_reads_the_answer_signals_the_same_recorded_or_computed(
+    compose_cfg, labeled_dir: Path
+):
+    """probe.answer_signals (the default): the head reads the hidden state and the logits of
+    pavg, seqlogp and pmin; fitted on the data stage's recorded signals or on its own passes
+    (no recorded signals) it is the same head; without them it reads the hidden state only."""
+    from fixtures.labeled import record_labeled_set_signals
+
+    from calibtune.models.probe import PROBE_CONFIG, load_probe
+
+    def fit(name: str, *extra: str):
+        overrides = [f"train.data_dir={labeled_dir}", "method=probe", f"train.output_dir={name}"]
+        cfg = compose_cfg("train", [*PROBE_FAST, *overrides, *extra])
+        out = run_train_stage(cfg)
+        return cfg, out, load_probe(out / "adapter")
+
+    cfg, out, computed = fit(str(labeled_dir.parent / "computed"))
+    width = load_model(cfg.model).config.hidden_size
+    assert cfg.probe.answer_signals is True and computed.answer_signals
+    assert computed.in_features == width + 3
+    assert json.loads((out / "adapter" / PROBE_CONFIG).read_text())["answer_signals"] is True
+    assert computed.net[-1].weight[0, -3:].abs().sum() > 0  # the signals carry weight
+    _, _, alone = fit(str(labeled_dir.parent / "alone"), "probe.answer_signals=false")
+    assert not alone.answer_signals and alone.in_features == width
+    record_labeled_set_signals(labeled_dir, cfg)
+    _, out, recorded = fit(str(labeled_dir.parent / "recorded"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["work"]["whole_query_rows"] == 0  # read off the recorded signals
+    weights = [h.net[-1].weight for h in (computed, recorded)]
+    torch.testing.assert_close(weights[0], weights[1], atol=1e-3, rtol=1e-3)

@@ -62,6 +62,9 @@ def test_each_layer_is_scored_on_the_states_the_pipeline_records(
             atol=1e-4,
             rtol=1e-4,
         )
+        np.testing.assert_allclose(  # the answer signals, as recorded (pavg, seqlogp, pmin)
+            states[f"s{test_at}"], recorded.select(ids).stats.numpy(), atol=1e-5, rtol=1e-4
+        )
     assert not np.allclose(states[f"x{test_at}"][:, 0], states[f"x{test_at}"][:, 1])
     assert [r["layer"] for r in results] == [1, -1]
     sets = {"val", "test", "lodo", f"extra:{extra}"}
@@ -76,3 +79,6 @@ def test_each_layer_is_scored_on_the_states_the_pipeline_records(
     again = bench.main([*argv[: argv.index("--overrides")], "--overrides", *broken,
                         "model.name_or_path=/nonexistent"])  # fmt: skip
     assert again == results
+    hidden_only = bench.main([*argv, "--hidden-only"])  # the probe without the answer signals
+    assert [r["layer"] for r in hidden_only] == [1, -1]
+    assert hidden_only[0]["test"] != results[0]["test"]

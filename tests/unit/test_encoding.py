@@ -167,3 +167,21 @@ def test_a_feature_layer_the_model_does_not_have_is_refused_naming_the_setting()
     for layer in (3, -4):
         with pytest.raises(ConfigError, match=f"model.feature_layer={layer}: .* 0..2"):
             last_token_state(states, layer)
+
+
+def test_answers_stats_are_each_response_alone_and_nan_when_empty(tiny_model_dir):
+    from calibtune.models.encoding import answers_stats
+
+    model, tokenizer = tiny(tiny_model_dir)
+    encoded, _ = followup_rows(tokenizer)  # the third response is empty
+    stats = answers_stats(model, encoded, tokenizer.pad_token_id, batch_size=2)
+    assert stats.shape == (3, 3) and stats.dtype == torch.float64
+    assert torch.isnan(stats[2]).all()
+    with torch.no_grad():
+        for row, item in enumerate(encoded[:2]):
+            logp = torch.log_softmax(model(input_ids=torch.tensor([item.input_ids])).logits[0], -1)
+            span = range(item.answer_start, len(item.input_ids))
+            token_logp = torch.stack([logp[t - 1, item.input_ids[t]] for t in span]).double()
+            expected = [token_logp.exp().mean(), token_logp.mean().exp(), token_logp.min().exp()]
+            torch.testing.assert_close(stats[row], torch.stack(expected), atol=1e-5, rtol=1e-4)
+    assert stats[0, 2] <= stats[0, 1] <= stats[0, 0]  # pmin <= geometric mean <= mean

@@ -121,11 +121,35 @@ def test_domain_folds_that_leave_one_grade_to_fit_are_refused_naming_the_field(t
         ({"fit": "logistic"}, True),  # written before strength_folds: chosen on entity groups
         ({"fit": "logistic", "strength_folds": "domain"}, False),  # the eval fits its own
         ({"fit": "adamw"}, False),
+        ({"fit": "logistic", "strength_folds": "entity", "signals": True}, False),  # reads more
     ],
 )
 def test_the_eval_skips_its_probe_baseline_only_for_the_same_fit(tmp_path, extra, expected):
     from calibtune.models.probe import ProbeHead, is_baseline_probe_fit, write_probe_files
 
-    write_probe_files(ProbeHead(4), tmp_path, extra)
+    signals = bool(extra.pop("signals", False))
+    write_probe_files(ProbeHead(4, answer_signals=signals), tmp_path, extra)
     assert is_baseline_probe_fit(tmp_path) is expected
     assert not is_baseline_probe_fit(tmp_path / "missing")  # a LoRA adapter: no probe config
+
+
+def test_the_head_reads_the_answer_signals_logits_beside_the_hidden_state(tmp_path):
+    import torch
+
+    from calibtune.models.probe import ProbeHead, head_inputs, load_probe, write_probe_files
+
+    hidden = torch.randn(3, 4)
+    stats = torch.tensor(
+        [[0.5, 0.25, 0.1], [0.9, 0.8, 0.0], [float("nan")] * 3], dtype=torch.float64
+    )
+    assert torch.equal(head_inputs(hidden, stats, False), hidden)
+    x = head_inputs(hidden, stats, True)
+    assert x.shape == (3, 7) and torch.equal(x[:, :4], hidden)
+    torch.testing.assert_close(x[0, 4:], torch.log(torch.tensor([1.0, 1 / 3, 1 / 9])))
+    assert x[1, 6] < -13  # probability 0: clipped, a large finite negative logit
+    assert torch.equal(x[2, 4:], torch.zeros(3))  # an empty response reads one half
+    with pytest.raises(CalibtuneError, match="answer's base signals"):
+        head_inputs(hidden, None, True)
+    write_probe_files(ProbeHead(7, layer=2, answer_signals=True), tmp_path, {})
+    head = load_probe(tmp_path)
+    assert head.answer_signals and head.layer == 2 and head.inputs(hidden, stats).shape == (3, 7)

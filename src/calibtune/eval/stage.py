@@ -214,7 +214,7 @@ def tuned_confidences(
     whole-query pass gives its answer-token logits)."""
     tokens = query_tokens_of(tokenizer, cfg.prompt)
     qm.check_queries(tokenizer, shared_suffix(rows))
-    queries = [encode_query(tokenizer, row) for row in rows]
+    queries = [encode_query(tokenizer, row, with_answer=True) for row in rows]
     scans = [(t, FullECE(cfg.eval.n_bins)) for t in temperature_grid(cfg.eval)] if full_ece else []
     two_way, _ = confidence.tuned_pass(
         qm, tokenizer, rows, queries, tokens, cfg.eval.batch_size, scans, bar(cfg, f"{split} tuned")
@@ -441,7 +441,7 @@ def tuned_ptrue(qm: QueryModel, signals: BaseSignals, out: dict | None) -> np.nd
     recorded base signals (a probe); None for the base model."""
     if out is not None:
         return out["tuned/ptrue"]
-    two_way = qm.method.confidences_from_signals(qm, signals.hidden)
+    two_way = qm.method.confidences_from_signals(qm, signals.hidden, signals.stats)
     return None if two_way is None else confidences(two_way)
 
 

@@ -115,6 +115,37 @@ def answer_token_logits(
     return _gather_answer_logits(out.logits, span_mask, batch["input_ids"], int(keep[0]))
 
 
+def answer_stats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[3] float64 pavg, seqlogp, pmin of one row's answer-token logits [L, V] (NaN when L = 0):
+    the mean token probability, the geometric mean (exp of the mean log-probability) and the
+    smallest."""
+    if targets.numel() == 0:
+        return torch.full((3,), float("nan"), dtype=torch.float64)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+    logp = logp.double().cpu()
+    return torch.stack([logp.exp().mean(), logp.mean().exp(), logp.min().exp()])
+
+
+@torch.no_grad()
+def answers_stats(
+    model: torch.nn.Module, answers: Sequence[EncodedAnswer], pad_id: int, batch_size: int
+) -> torch.Tensor:
+    """[N, 3] `answer_stats` of each prompt + response under `model`, one answer pass per batch
+    (NaN rows for empty responses)."""
+    out = torch.full((len(answers), 3), float("nan"), dtype=torch.float64)
+    usable = [i for i, a in enumerate(answers) if len(a.input_ids) > a.answer_start]
+    device = next(model.parameters()).device
+    for positions in length_sorted_batches([len(answers[i].input_ids) for i in usable], batch_size):
+        batch = [usable[p] for p in positions]
+        collated = collate_answers([answers[i] for i in batch], pad_id)
+        logits, targets, owners = answer_token_logits(
+            model, {k: v.to(device) for k, v in collated.items()}
+        )
+        for row, index in enumerate(batch):
+            out[index] = answer_stats(logits[owners == row], targets[owners == row])
+    return out
+
+
 # -- follow-up queries: prompt + response is a prefix of the query (prompt.query_style=followup)
 
 

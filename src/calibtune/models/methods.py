@@ -30,6 +30,7 @@ import torch
 
 from calibtune.errors import ConfigError
 from calibtune.models.encoding import (
+    answers_stats,
     collate_followup,
     common_suffix_ids,
     encode_text,
@@ -167,9 +168,12 @@ class QueryMethod:
         the LM's yes/no logits (a probe's head); None: the LM's (`query_two_way_logits`)."""
         return None
 
-    def confidences_from_signals(self, qm: Any, hidden: torch.Tensor) -> torch.Tensor | None:
-        """Tuned [no, yes] logits from the recorded base hidden states [N, H], when this method
-        needs no model pass of its own for them (a probe); else None."""
+    def confidences_from_signals(
+        self, qm: Any, hidden: torch.Tensor, stats: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Tuned [no, yes] logits from the recorded base signals (hidden states [N, H], answer
+        signals [N, 3]), when this method needs no model pass of its own for them (a probe);
+        else None."""
         return None
 
     def check_queries(self, qm: Any, tokenizer: PreTrainedTokenizerBase, suffix: str | None):
@@ -221,11 +225,21 @@ class ProbeMethod(QueryMethod):
     def own_two_way_logits(
         self, qm: Any, queries: Sequence, pad_id: int, batch_size: int
     ) -> torch.Tensor:
+        """The head on the query pass's hidden state (and, when it reads them, the answer
+        signals of an answer pass over each query's prompt + response)."""
         features = query_features(qm.module, queries, pad_id, batch_size, qm.probe.layer)
-        return qm.probe.two_way(features).float()
+        stats = None
+        if qm.probe.answer_signals:
+            if any(not q.answer.input_ids for q in queries):
+                raise ConfigError("this probe reads the answer signals: encode queries with_answer")
+            answers = [q.answer for q in queries]
+            stats = answers_stats(qm.module, answers, pad_id, batch_size)
+        return qm.probe.two_way(qm.probe.inputs(features, stats)).float()
 
-    def confidences_from_signals(self, qm: Any, hidden: torch.Tensor) -> torch.Tensor:
-        return qm.probe.two_way(hidden.float()).detach()
+    def confidences_from_signals(
+        self, qm: Any, hidden: torch.Tensor, stats: torch.Tensor
+    ) -> torch.Tensor:
+        return qm.probe.two_way(qm.probe.inputs(hidden, stats)).detach()
 
     def save_export(self, qm: Any, adapter_dir: Path, out_dir: Path, subdir: str) -> None:
         qm.module.save_pretrained(out_dir, safe_serialization=True)

@@ -1,5 +1,6 @@
 """The probe head of `method=probe`: a small head on the frozen model's hidden state
-(`model.feature_layer`) at the query's last token, saved as `probe.safetensors` +
+(`model.feature_layer`) at the query's last token and, with `probe.answer_signals`, the logits
+of the base model's answer-token signals (pavg, seqlogp, pmin), saved as `probe.safetensors` +
 `probe_config.json` in an adapter dir; and the linear probe's fit (L2 logistic regression),
 shared by `method=probe` and the eval's `baseline/probe`."""
 
@@ -23,16 +24,44 @@ from calibtune.examples import group_kfold
 PROBE_WEIGHTS = "probe.safetensors"
 PROBE_CONFIG = "probe_config.json"
 OUT_OF_FOLD = "oof_confidences.jsonl"  # train rows scored out of fold, beside a logistic probe
+SIGNAL_CLIP = 1e-6  # answer signals are clipped to [SIGNAL_CLIP, 1 - SIGNAL_CLIP] before the logit
 PROBE_STRENGTHS = np.logspace(-4, 1, 6)  # inverse L2 strengths the linear probe's folds choose from
 
 
-class ProbeHead(torch.nn.Module):
-    """Linear (hidden=0) or one-hidden-layer head: features [N, H] -> logit of correct [N].
-    `layer`: the hidden layer its features are read from (`model.feature_layer`; saved with it)."""
+def signal_logits(stats: torch.Tensor) -> torch.Tensor:
+    """[N, 3] logits of the answer-token signals (pavg, seqlogp, pmin) [N, 3]; an empty
+    response (NaN) reads 0 (probability one half)."""
+    p = stats.double().clamp(SIGNAL_CLIP, 1 - SIGNAL_CLIP)
+    return torch.nan_to_num(torch.log(p) - torch.log1p(-p), nan=0.0).float()
 
-    def __init__(self, in_features: int, hidden: int = 0, dropout: float = 0.0, layer: int = -1):
+
+def head_inputs(hidden: torch.Tensor, stats: torch.Tensor | None, answer_signals: bool):
+    """A probe's features [N, F]: the hidden states [N, H], with the answer signals' logits
+    (`stats`: [N, 3] pavg, seqlogp, pmin) beside them when `answer_signals`."""
+    if not answer_signals:
+        return hidden.float()
+    if stats is None:
+        raise CalibtuneError("this probe head reads the answer's base signals: none given")
+    return torch.cat([hidden.float(), signal_logits(stats).to(hidden.device)], dim=1)
+
+
+class ProbeHead(torch.nn.Module):
+    """Linear (hidden=0) or one-hidden-layer head: features [N, F] -> logit of correct [N].
+    `layer`: the hidden layer its features are read from (`model.feature_layer`); with
+    `answer_signals` the features are that hidden state and the `signal_logits` of the answer's
+    base signals (`inputs`). Both are saved with the head."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int = 0,
+        dropout: float = 0.0,
+        layer: int = -1,
+        answer_signals: bool = False,
+    ):
         super().__init__()
         self.in_features, self.hidden, self.layer = in_features, hidden, layer
+        self.answer_signals = answer_signals
         if hidden > 0:
             self.net = torch.nn.Sequential(
                 torch.nn.Dropout(dropout),
@@ -44,6 +73,10 @@ class ProbeHead(torch.nn.Module):
             self.net = torch.nn.Sequential(
                 torch.nn.Dropout(dropout), torch.nn.Linear(in_features, 1)
             )
+
+    def inputs(self, hidden: torch.Tensor, stats: torch.Tensor | None) -> torch.Tensor:
+        """The head's features of rows with these hidden states and answer signals."""
+        return head_inputs(hidden, stats, self.answer_signals)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Logit that the proposed answer is correct."""
@@ -61,13 +94,18 @@ class ProbeHead(torch.nn.Module):
 
 
 def fit_linear_probe(
-    x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int, layer: int = -1
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[str],
+    seed: int,
+    layer: int = -1,
+    answer_signals: bool = False,
 ) -> tuple[ProbeHead, float]:
     """L2 logistic regression on standardised features, its inverse strength chosen from
     PROBE_STRENGTHS by log loss over up to 5 folds that keep each of `groups` in one fold (entity
     groups, or domains: `probe.strength_folds`; never val or test); returned as a linear head
     (the standardisation folded into its weights) and the chosen strength (`layer`: where `x`
-    was read, kept on the head). sklearn fits it (L-BFGS to convergence): no learning rate or
+    was read, and `answer_signals`: whether `x` ends in the signals' logits, kept on the head). sklearn fits it (L-BFGS to convergence): no learning rate or
     steps to tune."""
     groups = np.asarray(groups)
     n_groups = len(set(groups.tolist()))
@@ -90,7 +128,7 @@ def fit_linear_probe(
         warnings.simplefilter("ignore", FutureWarning)
         model.fit(scaler.transform(x), y)
     weight = model.coef_[0] / scaler.scale_
-    head = ProbeHead(x.shape[1], layer=layer)
+    head = ProbeHead(x.shape[1], layer=layer, answer_signals=answer_signals)
     linear = head.net[-1]
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(weight)[None])
@@ -119,7 +157,7 @@ def write_probe_files(head: ProbeHead, directory: Path, extra: dict) -> dict[str
     state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
     save_file(state, Path(directory) / PROBE_WEIGHTS)
     config = {"type": "probe", "in_features": head.in_features, "hidden": head.hidden}
-    config = {**config, "layer": head.layer, **extra}
+    config = {**config, "layer": head.layer, "answer_signals": head.answer_signals, **extra}
     (Path(directory) / PROBE_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return {k: tuple(v.shape) for k, v in state.items()}
 
@@ -131,12 +169,17 @@ def is_probe_dir(path: str | Path) -> bool:
 
 def is_baseline_probe_fit(adapter_dir: str | Path) -> bool:
     """Whether `adapter_dir` holds the eval's baseline/probe fit: a probe head fitted by logistic
-    regression with its strength chosen on entity-group folds (a config without
-    `strength_folds` predates the option and chose on entity groups). False for a LoRA adapter."""
+    regression on the hidden state alone, its strength chosen on entity-group folds (a config
+    without `strength_folds` predates the option and chose on entity groups). False for a LoRA
+    adapter."""
     if not is_probe_dir(adapter_dir):
         return False
     config = json.loads((Path(adapter_dir) / PROBE_CONFIG).read_text())
-    return config.get("fit") == "logistic" and config.get("strength_folds", "entity") == "entity"
+    return (
+        config.get("fit") == "logistic"
+        and config.get("strength_folds", "entity") == "entity"
+        and not config.get("answer_signals", False)
+    )
 
 
 def check_probe_layer(adapter_dir: str | Path | None, layer: int) -> None:
@@ -163,7 +206,13 @@ def load_probe(adapter_dir: str | Path) -> ProbeHead:
     if not is_probe_dir(adapter_dir):
         raise CalibtuneError(f"{adapter_dir}: no {PROBE_CONFIG}; not a probe adapter")
     config = json.loads((adapter_dir / PROBE_CONFIG).read_text())
-    # a config without "layer" predates model.feature_layer: it read the last hidden state
-    head = ProbeHead(config["in_features"], config["hidden"], layer=config.get("layer", -1))
+    # a config without "layer" predates model.feature_layer (it read the last hidden state),
+    # one without "answer_signals" predates probe.answer_signals (the hidden state alone)
+    head = ProbeHead(
+        config["in_features"],
+        config["hidden"],
+        layer=config.get("layer", -1),
+        answer_signals=bool(config.get("answer_signals", False)),
+    )
     head.load_state_dict(load_file(adapter_dir / PROBE_WEIGHTS))
     return head.eval()

@@ -46,6 +46,7 @@ from calibtune.models.confidence import (
     query_two_way_logits,
 )
 from calibtune.models.encoding import (
+    answer_stats,
     answer_token_logits,
     collate_answers,
     encode_answer,
@@ -235,15 +236,6 @@ def _full_ece(
     )
 
 
-def _answer_stats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """[3] pavg, seqlogp, pmin of one row's answer-token logits [L, V] (NaN when L = 0)."""
-    if targets.numel() == 0:
-        return torch.full((3,), float("nan"), dtype=torch.float64)
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
-    logp = logp.double().cpu()
-    return torch.stack([logp.exp().mean(), logp.mean().exp(), logp.min().exp()])
-
-
 def rows_signals(
     ids: Sequence[str],
     two_way: torch.Tensor,
@@ -256,7 +248,7 @@ def rows_signals(
     return BaseSignals(
         list(ids),
         two_way.float().cpu(),
-        torch.stack([_answer_stats(lg, tg) for lg, tg in answers]),
+        torch.stack([answer_stats(lg, tg) for lg, tg in answers]),
         hidden.float().cpu(),
         _full_ece(answers, temperatures, n_bins),
         torch.tensor([int(tg.numel()) for _, tg in answers], dtype=torch.long),

@@ -195,6 +195,7 @@ class Scorer:
                     "response": answer,
                     "query": query,
                 },
+                with_answer=True,
             )
             for q, answer, c, query in zip(questions, answers, choices, queries, strict=True)
         ]

@@ -1,7 +1,8 @@
 """The frozen model's query features for the recipes that fit a head on them (`train.probe`;
 `train.lora`'s warm-started head, method=alora_head): the hidden state of model.feature_layer
-at the query's last token, read off the data stage's recorded base signals, or computed by one
-base pass."""
+at the query's last token (with `probe.answer_signals`, beside the logits of the answer's base
+signals pavg, seqlogp, pmin), read off the data stage's recorded base signals, or computed by
+base passes."""
 
 from __future__ import annotations
 
@@ -11,19 +12,20 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from calibtune.examples import group_kfold, row_group
+from calibtune.models.encoding import answers_stats
 from calibtune.models.loading import load_model
 from calibtune.models.methods import query_features
-from calibtune.models.probe import ProbeHead, fit_linear_probe
+from calibtune.models.probe import ProbeHead, fit_linear_probe, head_inputs
 from calibtune.models.signals import BaseSignals, read_signals, signals_key
 from calibtune.train.common import rank_share
 from calibtune.train.data import tokenize_examples
 
 log = logging.getLogger(__name__)
 
-Features = tuple[torch.Tensor, torch.Tensor]  # features [N, H], labels [N]
+Features = tuple[torch.Tensor, torch.Tensor]  # features [N, F], labels [N]
 MIN_AUTO_DOMAINS = 5  # probe.strength_folds=auto holds out whole domains from this many on
 
 
@@ -36,21 +38,37 @@ def recorded_signals(cfg: DictConfig, rows: list[dict]) -> BaseSignals | None:
     return recorded
 
 
-def recorded_features(signals: BaseSignals, rows: list[dict]) -> Features:
-    """Features [N, H] (the recorded base hidden states) and labels [N] of `rows`."""
-    features = signals.select([str(r["id"]) for r in rows]).hidden.float()
+def answer_signals_of(cfg: DictConfig) -> bool:
+    """Whether the head reads the answer signals (`probe.answer_signals`; method=probe only)."""
+    return bool(OmegaConf.select(cfg, "probe.answer_signals", default=False))
+
+
+def recorded_features(signals: BaseSignals, rows: list[dict], answer_signals: bool) -> Features:
+    """Features [N, F] (`head_inputs` of the recorded base signals) and labels [N] of `rows`."""
+    picked = signals.select([str(r["id"]) for r in rows])
+    features = head_inputs(picked.hidden, picked.stats, answer_signals)
     return features, torch.tensor([float(r["correct"]) for r in rows])
 
 
 def shared_features(
-    accelerator: Accelerator, model, tokenizer, rows: list[dict], batch_size: int, layer: int
+    accelerator: Accelerator,
+    model,
+    tokenizer,
+    rows: list[dict],
+    batch_size: int,
+    layer: int,
+    answer_signals: bool,
 ):
-    """Features [N, H] (hidden layer `layer`) and labels [N] of `rows`, each rank computing an
-    equal share and every rank receiving all of them."""
-    examples = tokenize_examples(tokenizer, rows, with_answers=False)
+    """Features [N, F] (hidden layer `layer`, and the answer signals when `answer_signals`) and
+    labels [N] of `rows`, each rank computing an equal share and every rank receiving all."""
+    examples = tokenize_examples(tokenizer, rows, with_answers=answer_signals)
     mine = rank_share(len(examples), accelerator.process_index, accelerator.num_processes)
     mine_examples = [examples[i] for i in mine]
-    feats = query_features(model, mine_examples, tokenizer.pad_token_id, batch_size, layer)
+    pad_id = tokenizer.pad_token_id
+    feats = query_features(model, mine_examples, pad_id, batch_size, layer)
+    if answer_signals:
+        stats = answers_stats(model, [e.answer for e in mine_examples], pad_id, batch_size)
+        feats = head_inputs(feats, stats, True)
     pairs = list(zip(mine, feats.unbind(0), strict=True))
     if accelerator.num_processes > 1:
         pairs = gather_object(pairs)
@@ -65,27 +83,32 @@ def split_features(
     """Features and labels of each split in `splits`: recorded, or (none recorded) one base pass
     sharded over ranks. Returns them and the number of rows a base pass computed."""
     recorded = recorded_signals(cfg, [r for rows in splits for r in rows])
+    answer_signals = answer_signals_of(cfg)
     if recorded is not None:
         log.info("head features: the data stage's recorded base signals (no model pass)")
-        return [recorded_features(recorded, rows) for rows in splits], 0
+        return [recorded_features(recorded, rows, answer_signals) for rows in splits], 0
     log.info(
         "head features: one base pass over %d rows (no recorded signals)", sum(map(len, splits))
     )
     with accelerator.main_process_first():
         model = load_model(cfg.model, device=accelerator.device).eval()
     size, layer = int(cfg.train.eval_batch_size), int(cfg.model.feature_layer)
-    out = [shared_features(accelerator, model, tokenizer, rows, size, layer) for rows in splits]
+    out = [
+        shared_features(accelerator, model, tokenizer, rows, size, layer, answer_signals)
+        for rows in splits
+    ]
     return out, sum(map(len, splits))
 
 
 def fit_probe(
-    features: Features, groups: list[str], seed: int, layer: int
+    features: Features, groups: list[str], seed: int, layer: int, answer_signals: bool = False
 ) -> tuple[ProbeHead, float]:
     """The linear probe (`fit_linear_probe`) on train's features, soft labels taken as their
-    majority grade: method=probe's fit and method=alora_head's starting head."""
+    majority grade: method=probe's fit and method=alora_head's starting head (`answer_signals`:
+    whether the features end in the answer signals' logits)."""
     x, y = features
     labels = (y.numpy() >= 0.5).astype(int)
-    return fit_linear_probe(x.double().numpy(), labels, groups, seed, layer)
+    return fit_linear_probe(x.double().numpy(), labels, groups, seed, layer, answer_signals)
 
 
 def resolve_strength_folds(rows: list[dict], setting: str) -> str:

@@ -146,7 +146,7 @@ def warm_start_head(
     if accelerator.is_main_process:
         folds = resolve_strength_folds(train_rows, "auto")  # as method=probe's default
         groups = strength_groups(train_rows, folds)
-        features = recorded_features(recorded, train_rows)
+        features = recorded_features(recorded, train_rows, answer_signals=False)  # hidden only
         head, strength = fit_probe(features, groups, int(cfg.seed), int(cfg.model.feature_layer))
         fitted = [(head.state_dict(), head.in_features, strength, folds)]
     if accelerator.num_processes > 1:

@@ -135,8 +135,8 @@ def fit_logistic(
         return {}
     (x_train, y_train), (x_val, y_val) = train_xy, val_xy
     groups = strength_groups(train_rows, folds)
-    layer = int(cfg.model.feature_layer)
-    head, strength = fit_probe((x_train, y_train), groups, int(cfg.seed), layer)
+    layer, signals = int(cfg.model.feature_layer), bool(cfg.probe.answer_signals)
+    head, strength = fit_probe((x_train, y_train), groups, int(cfg.seed), layer, signals)
     with torch.no_grad():
         scores = validation_metrics(head.two_way(x_val), y_val)
     tracker = Tracker(output_dir, cfg.logger, cfg)
@@ -199,7 +199,7 @@ def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
         float(cfg.probe.dropout),
         cfg.model.feature_layer,
     )
-    head = ProbeHead(x_train.shape[1], hidden, dropout, int(layer))
+    head = ProbeHead(x_train.shape[1], hidden, dropout, int(layer), cfg.probe.answer_signals)
     resume_from = ckpt.find_resume_checkpoint(cfg, output_dir)
     snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
     if snapshot is not None:
