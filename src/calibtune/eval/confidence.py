@@ -30,7 +30,6 @@ from calibtune.models.confidence import (
     query_two_way_logits,
 )
 from calibtune.models.encoding import (
-    answer_stats,
     answer_token_logits,
     collate_answers,
     encode_answer,
@@ -48,11 +47,14 @@ def _record_answer_stats(
     indices: Sequence[int],
 ) -> None:
     """pavg / seqlogp / pmin of each batch row that has answer tokens, into `result[...][index]`."""
+    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+    token_logp, rows = token_logp.double().cpu(), rows.cpu()
     for row, index in enumerate(indices):
-        if bool((rows == row).any()):
-            stats = answer_stats(logits[rows == row], targets[rows == row]).tolist()
-            for name, value in zip(("pavg", "seqlogp", "pmin"), stats, strict=True):
-                result[name][index] = value
+        logp = token_logp[rows == row]
+        if logp.numel():
+            result["pavg"][index] = float(logp.exp().mean())
+            result["seqlogp"][index] = float(logp.mean().exp())
+            result["pmin"][index] = float(logp.min().exp())
 
 
 @torch.inference_mode()

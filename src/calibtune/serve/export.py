@@ -82,8 +82,9 @@ CARD_TEXT = {
     PROBE: (
         "{base_name}, unchanged, and a calibtune probe head (`{subdir}/`) that reads the "
         "model's hidden state (the layer `probe_config.json` names) at the end of the "
-        "uncertainty query asked after its "
-        "answer and gives a calibrated probability that the answer is right. The head is "
+        "uncertainty query asked after its answer (and, where `answer_signals` is true, the "
+        "model's probabilities of the answer's tokens) and gives a calibrated probability "
+        "that the answer is right. The head is "
         "applied by `calibtune.Scorer`.",
         "",
     ),
