@@ -105,8 +105,8 @@ def fit_linear_probe(
     PROBE_STRENGTHS by log loss over up to 5 folds that keep each of `groups` in one fold (entity
     groups, or domains: `probe.strength_folds`; never val or test); returned as a linear head
     (the standardisation folded into its weights) and the chosen strength (`layer`: where `x`
-    was read, and `answer_signals`: whether `x` ends in the signals' logits, kept on the head). sklearn fits it (L-BFGS to convergence): no learning rate or
-    steps to tune."""
+    was read, and `answer_signals`: whether `x` ends in the signals' logits, kept on the head).
+    sklearn fits it (L-BFGS to convergence): no learning rate or steps to tune."""
     groups = np.asarray(groups)
     n_groups = len(set(groups.tolist()))
     if n_groups < 2 or np.unique(y).size < 2:
