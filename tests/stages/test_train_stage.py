@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from unittest.mock import ANY
 
+import numpy as np
 import pytest
 import torch
 from fixtures import LORA_METHOD
@@ -20,7 +21,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from calibtune.errors import CalibtuneError, ConfigError, InputError
-from calibtune.examples import read_labeled_split, split_path
+from calibtune.examples import read_labeled_split, row_group, split_path
 from calibtune.io import sha256_file
 from calibtune.models import load_model, load_tokenizer
 from calibtune.models.confidence import query_suffix
@@ -379,6 +380,57 @@ def test_probe_logistic_with_a_hidden_layer_is_refused_before_work(compose_cfg, 
     overrides = [*fast, f"train.data_dir={labeled_dir}", "method=probe", "probe.hidden=8"]
     with pytest.raises(ConfigError, match="probe.fit=logistic fits a linear head"):
         run_train_stage(compose_cfg("train", overrides))
+    overrides = [*overrides[:-1], "probe.fit=adamw", "probe.temperature_folds=entity"]
+    with pytest.raises(ConfigError, match="probe.temperature_folds tempers the logistic fit"):
+        run_train_stage(compose_cfg("train", overrides))
+
+
+@pytest.mark.parametrize("folds", ["entity", "domain"])
+def test_probe_temperature_folds_divide_the_fitted_logit_by_the_out_of_fold_temperature(
+    compose_cfg, labeled_dir: Path, monkeypatch, folds: str
+):
+    """probe.temperature_folds: the saved head is the plain fit with its logit divided by the
+    temperature that fits train's out-of-fold confidences (over entity groups, or whole domains
+    held out) best; manifest and probe_config.json record it, the out-of-fold file is tempered
+    alike, and the head is not the eval's baseline/probe."""
+    from calibtune.io import read_jsonl
+    from calibtune.models.probe import OUT_OF_FOLD, fold_temperature, load_probe, tempered
+    from calibtune.train import probe
+
+    calls, outputs = [], []
+
+    def spy(x, y, g, s, *a):
+        calls.append((g, *a))
+        outputs.append(real_oof(x, y, g, s, *a))
+        return outputs[-1]
+
+    real_oof = probe.out_of_fold_probabilities
+    monkeypatch.setattr(probe, "out_of_fold_probabilities", spy)
+
+    def fit(name: str, *extra: str) -> Path:
+        overrides = [f"train.data_dir={labeled_dir}", "method=probe", f"train.output_dir={name}"]
+        return run_train_stage(compose_cfg("train", [*PROBE_FAST, *overrides, *extra]))
+
+    plain = fit(str(labeled_dir.parent / "plain"))
+    out = fit(str(labeled_dir.parent / folds), f"probe.temperature_folds={folds}")
+    train_rows = read_jsonl(labeled_dir / "train.jsonl")
+    entity = [row_group(r) for r in train_rows]
+    domain = [str(r["domain"]) for r in train_rows]
+    fit = json.loads((out / "manifest.json").read_text())["fit"]
+    temperature, strength = fit["temperature"], fit["inverse_l2_strength"]
+    # the file's folds (each choosing its strength), then the temperature's at the chosen one
+    assert calls == [(entity,), (entity,), (entity if folds == "entity" else domain, strength)]
+    config = json.loads((out / "adapter/probe_config.json").read_text())
+    assert config["temperature"] == temperature and config["temperature_folds"] == folds
+    assert abs(temperature - 1) > 1e-3 and not is_baseline_probe_fit(out / "adapter")
+    labels = np.array([float(r["correct"]) >= 0.5 for r in train_rows], dtype=int)
+    plain_oof = np.array([r["confidence"] for r in read_jsonl(plain / "adapter" / OUT_OF_FOLD)])
+    assert temperature == pytest.approx(fold_temperature(outputs[-1], labels))
+    oof = np.array([r["confidence"] for r in read_jsonl(out / "adapter" / OUT_OF_FOLD)])
+    np.testing.assert_allclose(oof, tempered(plain_oof, temperature), rtol=1e-6)
+    want, got = load_probe(plain / "adapter").net[-1], load_probe(out / "adapter").net[-1]
+    torch.testing.assert_close(got.weight, want.weight / temperature)
+    torch.testing.assert_close(got.bias, want.bias / temperature)
 
 
 def run_script(overrides: list[str]) -> subprocess.Popen:
@@ -444,8 +496,9 @@ def test_probe_strength_folds_domain_chooses_the_strength_on_whole_domains(
     assert not is_baseline_probe_fit(out / "adapter")
 
 
-def test_probe_strength_folds_domain_on_one_domain_fails_before_the_model_loads(
-    compose_cfg, labeled_dir: Path, monkeypatch
+@pytest.mark.parametrize("option", ["strength_folds", "temperature_folds"])
+def test_probe_domain_folds_on_one_domain_fail_before_the_model_loads(
+    compose_cfg, labeled_dir: Path, monkeypatch, option: str
 ):
     from calibtune.train import features
 
@@ -454,9 +507,9 @@ def test_probe_strength_folds_domain_on_one_domain_fails_before_the_model_loads(
     train_file.write_text("".join(json.dumps({**r, "domain": "only"}) + "\n" for r in rows))
     monkeypatch.setattr(features, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     overrides = [*PROBE_FAST, f"train.data_dir={labeled_dir}", "method=probe"]
-    cfg = compose_cfg("train", [*overrides, "probe.strength_folds=domain"])
+    cfg = compose_cfg("train", [*overrides, f"probe.{option}=domain"])
     with pytest.raises(
-        InputError, match=r"train.jsonl: field 'domain': 2 grade\(s\) over 1 domain"
+        InputError, match=rf"train.jsonl: field 'domain': 2 grade\(s\) over 1 domain.*{option}"
     ):
         run_train_stage(cfg)
     assert not Path(cfg.train.output_dir, "adapter").exists()

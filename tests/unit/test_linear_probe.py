@@ -10,7 +10,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from calibtune.errors import CalibtuneError
-from calibtune.models.probe import PROBE_STRENGTHS, fit_linear_probe, out_of_fold_probabilities
+from calibtune.models.probe import (
+    PROBE_STRENGTHS,
+    fit_linear_probe,
+    fold_temperature,
+    out_of_fold_probabilities,
+    tempered,
+)
 
 
 def make_data(n: int = 400, dim: int = 12, seed: int = 0):
@@ -153,3 +159,25 @@ def test_the_head_reads_the_answer_signals_logits_beside_the_hidden_state(tmp_pa
     write_probe_files(ProbeHead(7, layer=2, answer_signals=True), tmp_path, {})
     head = load_probe(tmp_path)
     assert head.answer_signals and head.layer == 2 and head.inputs(hidden, stats).shape == (3, 7)
+
+
+def test_fold_temperature_recovers_the_temperature_the_outcomes_were_drawn_at():
+    """Outcomes drawn at sigmoid(z / 2) from confidences sigmoid(z): the fitted temperature is
+    2 (overconfident confidences are softened); drawn at sigmoid(z / 0.5): 0.5 (sharpened)."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(scale=2.0, size=40_000)
+    confidence = 1 / (1 + np.exp(-z))
+    for true in (2.0, 0.5):
+        y = (rng.uniform(size=z.size) < 1 / (1 + np.exp(-z / true))).astype(int)
+        assert fold_temperature(confidence, y) == pytest.approx(true, rel=0.05)
+    with pytest.raises(CalibtuneError, match="no better than chance"):
+        fold_temperature(confidence, (z < 0).astype(int))
+
+
+def test_a_tempered_head_gives_the_tempered_confidences():
+    x, y, groups = make_data()
+    head, _ = fit_linear_probe(x, y, groups, seed=0)
+    before = head.probability(x)
+    after = head.temper(1.7).probability(x)
+    np.testing.assert_allclose(after, tempered(before, 1.7), rtol=1e-5, atol=1e-7)
+    assert np.abs(after - before).max() > 0.05

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.linear_model import LogisticRegressionCV
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 
 from calibtune.errors import CalibtuneError, InputError
@@ -78,6 +78,14 @@ class ProbeHead(torch.nn.Module):
         """The head's features of rows with these hidden states and answer signals."""
         return head_inputs(hidden, stats, self.answer_signals)
 
+    @torch.no_grad()
+    def temper(self, temperature: float) -> ProbeHead:
+        """Divide the head's logit by `temperature` (its last layer's weight and bias)."""
+        last = self.net[-1]
+        last.weight.div_(temperature)
+        last.bias.div_(temperature)
+        return self
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Logit that the proposed answer is correct."""
         return self.net(features.float()).squeeze(-1)
@@ -100,30 +108,35 @@ def fit_linear_probe(
     seed: int,
     layer: int = -1,
     answer_signals: bool = False,
+    strength: float | None = None,
 ) -> tuple[ProbeHead, float]:
     """L2 logistic regression on standardised features, its inverse strength chosen from
     PROBE_STRENGTHS by log loss over up to 5 folds that keep each of `groups` in one fold (entity
     groups, or domains: `probe.strength_folds`; never val or test); returned as a linear head
     (the standardisation folded into its weights) and the chosen strength (`layer`: where `x`
     was read, and `answer_signals`: whether `x` ends in the signals' logits, kept on the head).
-    sklearn fits it (L-BFGS to convergence): no learning rate or steps to tune."""
+    sklearn fits it (L-BFGS to convergence): no learning rate or steps to tune. A given
+    `strength` is fitted as it is (no folds)."""
     groups = np.asarray(groups)
-    n_groups = len(set(groups.tolist()))
+    n_groups = len(set(groups.tolist())) if strength is None else 2
     if n_groups < 2 or np.unique(y).size < 2:
         raise CalibtuneError(
             f"the linear probe needs two classes and two entity groups (got {np.unique(y).size} "
             f"class(es), {n_groups} group(s))"
         )
-    folds = list(group_kfold(groups).split(x, y, groups))
     scaler = StandardScaler().fit(x)
-    model = LogisticRegressionCV(
-        Cs=PROBE_STRENGTHS,
-        cv=folds,
-        scoring="neg_log_loss",
-        max_iter=2000,
-        random_state=seed,
-        n_jobs=min(len(folds), os.cpu_count() or 1),  # the folds in parallel: same fit, less wall
-    )
+    if strength is None:
+        folds = list(group_kfold(groups).split(x, y, groups))
+        model = LogisticRegressionCV(
+            Cs=PROBE_STRENGTHS,
+            cv=folds,
+            scoring="neg_log_loss",
+            max_iter=2000,
+            random_state=seed,
+            n_jobs=min(len(folds), os.cpu_count() or 1),  # the folds in parallel: same fit
+        )
+    else:
+        model = LogisticRegression(C=strength, max_iter=2000, random_state=seed)
     with warnings.catch_warnings():  # sklearn 1.9 warns about fitted attributes this never reads
         warnings.simplefilter("ignore", FutureWarning)
         model.fit(scaler.transform(x), y)
@@ -133,22 +146,45 @@ def fit_linear_probe(
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(weight)[None])
         linear.bias.fill_(float(model.intercept_[0] - weight @ scaler.mean_))
-    return head.eval(), float(model.C_[0])
+    return head.eval(), float(model.C_[0] if strength is None else strength)
 
 
 def out_of_fold_probabilities(
-    x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int
+    x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int, strength: float | None = None
 ) -> np.ndarray:
     """P(correct) of each training row from a linear probe fitted (as `fit_linear_probe`) on the
     other entity-group folds: confidences of the fitted probe's kind on rows it never saw, which
     can join val in fitting calibration maps (as sklearn's CalibratedClassifierCV(ensemble=False)
-    scores its calibration rows)."""
+    scores its calibration rows). Each fold's probe chooses its strength on its own folds, or
+    is fitted at `strength`."""
     groups = np.asarray(groups)
     out = np.empty(len(y))
     for fit_rows, held_out in group_kfold(groups).split(x, y, groups):
-        fold_probe, _ = fit_linear_probe(x[fit_rows], y[fit_rows], groups[fit_rows], seed)
+        fit = (x[fit_rows], y[fit_rows], groups[fit_rows], seed)
+        fold_probe, _ = fit_linear_probe(*fit, strength=strength)
         out[held_out] = fold_probe.probability(x[held_out])
     return out
+
+
+def _logits(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, SIGNAL_CLIP, 1 - SIGNAL_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def fold_temperature(oof: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T whose sigmoid(logit / T) fits outcomes `y` best (log loss) given the
+    out-of-fold confidences `oof`: 1 / the slope of a logistic regression of `y` on their logits
+    without intercept (sklearn fits it)."""
+    model = LogisticRegression(C=np.inf, fit_intercept=False)
+    slope = model.fit(_logits(oof)[:, None], y).coef_[0, 0]
+    if slope <= 0:
+        raise CalibtuneError("the probe's out-of-fold confidences rank no better than chance")
+    return float(1.0 / slope)
+
+
+def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
+    """Confidences `p` with their logits divided by `temperature`."""
+    return 1.0 / (1.0 + np.exp(-_logits(p) / temperature))
 
 
 def write_probe_files(head: ProbeHead, directory: Path, extra: dict) -> dict[str, tuple]:
@@ -179,6 +215,7 @@ def is_baseline_probe_fit(adapter_dir: str | Path) -> bool:
         config.get("fit") == "logistic"
         and config.get("strength_folds", "entity") == "entity"
         and not config.get("answer_signals", False)
+        and config.get("temperature_folds", "none") == "none"
     )
 
 

@@ -12,6 +12,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from transformers import get_scheduler
@@ -26,7 +27,9 @@ from calibtune.models.probe import (
     OUT_OF_FOLD,
     PROBE_WEIGHTS,
     ProbeHead,
+    fold_temperature,
     out_of_fold_probabilities,
+    tempered,
     write_probe_files,
 )
 from calibtune.runtime import set_seed
@@ -37,6 +40,7 @@ from calibtune.train import strategy as dist
 from calibtune.train.checkpoint import verify_saved_tensors
 from calibtune.train.data import plan_batches
 from calibtune.train.features import (
+    answer_signals_of,
     fit_probe,
     folds_keep_both_grades,
     resolve_strength_folds,
@@ -79,6 +83,8 @@ def train_probe(cfg: DictConfig) -> Path:
         folds = resolve_strength_folds(train_rows, cfg.probe.strength_folds)
         check_fittable(train_rows, Path(cfg.train.data_dir), folds)
         log.info("probe strength: chosen on %s folds of train", folds)
+        if cfg.probe.temperature_folds == "domain":
+            check_fittable(train_rows, Path(cfg.train.data_dir), "domain", "temperature_folds")
     tokenizer = load_tokenizer(cfg.model)
     query_tokens_of(tokenizer, cfg.prompt)
     set_seed(int(cfg.seed))
@@ -88,9 +94,6 @@ def train_probe(cfg: DictConfig) -> Path:
     work = {"whole_query_rows": computed}
     if cfg.probe.fit == "logistic":
         fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, train_rows, folds)
-        groups = [row_group(r) for r in train_rows]
-        if accelerator.is_main_process:
-            write_out_of_fold(cfg, output_dir, train_rows, train_xy, groups)
     else:
         with preemption.stop_on_signals():  # SIGUSR1/SIGTERM: checkpoint at the next step, exit 75
             fields = train_adamw(cfg, accelerator, output_dir, train_xy, val_xy)
@@ -105,10 +108,13 @@ def train_probe(cfg: DictConfig) -> Path:
     return output_dir
 
 
-def check_fittable(train_rows: list[dict], data_dir: Path, folds: str) -> None:
+def check_fittable(
+    train_rows: list[dict], data_dir: Path, folds: str, option: str = "strength_folds"
+) -> None:
     """Before any model pass: the logistic probe needs right and wrong answers from at least two
     entity groups, or with `domain` folds two domains, and both grades in every fold's fit rows
-    (its strength is chosen on folds of them). `folds` is the resolved `probe.strength_folds`."""
+    (its strength, and with probe.temperature_folds its temperature, are chosen on folds of
+    them). `folds` is the resolved `probe.<option>`."""
     grades = {float(r["correct"]) >= 0.5 for r in train_rows}
     groups = strength_groups(train_rows, folds)
     kind = "domain" if folds == "domain" else "entity group"
@@ -119,9 +125,9 @@ def check_fittable(train_rows: list[dict], data_dir: Path, folds: str) -> None:
         None,
         "domain" if folds == "domain" and len(grades) == 2 else "correct",
         f"{len(grades)} grade(s) over {len(set(groups))} {kind}(s); the linear probe "
-        f"(probe.fit=logistic, probe.strength_folds={folds}) needs right and wrong answers "
+        f"(probe.fit=logistic, probe.{option}={folds}) needs right and wrong answers "
         f"from at least two {kind}s, in every fold's fit rows (more examples, "
-        "probe.strength_folds=entity, or method=alora)",
+        f"probe.{option}=entity, or method=alora)",
     )
 
 
@@ -130,13 +136,16 @@ def fit_logistic(
 ) -> dict:
     """probe.fit=logistic: the linear probe of calibtune.models.probe on the train features,
     its strength chosen on `folds` (resolved probe.strength_folds) of train (rank 0; seconds),
-    scored on val; the manifest fields."""
+    its logit divided by the temperature of `out_of_fold_level`, scored on val, saved with the
+    train rows' out-of-fold confidences; the manifest fields."""
     if not accelerator.is_main_process:
         return {}
     (x_train, y_train), (x_val, y_val) = train_xy, val_xy
     groups = strength_groups(train_rows, folds)
-    layer, signals = int(cfg.model.feature_layer), bool(cfg.probe.answer_signals)
+    layer, signals = int(cfg.model.feature_layer), answer_signals_of(cfg)
     head, strength = fit_probe((x_train, y_train), groups, int(cfg.seed), layer, signals)
+    oof, temperature = out_of_fold_level(cfg, x_train, y_train, train_rows, strength)
+    head.temper(temperature)
     with torch.no_grad():
         scores = validation_metrics(head.two_way(x_val), y_val)
     tracker = Tracker(output_dir, cfg.logger, cfg)
@@ -150,8 +159,11 @@ def fit_logistic(
             "feature": "last_hidden_state",
             "fit": "logistic",
             "strength_folds": folds,
+            "temperature_folds": cfg.probe.temperature_folds,
+            "temperature": temperature,
         },
     )
+    write_out_of_fold(output_dir, train_rows, oof)
     metric = cfg.train.best_metric
     return {
         "steps": 0,
@@ -159,28 +171,47 @@ def fit_logistic(
             "kind": "logistic",
             "inverse_l2_strength": strength,
             "strength_folds": folds,
+            "temperature_folds": cfg.probe.temperature_folds,
+            "temperature": temperature,
             "train_rows": len(y_train),
         },
         "best": {"metric": metric, "step": 0, "value": scores[metric], "val_metrics": scores},
     }
 
 
-def write_out_of_fold(cfg, output_dir: Path, rows: list[dict], train_xy, groups) -> None:
-    """adapter/oof_confidences.jsonl: each train row's confidence from the probe refitted without
-    its entity-group fold (id, domain, group, correct, confidence), which the eval's per-domain
-    maps may add to val (eval.domain_calibration.add_train)."""
-    x, y = train_xy
-    labels = (y.numpy() >= 0.5).astype(int)
-    c = out_of_fold_probabilities(x.double().numpy(), labels, groups, int(cfg.seed))
+def out_of_fold_level(
+    cfg, x: torch.Tensor, y: torch.Tensor, rows: list[dict], strength: float
+) -> tuple[np.ndarray, float]:
+    """Each train row's confidence from the probe refitted without its entity-group fold, and
+    the temperature the head's logit is divided by (`probe.temperature_folds`): 1 for `none`,
+    else the one that fits best the out-of-fold confidences of probes refitted at the chosen
+    `strength` without each fold of `entity` groups (rows like train's) or of whole `domain`s
+    (domains not trained on). The confidences come tempered."""
+    features, labels = x.double().numpy(), (y.numpy() >= 0.5).astype(int)
+    seed, setting = int(cfg.seed), cfg.probe.temperature_folds
+    oof = out_of_fold_probabilities(features, labels, strength_groups(rows, "entity"), seed)
+    if setting == "none":
+        return oof, 1.0
+    groups = strength_groups(rows, setting)
+    held_out = out_of_fold_probabilities(features, labels, groups, seed, strength)
+    temperature = fold_temperature(held_out, labels)
+    log.info("probe temperature %.3f (out of %s folds of train)", temperature, setting)
+    return tempered(oof, temperature), temperature
+
+
+def write_out_of_fold(output_dir: Path, rows: list[dict], confidences: np.ndarray) -> None:
+    """adapter/oof_confidences.jsonl: each train row's out-of-fold confidence (id, domain, group,
+    correct, confidence), which the eval's per-domain maps may add to val
+    (eval.domain_calibration.add_train)."""
     oof = [
         {
             "id": row["id"],
             "domain": row.get("domain"),
-            "group": group,
+            "group": row_group(row),
             "correct": float(row["correct"]),
             "confidence": float(p),
         }
-        for row, group, p in zip(rows, groups, c, strict=True)
+        for row, p in zip(rows, confidences, strict=True)
     ]
     write_jsonl_atomic(output_dir / "adapter" / OUT_OF_FOLD, oof)
 
@@ -199,7 +230,7 @@ def train_adamw(cfg, accelerator, output_dir: Path, train_xy, val_xy) -> dict:
         float(cfg.probe.dropout),
         cfg.model.feature_layer,
     )
-    head = ProbeHead(x_train.shape[1], hidden, dropout, int(layer), cfg.probe.answer_signals)
+    head = ProbeHead(x_train.shape[1], hidden, dropout, int(layer), answer_signals_of(cfg))
     resume_from = ckpt.find_resume_checkpoint(cfg, output_dir)
     snapshot = ckpt.load_checkpoint(resume_from) if resume_from is not None else None
     if snapshot is not None:
