@@ -19,6 +19,7 @@ from calibtune.models.confidence import (
     attach_adapter,
     common_suffix_ids,
     confidences,
+    encode_query,
     query_tokens_of,
 )
 from calibtune.models.loading import load_model, load_tokenizer
@@ -125,3 +126,29 @@ def test_probe_scores_the_same_in_eval_and_scorer(compose_cfg, tmp_path, style, 
     # signals, one over prompt + response: float noise apart.
     assert np.allclose(evaluated, scored, atol=1e-5, rtol=0)
     assert len(set(np.round(evaluated, 6))) > 1
+
+
+def test_a_followup_query_pass_also_gives_the_answer_signals(compose_cfg, tmp_path):
+    """The probe's serving pass over follow-up queries (prompt + response is their prefix)
+    reads the answer signals off the same forward: equal to a separate answer pass, float noise
+    apart, with one forward per batch; the hidden states are the plain query pass's."""
+    from calibtune.models.encoding import answers_stats
+    from calibtune.models.methods import query_features
+
+    cfg = compose_cfg("eval", ["prompt.query_style=followup"])
+    tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).eval()
+    data = write_synthetic_labeled_set(
+        tmp_path / "data", tokenizer, cfg.prompt, {"train": 2, "val": 11, "test": 2}, seed=3
+    )
+    queries = [encode_query(tokenizer, r) for r in read_labeled_split(data, "val")]
+    assert all(q.suffix_ids is not None for q in queries)
+    pad, layer = tokenizer.pad_token_id, int(cfg.model.feature_layer)
+    forwards = []
+    hook = model.register_forward_hook(lambda *_: forwards.append(1))
+    features, stats = query_features(model, queries, pad, 4, layer, prefix_stats=True)
+    hook.remove()
+    assert len(forwards) == 3  # 11 queries in batches of 4
+    want = answers_stats(model, [q.answer for q in queries], pad, 4)
+    torch.testing.assert_close(stats, want, atol=1e-5, rtol=1e-4)
+    assert not stats.isnan().any() and stats.std(0).min() > 0
+    torch.testing.assert_close(features, query_features(model, queries, pad, 4, layer))

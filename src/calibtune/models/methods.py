@@ -30,6 +30,7 @@ import torch
 
 from calibtune.errors import ConfigError
 from calibtune.models.encoding import (
+    answer_stats,
     answers_stats,
     collate_followup,
     common_suffix_ids,
@@ -59,13 +60,21 @@ def alora_invocation_tokens(model) -> list[int] | None:
 
 @torch.no_grad()
 def query_features(
-    module: torch.nn.Module, queries: Sequence, pad_id: int, batch_size: int, layer: int
-) -> torch.Tensor:
+    module: torch.nn.Module,
+    queries: Sequence,
+    pad_id: int,
+    batch_size: int,
+    layer: int,
+    prefix_stats: bool = False,
+):
     """Hidden state after `layer` (`model.feature_layer`) at each query's last token, [N, H]
     (float32, CPU): the probe's features. Batches as `models.confidence.query_batches` (similar
-    lengths, left-padded)."""
+    lengths, left-padded). With `prefix_stats` (follow-up queries, whose prefix is prompt +
+    response) also the answer signals [N, 3] from the same pass: the LM head on the last
+    hidden states that predict the response tokens."""
     device = next(module.parameters()).device
     feats = torch.empty(len(queries), module.config.hidden_size)
+    stats = torch.full((len(queries), 3), float("nan"), dtype=torch.float64)
     for batch in length_sorted_batches([len(q.query_ids) for q in queries], batch_size):
         padded = pad_sequences([queries[i].query_ids for i in batch], pad_id, side="left")
         out = module(
@@ -75,7 +84,26 @@ def query_features(
             use_cache=False,
         )
         feats[batch] = last_token_state(out.hidden_states, layer).float().cpu()
-    return feats
+        if prefix_stats:
+            width = padded["input_ids"].shape[1]
+            for row, index in enumerate(batch):
+                stats[index] = _prefix_answer_stats(
+                    module, out.hidden_states[-1][row], width, queries[index]
+                )
+    return (feats, stats) if prefix_stats else feats
+
+
+def _prefix_answer_stats(
+    module: torch.nn.Module, final: torch.Tensor, width: int, query
+) -> torch.Tensor:
+    """`answer_stats` of a left-padded follow-up query's response tokens, from its row of last
+    hidden states [W, H] (normed: the LM head's input)."""
+    answer = query.answer
+    offset = width - len(query.query_ids)
+    targets = torch.tensor(answer.input_ids[answer.answer_start :], device=final.device)
+    start = offset + answer.answer_start - 1  # the position that predicts the first response token
+    logits = module.get_output_embeddings()(final[start : start + len(targets)])
+    return answer_stats(logits, targets)
 
 
 @torch.no_grad()
@@ -225,15 +253,19 @@ class ProbeMethod(QueryMethod):
     def own_two_way_logits(
         self, qm: Any, queries: Sequence, pad_id: int, batch_size: int
     ) -> torch.Tensor:
-        """The head on the query pass's hidden state (and, when it reads them, the answer
-        signals of an answer pass over each query's prompt + response)."""
-        features = query_features(qm.module, queries, pad_id, batch_size, qm.probe.layer)
-        stats = None
-        if qm.probe.answer_signals:
-            if any(not q.answer.input_ids for q in queries):
-                raise ConfigError("this probe reads the answer signals: encode queries with_answer")
-            answers = [q.answer for q in queries]
-            stats = answers_stats(qm.module, answers, pad_id, batch_size)
+        """The head on the query pass's hidden state and, when it reads them, the answer
+        signals: from the same pass for follow-up queries (prompt + response is their prefix),
+        else from an answer pass over each query's prompt + response."""
+        layer, stats = qm.probe.layer, None
+        if not qm.probe.answer_signals:
+            features = query_features(qm.module, queries, pad_id, batch_size, layer)
+        elif all(q.suffix_ids is not None for q in queries):
+            features, stats = query_features(qm.module, queries, pad_id, batch_size, layer, True)
+        elif any(not q.answer.input_ids for q in queries):
+            raise ConfigError("this probe reads the answer signals: encode queries with_answer")
+        else:
+            features = query_features(qm.module, queries, pad_id, batch_size, layer)
+            stats = answers_stats(qm.module, [q.answer for q in queries], pad_id, batch_size)
         return qm.probe.two_way(qm.probe.inputs(features, stats)).float()
 
     def confidences_from_signals(
