@@ -104,7 +104,7 @@ class MethodCfg(Group):
 class ProbeCfg(Group):
     fit: Literal["logistic", "adamw"]
     strength_folds: Literal["auto", "entity", "domain"]
-    temperature_folds: Literal["none", "entity", "domain"]
+    temperature_folds: Literal["auto", "none", "entity", "domain"]
     answer_signals: bool
     hidden: int = NonNegInt
     dropout: float = Field(ge=0.0, lt=1.0)
@@ -113,7 +113,7 @@ class ProbeCfg(Group):
     def _logistic_is_linear(self) -> ProbeCfg:
         if self.fit == "logistic" and self.hidden:
             raise ValueError("probe.fit=logistic fits a linear head: set probe.hidden=0")
-        if self.fit == "adamw" and self.temperature_folds != "none":
+        if self.fit == "adamw" and self.temperature_folds not in ("auto", "none"):
             raise ValueError("probe.temperature_folds tempers the logistic fit: probe.fit=logistic")
         return self
 

@@ -345,6 +345,7 @@ def test_probe_method_logistic_fits_in_one_pass_and_scores_val(compose_cfg, labe
     assert manifest["fit"]["kind"] == "logistic" and manifest["steps"] == 0
     assert manifest["fit"]["inverse_l2_strength"] in PROBE_STRENGTHS
     assert manifest["fit"]["train_rows"] == 16
+    assert manifest["fit"]["strength_folds"] == manifest["fit"]["temperature_folds"]  # auto
     assert set(manifest["best"]["val_metrics"]) >= {"ece", "brier", "auroc", "val_loss"}
     head = load_probe(out / "adapter")
     assert head.hidden == 0 and head.net[-1].weight.abs().sum() > 0
@@ -411,7 +412,7 @@ def test_probe_temperature_folds_divide_the_fitted_logit_by_the_out_of_fold_temp
         overrides = [f"train.data_dir={labeled_dir}", "method=probe", f"train.output_dir={name}"]
         return run_train_stage(compose_cfg("train", [*PROBE_FAST, *overrides, *extra]))
 
-    plain = fit(str(labeled_dir.parent / "plain"))
+    plain = fit(str(labeled_dir.parent / "plain"), "probe.temperature_folds=none")
     out = fit(str(labeled_dir.parent / folds), f"probe.temperature_folds={folds}")
     train_rows = read_jsonl(labeled_dir / "train.jsonl")
     entity = [row_group(r) for r in train_rows]
@@ -490,7 +491,9 @@ def test_probe_strength_folds_domain_chooses_the_strength_on_whole_domains(
     out = run_train_stage(compose_cfg("train", [*overrides, "probe.strength_folds=domain"]))
     train_rows = [json.loads(line) for line in (labeled_dir / "train.jsonl").open()]
     assert seen == [[str(r["domain"]) for r in train_rows]] and len(set(seen[0])) > 1
-    assert json.loads((out / "manifest.json").read_text())["fit"]["strength_folds"] == "domain"
+    fit = json.loads((out / "manifest.json").read_text())["fit"]
+    # probe.temperature_folds=auto (the default) tempers on the folds the strength chose on
+    assert fit["strength_folds"] == fit["temperature_folds"] == "domain"
     # not the eval's baseline/probe fit (entity folds): the eval fits that one beside it
     assert json.loads((out / "adapter/probe_config.json").read_text())["strength_folds"] == "domain"
     assert not is_baseline_probe_fit(out / "adapter")

@@ -78,12 +78,13 @@ def train_probe(cfg: DictConfig) -> Path:
     train_rows, val_rows = common.read_training_data(cfg)
     batched = cfg.probe.fit == "adamw"  # the logistic fit takes no batches
     common.check_train_config(cfg, len(train_rows), accelerator.num_processes, batched)
-    folds = "entity"  # probe.fit=adamw chooses no strength
+    folds, temperature_folds = "entity", "none"  # probe.fit=adamw: no strength, no temperature
     if cfg.probe.fit == "logistic":
         folds = resolve_strength_folds(train_rows, cfg.probe.strength_folds)
         check_fittable(train_rows, Path(cfg.train.data_dir), folds)
         log.info("probe strength: chosen on %s folds of train", folds)
-        if cfg.probe.temperature_folds == "domain":
+        temperature_folds = resolve_temperature_folds(cfg, folds)
+        if temperature_folds == "domain":
             check_fittable(train_rows, Path(cfg.train.data_dir), "domain", "temperature_folds")
     tokenizer = load_tokenizer(cfg.model)
     query_tokens_of(tokenizer, cfg.prompt)
@@ -93,7 +94,8 @@ def train_probe(cfg: DictConfig) -> Path:
     )
     work = {"whole_query_rows": computed}
     if cfg.probe.fit == "logistic":
-        fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, train_rows, folds)
+        both = (folds, temperature_folds)
+        fields = fit_logistic(cfg, accelerator, output_dir, train_xy, val_xy, train_rows, both)
     else:
         with preemption.stop_on_signals():  # SIGUSR1/SIGTERM: checkpoint at the next step, exit 75
             fields = train_adamw(cfg, accelerator, output_dir, train_xy, val_xy)
@@ -132,19 +134,27 @@ def check_fittable(
 
 
 def fit_logistic(
-    cfg, accelerator, output_dir: Path, train_xy, val_xy, train_rows: list[dict], folds: str
+    cfg,
+    accelerator,
+    output_dir: Path,
+    train_xy,
+    val_xy,
+    train_rows: list[dict],
+    folds: tuple[str, str],
 ) -> dict:
     """probe.fit=logistic: the linear probe of calibtune.models.probe on the train features,
-    its strength chosen on `folds` (resolved probe.strength_folds) of train (rank 0; seconds),
-    its logit divided by the temperature of `out_of_fold_level`, scored on val, saved with the
-    train rows' out-of-fold confidences; the manifest fields."""
+    its strength chosen on the first of `folds` (resolved probe.strength_folds) of train (rank
+    0; seconds), its logit divided by the temperature `out_of_fold_level` fits on the second
+    (resolved probe.temperature_folds), scored on val, saved with the train rows' out-of-fold
+    confidences; the manifest fields."""
     if not accelerator.is_main_process:
         return {}
-    (x_train, y_train), (x_val, y_val) = train_xy, val_xy
+    (folds, temperature_folds), (x_train, y_train), (x_val, y_val) = folds, train_xy, val_xy
     groups = strength_groups(train_rows, folds)
     layer, signals = int(cfg.model.feature_layer), answer_signals_of(cfg)
-    head, strength = fit_probe((x_train, y_train), groups, int(cfg.seed), layer, signals)
-    oof, temperature = out_of_fold_level(cfg, x_train, y_train, train_rows, strength)
+    seed = int(cfg.seed)
+    head, strength = fit_probe((x_train, y_train), groups, seed, layer, signals)
+    oof, temperature = out_of_fold_level(train_xy, train_rows, seed, strength, temperature_folds)
     head.temper(temperature)
     with torch.no_grad():
         scores = validation_metrics(head.two_way(x_val), y_val)
@@ -159,7 +169,7 @@ def fit_logistic(
             "feature": "last_hidden_state",
             "fit": "logistic",
             "strength_folds": folds,
-            "temperature_folds": cfg.probe.temperature_folds,
+            "temperature_folds": temperature_folds,
             "temperature": temperature,
         },
     )
@@ -171,7 +181,7 @@ def fit_logistic(
             "kind": "logistic",
             "inverse_l2_strength": strength,
             "strength_folds": folds,
-            "temperature_folds": cfg.probe.temperature_folds,
+            "temperature_folds": temperature_folds,
             "temperature": temperature,
             "train_rows": len(y_train),
         },
@@ -179,16 +189,22 @@ def fit_logistic(
     }
 
 
+def resolve_temperature_folds(cfg: DictConfig, strength_folds: str) -> str:
+    """`probe.temperature_folds` as set, or for `auto` the folds the strength was chosen on
+    (`strength_folds`, resolved)."""
+    setting = str(cfg.probe.temperature_folds)
+    return strength_folds if setting == "auto" else setting
+
+
 def out_of_fold_level(
-    cfg, x: torch.Tensor, y: torch.Tensor, rows: list[dict], strength: float
+    train_xy, rows: list[dict], seed: int, strength: float, setting: str
 ) -> tuple[np.ndarray, float]:
     """Each train row's confidence from the probe refitted without its entity-group fold, and
-    the temperature the head's logit is divided by (`probe.temperature_folds`): 1 for `none`,
-    else the one that fits best the out-of-fold confidences of probes refitted at the chosen
-    `strength` without each fold of `entity` groups (rows like train's) or of whole `domain`s
-    (domains not trained on). The confidences come tempered."""
-    features, labels = x.double().numpy(), (y.numpy() >= 0.5).astype(int)
-    seed, setting = int(cfg.seed), cfg.probe.temperature_folds
+    the temperature the head's logit is divided by (resolved `probe.temperature_folds`,
+    `setting`): 1 for `none`, else the one that fits best the out-of-fold confidences of probes
+    refitted at the chosen `strength` without each fold of `entity` groups (rows like train's)
+    or of whole `domain`s (domains not trained on). The confidences come tempered."""
+    features, labels = train_xy[0].double().numpy(), (train_xy[1].numpy() >= 0.5).astype(int)
     oof = out_of_fold_probabilities(features, labels, strength_groups(rows, "entity"), seed)
     if setting == "none":
         return oof, 1.0
