@@ -118,8 +118,8 @@ def fit_linear_probe(
     sklearn fits it (L-BFGS to convergence): no learning rate or steps to tune. A given
     `strength` is fitted as it is (no folds)."""
     groups = np.asarray(groups)
-    n_groups = len(set(groups.tolist())) if strength is None else 2
-    if n_groups < 2 or np.unique(y).size < 2:
+    n_groups = len(set(groups.tolist()))
+    if (strength is None and n_groups < 2) or np.unique(y).size < 2:
         raise CalibtuneError(
             f"the linear probe needs two classes and two entity groups (got {np.unique(y).size} "
             f"class(es), {n_groups} group(s))"
