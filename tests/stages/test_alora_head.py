@@ -77,10 +77,12 @@ def test_step_zero_is_the_probe_and_the_kept_adapter_scores_as_in_training(
     compose_cfg, labeled, lr, kept
 ):
     set_val_to_train(labeled)
-    # the hidden-state probe: alora_head's head reads the hidden state alone
+    # the hidden-state probe as fitted: alora_head's head reads the hidden state alone and
+    # starts untempered
     probe_run = [
         "method=probe",
         "probe.answer_signals=false",
+        "probe.temperature_folds=none",
         f"run_dir={labeled.parent / 'probe'}",
     ]
     probe_cfg = compose_cfg("train", [f"train.data_dir={labeled}", *probe_run])

@@ -386,6 +386,26 @@ def test_probe_logistic_with_a_hidden_layer_is_refused_before_work(compose_cfg, 
         run_train_stage(compose_cfg("train", overrides))
 
 
+def test_probe_temperature_without_a_ranking_keeps_the_fitted_level(
+    compose_cfg, labeled_dir: Path, monkeypatch
+):
+    """Out-of-fold confidences that rank no better than chance (small or signal-free data) fit
+    no temperature: the run still trains, the head keeps its fitted level (temperature 1)."""
+    from calibtune.models.probe import load_probe
+    from calibtune.train import probe
+
+    def fit(name: str, *extra: str) -> Path:
+        overrides = [f"train.data_dir={labeled_dir}", "method=probe", f"train.output_dir={name}"]
+        return run_train_stage(compose_cfg("train", [*PROBE_FAST, *overrides, *extra]))
+
+    plain = fit(str(labeled_dir.parent / "plain"), "probe.temperature_folds=none")
+    monkeypatch.setattr(probe, "fold_temperature", lambda oof, y: None)
+    out = fit(str(labeled_dir.parent / "flat"), "probe.temperature_folds=entity")
+    assert json.loads((out / "manifest.json").read_text())["fit"]["temperature"] == 1.0
+    want, got = load_probe(plain / "adapter").net[-1], load_probe(out / "adapter").net[-1]
+    torch.testing.assert_close(got.weight, want.weight)
+
+
 @pytest.mark.parametrize("folds", ["entity", "domain"])
 def test_probe_temperature_folds_divide_the_fitted_logit_by_the_out_of_fold_temperature(
     compose_cfg, labeled_dir: Path, monkeypatch, folds: str

@@ -163,15 +163,17 @@ def test_the_head_reads_the_answer_signals_logits_beside_the_hidden_state(tmp_pa
 
 def test_fold_temperature_recovers_the_temperature_the_outcomes_were_drawn_at():
     """Outcomes drawn at sigmoid(z / 2) from confidences sigmoid(z): the fitted temperature is
-    2 (overconfident confidences are softened); drawn at sigmoid(z / 0.5): 0.5 (sharpened)."""
+    2 (overconfident confidences are softened); drawn at sigmoid(z / 0.5): 0.5 (sharpened);
+    confidences that rank against the outcomes get none."""
     rng = np.random.default_rng(0)
     z = rng.normal(scale=2.0, size=40_000)
     confidence = 1 / (1 + np.exp(-z))
     for true in (2.0, 0.5):
         y = (rng.uniform(size=z.size) < 1 / (1 + np.exp(-z / true))).astype(int)
         assert fold_temperature(confidence, y) == pytest.approx(true, rel=0.05)
-    with pytest.raises(CalibtuneError, match="no better than chance"):
-        fold_temperature(confidence, (z < 0).astype(int))
+    assert fold_temperature(confidence, (z < 0).astype(int)) is None  # ranks against: no fit
+    y = (rng.uniform(size=z.size) < 1 / (1 + np.exp(-z / 40))).astype(int)
+    assert fold_temperature(confidence, y) == 20.0  # near-flat: held at TEMPERATURE_RANGE's top
 
 
 def test_a_tempered_head_gives_the_tempered_confidences():

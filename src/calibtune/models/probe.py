@@ -26,6 +26,7 @@ PROBE_CONFIG = "probe_config.json"
 OUT_OF_FOLD = "oof_confidences.jsonl"  # train rows scored out of fold, beside a logistic probe
 SIGNAL_CLIP = 1e-6  # answer signals are clipped to [SIGNAL_CLIP, 1 - SIGNAL_CLIP] before the logit
 PROBE_STRENGTHS = np.logspace(-4, 1, 6)  # inverse L2 strengths the linear probe's folds choose from
+TEMPERATURE_RANGE = (0.05, 20.0)  # the probe's out-of-fold temperature is kept within these
 
 
 def signal_logits(stats: torch.Tensor) -> torch.Tensor:
@@ -171,15 +172,16 @@ def _logits(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def fold_temperature(oof: np.ndarray, y: np.ndarray) -> float:
+def fold_temperature(oof: np.ndarray, y: np.ndarray) -> float | None:
     """The temperature T whose sigmoid(logit / T) fits outcomes `y` best (log loss) given the
     out-of-fold confidences `oof`: 1 / the slope of a logistic regression of `y` on their logits
-    without intercept (sklearn fits it)."""
+    without intercept (sklearn fits it), within TEMPERATURE_RANGE; None when they rank no better
+    than chance (slope <= 0: no temperature fits)."""
     model = LogisticRegression(C=np.inf, fit_intercept=False)
     slope = model.fit(_logits(oof)[:, None], y).coef_[0, 0]
     if slope <= 0:
-        raise CalibtuneError("the probe's out-of-fold confidences rank no better than chance")
-    return float(1.0 / slope)
+        return None
+    return float(np.clip(1.0 / slope, *TEMPERATURE_RANGE))
 
 
 def tempered(p: np.ndarray, temperature: float) -> np.ndarray:

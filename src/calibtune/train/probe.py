@@ -211,6 +211,13 @@ def out_of_fold_level(
     groups = strength_groups(rows, setting)
     held_out = out_of_fold_probabilities(features, labels, groups, seed, strength)
     temperature = fold_temperature(held_out, labels)
+    if temperature is None:
+        log.warning(
+            "probe temperature: its out-of-fold confidences on %s folds of train rank "
+            "no better than chance; the head keeps its fitted level",
+            setting,
+        )
+        return oof, 1.0
     log.info("probe temperature %.3f (out of %s folds of train)", temperature, setting)
     return tempered(oof, temperature), temperature
 
