@@ -13,7 +13,8 @@ pmin); `--features` caches them (reused when it holds these sets and layers). Fo
 probe of `method=probe` (`calibtune.models.probe.fit_linear_probe`, its strength chosen on the
 folds `probe.strength_folds=auto` resolves to; the hidden state and the answer signals' logits as
 `probe.answer_signals=true`, the default, reads them; `--hidden-only`: the hidden state alone,
-`probe.answer_signals=false`) is fitted on train and scored on test and
+`probe.answer_signals=false`; without `probe.temperature_folds`'s temperature, which changes
+no ranking) is fitted on train and scored on test and
 val (ECE, AUROC, within-domain AUROC over domains with 10 rows of each grade) and on each extra
 set; `lodo` refits it on train without each fold of domains (`calibtune lodo`'s own deal of the
 train domains into `--lodo-folds` folds per seed) and scores every row of the held-out domains
@@ -152,7 +153,8 @@ def scores(probability: np.ndarray, rows: list[dict]) -> dict[str, float | None]
 
 
 def fit(x: np.ndarray, rows: list[dict], seed: int):
-    """The default probe on `x` (its strength on the folds probe.strength_folds=auto picks)."""
+    """The default probe on `x` (its strength on the folds probe.strength_folds=auto picks;
+    untempered)."""
     from calibtune.models.probe import fit_linear_probe
     from calibtune.train.features import resolve_strength_folds, strength_groups
 
