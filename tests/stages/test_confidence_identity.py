@@ -133,7 +133,7 @@ def test_a_followup_query_pass_also_gives_the_answer_signals(compose_cfg, tmp_pa
     reads the answer signals off the same forward: equal to a separate answer pass, float noise
     apart, with one forward per batch; the hidden states are the plain query pass's."""
     from calibtune.models.encoding import answers_stats
-    from calibtune.models.methods import query_features
+    from calibtune.models.methods import query_features, query_features_and_answer_stats
 
     cfg = compose_cfg("eval", ["prompt.query_style=followup"])
     tokenizer, model = load_tokenizer(cfg.model), load_model(cfg.model).eval()
@@ -145,7 +145,7 @@ def test_a_followup_query_pass_also_gives_the_answer_signals(compose_cfg, tmp_pa
     pad, layer = tokenizer.pad_token_id, int(cfg.model.feature_layer)
     forwards = []
     hook = model.register_forward_hook(lambda *_: forwards.append(1))
-    features, stats = query_features(model, queries, pad, 4, layer, prefix_stats=True)
+    features, stats = query_features_and_answer_stats(model, queries, pad, 4, layer)
     hook.remove()
     assert len(forwards) == 3  # 11 queries in batches of 4
     want = answers_stats(model, [q.answer for q in queries], pad, 4)

@@ -58,23 +58,10 @@ def alora_invocation_tokens(model) -> list[int] | None:
     return list(tokens) if tokens else None
 
 
-@torch.no_grad()
-def query_features(
-    module: torch.nn.Module,
-    queries: Sequence,
-    pad_id: int,
-    batch_size: int,
-    layer: int,
-    prefix_stats: bool = False,
-):
-    """Hidden state after `layer` (`model.feature_layer`) at each query's last token, [N, H]
-    (float32, CPU): the probe's features. Batches as `models.confidence.query_batches` (similar
-    lengths, left-padded). With `prefix_stats` (follow-up queries, whose prefix is prompt +
-    response) also the answer signals [N, 3] from the same pass: the LM head on the last
-    hidden states that predict the response tokens."""
+def _query_passes(module: torch.nn.Module, queries: Sequence, pad_id: int, batch_size: int):
+    """One forward per batch of queries (similar lengths, left-padded, as
+    `models.confidence.query_batches`): yields (row indices, padded width, hidden states)."""
     device = next(module.parameters()).device
-    feats = torch.empty(len(queries), module.config.hidden_size)
-    stats = torch.full((len(queries), 3), float("nan"), dtype=torch.float64)
     for batch in length_sorted_batches([len(q.query_ids) for q in queries], batch_size):
         padded = pad_sequences([queries[i].query_ids for i in batch], pad_id, side="left")
         out = module(
@@ -83,14 +70,35 @@ def query_features(
             logits_to_keep=1,
             use_cache=False,
         )
-        feats[batch] = last_token_state(out.hidden_states, layer).float().cpu()
-        if prefix_stats:
-            width = padded["input_ids"].shape[1]
-            for row, index in enumerate(batch):
-                stats[index] = _prefix_answer_stats(
-                    module, out.hidden_states[-1][row], width, queries[index]
-                )
-    return (feats, stats) if prefix_stats else feats
+        yield batch, padded["input_ids"].shape[1], out.hidden_states
+
+
+@torch.no_grad()
+def query_features(
+    module: torch.nn.Module, queries: Sequence, pad_id: int, batch_size: int, layer: int
+) -> torch.Tensor:
+    """Hidden state after `layer` (`model.feature_layer`) at each query's last token, [N, H]
+    (float32, CPU): the probe's features."""
+    feats = torch.empty(len(queries), module.config.hidden_size)
+    for batch, _, states in _query_passes(module, queries, pad_id, batch_size):
+        feats[batch] = last_token_state(states, layer).float().cpu()
+    return feats
+
+
+@torch.no_grad()
+def query_features_and_answer_stats(
+    module: torch.nn.Module, queries: Sequence, pad_id: int, batch_size: int, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`query_features` of follow-up queries (their prefix is prompt + response) and, from the
+    same forward, the answer signals [N, 3] (`answer_stats`): the LM head on the last hidden
+    states that predict the response tokens."""
+    feats = torch.empty(len(queries), module.config.hidden_size)
+    stats = torch.full((len(queries), 3), float("nan"), dtype=torch.float64)
+    for batch, width, states in _query_passes(module, queries, pad_id, batch_size):
+        feats[batch] = last_token_state(states, layer).float().cpu()
+        for row, index in enumerate(batch):
+            stats[index] = _prefix_answer_stats(module, states[-1][row], width, queries[index])
+    return feats, stats
 
 
 def _prefix_answer_stats(
@@ -260,7 +268,9 @@ class ProbeMethod(QueryMethod):
         if not qm.probe.answer_signals:
             features = query_features(qm.module, queries, pad_id, batch_size, layer)
         elif all(q.suffix_ids is not None for q in queries):
-            features, stats = query_features(qm.module, queries, pad_id, batch_size, layer, True)
+            features, stats = query_features_and_answer_stats(
+                qm.module, queries, pad_id, batch_size, layer
+            )
         elif any(not q.answer.input_ids for q in queries):
             raise ConfigError("this probe reads the answer signals: encode queries with_answer")
         else:
