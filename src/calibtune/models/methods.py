@@ -96,22 +96,30 @@ def query_features_and_answer_stats(
     stats = torch.full((len(queries), 3), float("nan"), dtype=torch.float64)
     for batch, width, states in _query_passes(module, queries, pad_id, batch_size):
         feats[batch] = last_token_state(states, layer).float().cpu()
-        for row, index in enumerate(batch):
-            stats[index] = _prefix_answer_stats(module, states[-1][row], width, queries[index])
+        stats[batch] = _prefix_answer_stats(module, states[-1], width, [queries[i] for i in batch])
     return feats, stats
 
 
 def _prefix_answer_stats(
-    module: torch.nn.Module, final: torch.Tensor, width: int, query
+    module: torch.nn.Module, final: torch.Tensor, width: int, queries: Sequence
 ) -> torch.Tensor:
-    """`answer_stats` of a left-padded follow-up query's response tokens, from its row of last
-    hidden states [W, H] (normed: the LM head's input)."""
-    answer = query.answer
-    offset = width - len(query.query_ids)
-    targets = torch.tensor(answer.input_ids[answer.answer_start :], device=final.device)
-    start = offset + answer.answer_start - 1  # the position that predicts the first response token
-    logits = module.get_output_embeddings()(final[start : start + len(targets)])
-    return answer_stats(logits, targets)
+    """[B, 3] `answer_stats` of left-padded follow-up queries' response tokens, from the batch's
+    last hidden states [B, W, H] (normed: the LM head's input), one LM-head call for the batch."""
+    rows, columns, targets = [], [], []
+    for row, query in enumerate(queries):
+        answer, offset = query.answer, width - len(query.query_ids)
+        response = answer.input_ids[answer.answer_start :]
+        start = offset + answer.answer_start - 1  # the position that predicts the first token
+        rows += [row] * len(response)
+        columns += range(start, start + len(response))
+        targets += response
+    owners = torch.tensor(rows, dtype=torch.long, device=final.device)
+    targets = torch.tensor(targets, dtype=torch.long, device=final.device)
+    columns = torch.tensor(columns, dtype=torch.long, device=final.device)
+    logits = module.get_output_embeddings()(final[owners, columns])
+    return torch.stack(
+        [answer_stats(logits[owners == r], targets[owners == r]) for r in range(len(queries))]
+    )
 
 
 @torch.no_grad()
