@@ -21,10 +21,22 @@ from calibtune.errors import CalibtuneError
 
 BINNINGS = ("uniform", "quantile")
 NORMS = ("l1", "l2", "max")
+LOGIT_EPS = 1e-6  # confidences are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before a logit
 
 
 class MetricError(CalibtuneError, ValueError):
     """Metric inputs that no metric can be computed on (NaN, out of range, mismatched)."""
+
+
+def logit(c: np.ndarray) -> np.ndarray:
+    """Log-odds of confidences clipped away from 0 and 1 (NaN stays NaN)."""
+    c = np.clip(np.asarray(c, dtype=np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return np.log(c) - np.log1p(-c)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function, stable for large |z|."""
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def as_inputs(c, y) -> tuple[np.ndarray, np.ndarray]:

@@ -17,13 +17,13 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from calibtune.examples import MANIFEST, read_labeled_split, row_group, split_path
+from calibtune.metrics import logit
 from calibtune.models.probe import fit_linear_probe
 
 DOMAIN_PRIOR, LOGREG, PROBE = "baseline/domain_prior", "baseline/logreg", "baseline/probe"
 TRAINED = (DOMAIN_PRIOR, LOGREG, PROBE)
 BASE_FEATURES = ("base/pavg", "base/pmin", "base/seqlogp")  # probabilities, used as they are
 FEATURE_METHODS = (*BASE_FEATURES, "base/ptrue")  # what the train rows' forward passes give
-EPS = 1e-6
 
 
 def read_train_rows(data_dir: str | Path, limit: int, seed: int) -> tuple[list[dict], str | None]:
@@ -64,12 +64,6 @@ def domain_prior(
     table = {d: float(np.mean(y_train[train_domains == d])) for d in set(train_domains.tolist())}
     overall = float(np.mean(y_train))
     return np.array([table.get(d, overall) for d in domains])
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)), with p clipped away from 0 and 1 (NaN stays NaN)."""
-    p = np.clip(p, EPS, 1.0 - EPS)
-    return np.log(p) - np.log1p(-p)
 
 
 def features(

@@ -28,11 +28,10 @@ from sklearn.model_selection import GroupKFold
 
 from calibtune.errors import ConfigError
 from calibtune.examples import group_kfold
-from calibtune.metrics import as_inputs, bin_indices
+from calibtune.metrics import LOGIT_EPS, as_inputs, bin_indices, logit, sigmoid
 from calibtune.schema import Recalibrator
 
 KINDS = get_args(Recalibrator)  # the allowed values live in calibtune.schema
-LOGIT_EPS = 1e-6
 IDENTITY_PLATT = {"kind": "platt", "a": 1.0, "b": 0.0}  # sigmoid(logit(c)) = c
 SHRINKAGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # pseudo-examples, for `auto`
 
@@ -41,17 +40,6 @@ Calibrator = Callable[[np.ndarray], np.ndarray]
 
 class CalibrationUnavailable(Exception):
     """The calibrator cannot be fitted on this data; the message says why."""
-
-
-def logit(c: np.ndarray) -> np.ndarray:
-    """Log-odds of confidences clipped away from 0 and 1."""
-    c = np.clip(np.asarray(c, dtype=np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
-    return np.log(c) - np.log1p(-c)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Logistic function, stable for large |z|."""
-    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def _binary_nll(z: np.ndarray, y: np.ndarray) -> float:

@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from calibtune.errors import CalibtuneError, InputError
 from calibtune.examples import group_kfold
+from calibtune.metrics import logit, sigmoid
 
 PROBE_WEIGHTS = "probe.safetensors"
 PROBE_CONFIG = "probe_config.json"
@@ -167,18 +168,13 @@ def out_of_fold_probabilities(
     return out
 
 
-def _logits(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, SIGNAL_CLIP, 1 - SIGNAL_CLIP)
-    return np.log(p) - np.log1p(-p)
-
-
 def fold_temperature(oof: np.ndarray, y: np.ndarray) -> float | None:
     """The temperature T whose sigmoid(logit / T) fits outcomes `y` best (log loss) given the
     out-of-fold confidences `oof`: 1 / the slope of a logistic regression of `y` on their logits
     without intercept (sklearn fits it), within TEMPERATURE_RANGE; None when they rank no better
     than chance (slope <= 0: no temperature fits)."""
     model = LogisticRegression(C=np.inf, fit_intercept=False)
-    slope = model.fit(_logits(oof)[:, None], y).coef_[0, 0]
+    slope = model.fit(logit(oof)[:, None], y).coef_[0, 0]
     if slope <= 0:
         return None
     return float(np.clip(1.0 / slope, *TEMPERATURE_RANGE))
@@ -186,7 +182,7 @@ def fold_temperature(oof: np.ndarray, y: np.ndarray) -> float | None:
 
 def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
     """Confidences `p` with their logits divided by `temperature`."""
-    return 1.0 / (1.0 + np.exp(-_logits(p) / temperature))
+    return sigmoid(logit(p) / temperature)
 
 
 def write_probe_files(head: ProbeHead, directory: Path, extra: dict) -> dict[str, tuple]:
