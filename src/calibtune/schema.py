@@ -207,6 +207,7 @@ class DomainCalibrationCfg(Group):
     shrinkage: Literal["auto"] | Annotated[float, Field(ge=0.0)] | None
     methods: list[ConfidenceMethod]
     add_train: Literal["auto"] | bool
+    unseen: Literal["identity", "global"]  # what a domain absent from val gets at serve time
 
     @model_validator(mode="after")
     def shrinkage_needs_platt(self) -> DomainCalibrationCfg:

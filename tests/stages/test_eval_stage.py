@@ -162,7 +162,9 @@ def check_production_outputs(out: Path, metrics: dict, fitted: dict, predictions
     raw = np.array([p["tuned/ptrue"] for p in predictions])
     by_domain = calibrator_from_params(per_domain)(raw, domains)
     assert by_domain == pytest.approx([p["tuned/ptrue+per_domain"] for p in predictions])
-    assert not np.allclose(by_domain, calibrator_from_params(per_domain)(raw))  # global map
+    assert not np.allclose(by_domain, raw)
+    assert per_domain["unseen"] == "identity"  # a domain val never saw keeps its confidence
+    assert calibrator_from_params(per_domain)(raw, ["new"] * raw.size) == pytest.approx(raw)
     block = metrics["per_domain_calibration"]
     assert block["method"] == "tuned/ptrue" and set(block["domains"]) == set(domains)
     mean = block["mean_domain_ece"]["per_domain"]

@@ -135,6 +135,32 @@ def test_per_domain_calibrators_fix_domain_offsets_and_fall_back_for_small_domai
     assert unseen == pytest.approx(global_map[:5])
 
 
+@pytest.mark.parametrize("shrinkage", [None, "auto"])
+def test_unseen_identity_keeps_the_confidence_of_domains_the_maps_never_saw(shrinkage):
+    from calibtune.eval.recalibrate import fit_domain_calibrators
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    domains = rng.choice(["easy", "hard", "tiny"], size=n, p=[0.49, 0.49, 0.02])
+    c = rng.uniform(0.05, 0.95, n)
+    y = (rng.uniform(size=n) < np.clip(c - 0.2, 0, 1)).astype(float)  # every seen domain too high
+    groups = np.arange(n) % 50
+    params = fit_domain_calibrators(
+        "platt", c, y, domains, 100, shrinkage=shrinkage, groups=groups, unseen="identity"
+    )
+    apply = calibrator_from_params(json.loads(json.dumps(params)))
+    global_map = apply_calibrator(params["global"], c)
+    assert not np.allclose(global_map, c)
+    assert apply(c[:5], ["new", None, "other", "", "new"]) == pytest.approx(c[:5])
+    assert apply(c[:5]) == pytest.approx(c[:5])  # no domains at all: nothing seen either
+    tiny = domains == "tiny"  # seen, too few rows for its own map: the global map
+    tiny_map = params["global"] if shrinkage is None else params["domains"]["tiny"]
+    assert apply(c[tiny], domains[tiny]) == pytest.approx(apply_calibrator(tiny_map, c[tiny]))
+    assert not np.allclose(apply(c[tiny], domains[tiny]), c[tiny])
+    easy = domains == "easy"
+    assert np.mean(apply(c[easy], domains[easy])) < np.mean(c[easy]) - 0.1
+
+
 def test_shrunk_domain_maps_move_small_domains_less_and_auto_picks_on_held_out_folds():
     from calibtune.eval.recalibrate import SHRINKAGE_GRID, fit_domain_calibrators
 

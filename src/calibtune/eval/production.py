@@ -30,13 +30,15 @@ def main_method(confidences: dict) -> str:
 
 
 def domain_map_settings(cfg) -> dict:
-    """`fit_domain_calibrators`' kind, min_count, n_bins and shrinkage from the eval config."""
+    """`fit_domain_calibrators`' kind, min_count, n_bins, shrinkage and unseen from the eval
+    config."""
     maps = cfg.eval.domain_calibration
     return {
         "kind": maps.kind,
         "min_count": maps.min_count,
         "n_bins": cfg.eval.n_bins,
         "shrinkage": maps.shrinkage,
+        "unseen": maps.unseen,
     }
 
 

@@ -7,7 +7,8 @@ pickles. A calibrator that cannot be fitted on the given data raises `Calibratio
 with the reason; the report then shows the method as n/a.
 
 Per-domain calibrators (`fit_domain_calibrators`, kind `per_domain`) hold one map per domain
-plus the global one; unknown domains at serve time get the global map. Two ways to keep a small
+plus the global one; a domain the maps were not fitted on (at serve time) gets the global map,
+or with `unseen: identity` keeps its confidence. Two ways to keep a small
 domain's map from fitting noise: without shrinkage, a domain with fewer than `min_count` val
 examples (or a single outcome class) uses the global map, because there a per-domain fit's
 variance outweighs the bias it removes; with shrinkage (Platt only), every domain's (a, b) is
@@ -195,9 +196,11 @@ def fit_domain_calibrators(
     shrinkage: float | str | None = None,
     groups=None,
     prior_strength: float = 0.0,
+    unseen: str = "global",
 ) -> dict:
     """One calibrator `kind` per domain, plus the global map (each pulled toward the identity
-    with `prior_strength`, as `fit_calibrator`).
+    with `prior_strength`, as `fit_calibrator`); `unseen` ("global" or "identity") is what a
+    domain absent from these rows gets when applied (`apply_domain_calibrators`).
 
     Without `shrinkage`: domains with >= `min_count` val examples get their own fit, the others
     (or those whose fit is unavailable) fall back to the global map, the reason kept under
@@ -208,8 +211,10 @@ def fit_domain_calibrators(
     if domains.shape != c.shape:
         raise ConfigError(f"{domains.size} domains for {c.size} confidences")
     if shrinkage is not None:
-        return fit_shrunk_domain_maps(c, y, domains, shrinkage, groups, min_count)
+        fitted = fit_shrunk_domain_maps(c, y, domains, shrinkage, groups, min_count)
+        return {**fitted, "unseen": unseen}
     fitted = {"kind": "per_domain", "base_kind": kind, "min_count": int(min_count)}
+    fitted["unseen"] = unseen
     fitted["global"] = fit_calibrator(kind, c, y, n_bins, prior_strength)
     fitted["domains"], fitted["fallback"], fitted["n_val"] = {}, {}, {}
     for domain in sorted(set(domains.tolist())):
@@ -348,14 +353,19 @@ def log_loss(p, y) -> float:
 
 
 def apply_domain_calibrators(params: dict, c, domains=None) -> np.ndarray:
-    """Per-domain recalibration: each domain's map, the global map for unknown/None domains."""
+    """Per-domain recalibration: each domain's map; for a domain the maps were not fitted on (or
+    None, or no domains) the global map, or with `unseen: identity` the confidence unchanged."""
     c = np.asarray(c, dtype=np.float64)
+    keep_unseen = params.get("unseen", "global") == "identity"
     out = apply_calibrator(params["global"], c)
     if domains is None:
-        return out
+        return c.copy() if keep_unseen else out
     domains = np.asarray([str(d) if d is not None else "" for d in domains])
     if domains.shape != c.shape:
         raise ConfigError(f"{domains.size} domains for {c.size} confidences")
+    if keep_unseen:
+        seen = np.isin(domains, [*params["domains"], *params.get("n_val", {})])
+        out = np.where(seen, out, c)
     for domain, domain_params in params["domains"].items():
         index = domains == domain
         if index.any():

@@ -9,7 +9,8 @@ The confidence is the eval stage's tuned `ptrue`: `calibtune.models.confidence` 
 query and runs the same passes as eval and train validation (same batching by length), so with
 the same batch size the numbers are bit-identical to eval's; every row carries explicit position
 ids, so another batch size changes them only by rounding. Then the post-hoc calibrator, if any
-(per-domain maps when the rows carry a `domain`; the global map for unknown domains), and the
+(per-domain maps when the rows carry a `domain`; for a domain val never saw, the global map or,
+with the eval's `domain_calibration.unseen: identity`, the raw confidence), and the
 eval stage's answer / retrieve / escalate policy when there is one (`Scorer.decide`).
 """
 
@@ -212,7 +213,7 @@ class Scorer:
 
     def calibrate(self, raw: np.ndarray, domains: Sequence[str | None] | None = None) -> np.ndarray:
         """Apply the post-hoc calibrator (identity when there is none); with `domains`, each
-        domain's map (the global map for domains the calibrator has not seen)."""
+        domain's map (for domains the calibrator has not seen, what its `unseen` says)."""
         if self.calibrator is None:
             return raw
         calibrated = self.calibrator(raw) if domains is None else self.calibrator(raw, domains)
