@@ -439,8 +439,11 @@ def test_probe_temperature_folds_divide_the_fitted_logit_by_the_out_of_fold_temp
     domain = [str(r["domain"]) for r in train_rows]
     fit = json.loads((out / "manifest.json").read_text())["fit"]
     temperature, strength = fit["temperature"], fit["inverse_l2_strength"]
-    # the file's folds (each choosing its strength), then the temperature's at the chosen one
-    assert calls == [(entity,), (entity,), (entity if folds == "entity" else domain, strength)]
+    # entity folds at the chosen strength (the file; with entity also the temperature's), then
+    # for domain the temperature's folds at the chosen strength; the untempered run the same
+    plain_strength = json.loads((plain / "manifest.json").read_text())["fit"]["inverse_l2_strength"]
+    want = [(entity, plain_strength), (entity, strength)]
+    assert calls == (want if folds == "entity" else [*want, (domain, strength)])
     config = json.loads((out / "adapter/probe_config.json").read_text())
     assert config["temperature"] == temperature and config["temperature_folds"] == folds
     assert abs(temperature - 1) > 1e-3 and not is_baseline_probe_fit(out / "adapter")

@@ -69,14 +69,17 @@ def test_out_of_fold_probabilities_come_from_probes_that_never_saw_the_rows_grou
 
     x, y, groups = make_data()
     groups = np.asarray(groups)
-    out = out_of_fold_probabilities(x, y, groups, seed=0)
+    head, strength = fit_linear_probe(x, y, groups, seed=0)
+    out = out_of_fold_probabilities(x, y, groups, 0, strength)
     folds = list(group_kfold(groups).split(x, y, groups))
     assert len(folds) == 5
     fit_rows, held = folds[2]
     assert not set(groups[fit_rows]) & set(groups[held])
-    fold_probe, _ = fit_linear_probe(x[fit_rows], y[fit_rows], groups[fit_rows], seed=0)
+    fold_probe, _ = fit_linear_probe(
+        x[fit_rows], y[fit_rows], groups[fit_rows], 0, strength=strength
+    )
     np.testing.assert_allclose(out[held], fold_probe.probability(x[held]))
-    in_sample = fit_linear_probe(x, y, groups, seed=0)[0].probability(x)
+    in_sample = head.probability(x)
     assert np.abs(out - in_sample).max() > 0.01  # not the in-sample fit
     assert np.corrcoef(out, in_sample)[0, 1] > 0.9  # but the same kind of confidence
 

@@ -152,13 +152,12 @@ def fit_linear_probe(
 
 
 def out_of_fold_probabilities(
-    x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int, strength: float | None = None
+    x: np.ndarray, y: np.ndarray, groups: Sequence[str], seed: int, strength: float
 ) -> np.ndarray:
-    """P(correct) of each training row from a linear probe fitted (as `fit_linear_probe`) on the
-    other entity-group folds: confidences of the fitted probe's kind on rows it never saw, which
-    can join val in fitting calibration maps (as sklearn's CalibratedClassifierCV(ensemble=False)
-    scores its calibration rows). Each fold's probe chooses its strength on its own folds, or
-    is fitted at `strength`."""
+    """P(correct) of each training row from a linear probe fitted at `strength` (the one chosen
+    for the head) on the other folds of `groups`: confidences of the head's kind and level on
+    rows it never saw, which can join val in fitting calibration maps (as sklearn's
+    CalibratedClassifierCV(ensemble=False) scores its calibration rows) and fit its temperature."""
     groups = np.asarray(groups)
     out = np.empty(len(y))
     for fit_rows, held_out in group_kfold(groups).split(x, y, groups):

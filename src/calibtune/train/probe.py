@@ -199,17 +199,22 @@ def resolve_temperature_folds(cfg: DictConfig, strength_folds: str) -> str:
 def out_of_fold_level(
     train_xy, rows: list[dict], seed: int, strength: float, setting: str
 ) -> tuple[np.ndarray, float]:
-    """Each train row's confidence from the probe refitted without its entity-group fold, and
-    the temperature the head's logit is divided by (resolved `probe.temperature_folds`,
-    `setting`): 1 for `none`, else the one that fits best the out-of-fold confidences of probes
-    refitted at the chosen `strength` without each fold of `entity` groups (rows like train's)
-    or of whole `domain`s (domains not trained on). The confidences come tempered."""
+    """Each train row's confidence from the probe refitted at the chosen `strength` without its
+    entity-group fold (the head's kind and level on rows it never saw), and the temperature the
+    head's logit is divided by (resolved `probe.temperature_folds`, `setting`): 1 for `none`,
+    else the one that fits best the out-of-fold confidences of probes refitted at `strength`
+    without each fold of `entity` groups (rows like train's: the same pass) or of whole
+    `domain`s (domains not trained on). The confidences come tempered."""
     features, labels = train_xy[0].double().numpy(), (train_xy[1].numpy() >= 0.5).astype(int)
-    oof = out_of_fold_probabilities(features, labels, strength_groups(rows, "entity"), seed)
+    oof = out_of_fold_probabilities(
+        features, labels, strength_groups(rows, "entity"), seed, strength
+    )
     if setting == "none":
         return oof, 1.0
-    groups = strength_groups(rows, setting)
-    held_out = out_of_fold_probabilities(features, labels, groups, seed, strength)
+    held_out = oof
+    if setting == "domain":
+        groups = strength_groups(rows, setting)
+        held_out = out_of_fold_probabilities(features, labels, groups, seed, strength)
     temperature = fold_temperature(held_out, labels)
     if temperature is None:
         log.warning(
