@@ -153,8 +153,11 @@ Calibrated confidences (the query prompt and calibrator in `{SERVE_CONFIG}` appl
 ```python
 import calibtune
 scorer = calibtune.Scorer.from_pretrained("<this dir>")
-scorer.score(["What is the capital of France?"], ["Paris"])
+scorer.score(["What is the capital of France?"], ["Paris"], domains=["capitals"])
 ```
+
+With `domains`, a row of a domain the eval fitted a map for gets that map; other rows (and calls
+without `domains`) get what the calibrator's `unseen` says (docs/production.md §1).
 
 Uncertainty query: `{query}` (answer words
 `{serve_config["prompt"]["query_yes"]}` / `{serve_config["prompt"]["query_no"]}`).
