@@ -153,7 +153,9 @@ Calibrated confidences (the query prompt and calibrator in `{SERVE_CONFIG}` appl
 ```python
 import calibtune
 scorer = calibtune.Scorer.from_pretrained("<this dir>")
-scorer.score(["What is the capital of France?"], ["Paris"], domains=["capitals"])
+questions = ["What is the capital of France?"]
+answers = scorer.answer(questions)  # the model's own answers: the confidence is about those
+scorer.score(questions, answers, domains=["capitals"])
 ```
 
 With `domains`, a row of a domain the eval fitted a map for gets that map; other rows (and calls
