@@ -4,12 +4,13 @@ a Markdown table (mean ± sd over seeds) and plot AUROC and ECE against N.
 
     .venv/bin/python benchmarks/bench_label_scaling.py <labeled data dir> --out <dir>
         [--methods probe alora_head] [--sizes 1000 2500 5000 10000] [--seeds 0 1 2]
-        [--split test] [--plot label_scaling.png] [--overrides key=value ...]
+        [--split test] [--plot label_scaling.png] [--overrides key=value ...] [--finished-only]
 
 Each (method, N, seed) trains into <out>/<method>-n<N>-s<seed>/train and evaluates into its
 eval/ with the eval's defaults less verbalized confidence (`eval.verbalized.enabled=false`);
 a run whose eval/metrics.json exists is reused, so an interrupted scan picks up where it
-stopped. The labeled set is any data stage output (e.g. `calibtune data run_dir=outputs/scale
+stopped; `--finished-only` trains nothing and reports the finished runs alone (a method scanned
+on fewer seeds or sizes than another, in one table and plot). The labeled set is any data stage output (e.g. `calibtune data run_dir=outputs/scale
 data.n_examples=11500 data.val_size=500 data.test_size=1000`); sizes larger than its train
 split are skipped with a note. `--overrides` are Hydra overrides for both stages (e.g.
 `optim.lr=1e-4`). The figures are `tuned/ptrue`'s, scored from the predictions as `calibtune results` scores
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--overrides", nargs="+", default=[], help="Hydra overrides for train and eval"
     )
+    parser.add_argument(
+        "--finished-only", action="store_true", help="train nothing: report finished runs"
+    )
     return parser.parse_args(argv)
 
 
@@ -49,8 +53,9 @@ def train_rows(data_dir: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-def run_one(args: argparse.Namespace, method: str, size: int, seed: int) -> Path:
-    """Train and evaluate one (method, N, seed) unless its eval already finished; its eval dir."""
+def run_one(args: argparse.Namespace, method: str, size: int, seed: int) -> Path | None:
+    """Train and evaluate one (method, N, seed) unless its eval already finished; its eval dir
+    (None: not finished, with --finished-only)."""
     from calibtune.config import compose
     from calibtune.eval.stage import run_eval_stage
     from calibtune.train.recipe import run_train_stage
@@ -59,6 +64,8 @@ def run_one(args: argparse.Namespace, method: str, size: int, seed: int) -> Path
     eval_dir = run_dir / "eval"
     if (eval_dir / "metrics.json").is_file():
         return eval_dir
+    if args.finished_only:
+        return None
     shared = [f"run_dir={run_dir}", f"seed={seed}", f"method={method}", *args.overrides]
     train = [
         f"train.data_dir={args.data_dir}",
@@ -154,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             for seed in args.seeds:
                 eval_dir = run_one(args, method, size, seed)
+                if eval_dir is None:
+                    continue
                 figures.setdefault((method, size), []).append(split_figures(eval_dir, args.split))
     summary = summarise(figures)
     print(table(summary, args.split))

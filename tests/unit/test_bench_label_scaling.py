@@ -50,3 +50,8 @@ def test_scan_trains_each_size_and_seed_then_reuses_them(bench, tiny_model_dir, 
     made = (out / "probe-n16-s0/eval/metrics.json").stat().st_mtime_ns
     again = bench.main([*argv, "--overrides", *overrides, *EVAL_SMALL])
     assert again == summary and (out / "probe-n16-s0/eval/metrics.json").stat().st_mtime_ns == made
+    # --finished-only: the finished runs alone, nothing trained (seed 2 and N = 20 never ran)
+    only = [str(labeled), "--out", str(out), "--sizes", "16", "20", "--seeds", "0", "2"]
+    reported = bench.main([*only, "--finished-only", "--overrides", *overrides])
+    assert set(reported) == {("probe", 16)} and reported[("probe", 16)]["seeds"] == 1
+    assert not (out / "probe-n20-s0").exists() and not (out / "probe-n16-s2").exists()
