@@ -161,6 +161,23 @@ def test_unseen_identity_keeps_the_confidence_of_domains_the_maps_never_saw(shri
     assert np.mean(apply(c[easy], domains[easy])) < np.mean(c[easy]) - 0.1
 
 
+def test_rows_without_a_domain_get_the_map_fitted_on_rows_without_one():
+    from calibtune.eval.recalibrate import fit_domain_calibrators
+
+    rng = np.random.default_rng(2)
+    n = 1000
+    domains = np.where(np.arange(n) % 2 == 0, None, "named").astype(object)
+    c = rng.uniform(0.05, 0.95, n)
+    y = (rng.uniform(size=n) < np.clip(c - 0.3 * (domains == None), 0, 1)).astype(float)  # noqa: E711
+    params = fit_domain_calibrators("platt", c, y, domains, 100, unseen="identity")
+    assert set(params["domains"]) == {"", "named"}
+    apply = calibrator_from_params(json.loads(json.dumps(params)))
+    missing = domains == None  # noqa: E711
+    expected = apply_calibrator(params["domains"][""], c[missing])
+    assert apply(c[missing], [None] * int(missing.sum())) == pytest.approx(expected)
+    assert not np.allclose(expected, c[missing])
+
+
 def test_shrunk_domain_maps_move_small_domains_less_and_auto_picks_on_held_out_folds():
     from calibtune.eval.recalibrate import SHRINKAGE_GRID, fit_domain_calibrators
 

@@ -186,6 +186,15 @@ def fit_calibrator(kind: str, c, y, n_bins: int = 15, prior_strength: float = 0.
     return fit_histogram(c, y, n_bins)
 
 
+def domain_names(domains, c: np.ndarray) -> np.ndarray:
+    """The per-domain maps' keys for `domains`, one per confidence in `c`: each domain as a
+    string, a missing one (None) as "" at fit and apply time alike."""
+    names = np.asarray(["" if d is None else str(d) for d in domains])
+    if names.shape != c.shape:
+        raise ConfigError(f"{names.size} domains for {c.size} confidences")
+    return names
+
+
 def fit_domain_calibrators(
     kind: str,
     c,
@@ -207,14 +216,18 @@ def fit_domain_calibrators(
     `fallback`. With `shrinkage` (a strength, or "auto": chosen on folds of `groups`): every
     domain gets a Platt map pulled toward the global one (see the module docstring)."""
     c, y = as_inputs(c, y)
-    domains = np.asarray([str(d) for d in domains])
-    if domains.shape != c.shape:
-        raise ConfigError(f"{domains.size} domains for {c.size} confidences")
+    domains = domain_names(domains, c)
     if shrinkage is not None:
-        fitted = fit_shrunk_domain_maps(c, y, domains, shrinkage, groups, min_count)
-        return {**fitted, "unseen": unseen}
-    fitted = {"kind": "per_domain", "base_kind": kind, "min_count": int(min_count)}
-    fitted["unseen"] = unseen
+        return {
+            **fit_shrunk_domain_maps(c, y, domains, shrinkage, groups, min_count),
+            "unseen": unseen,
+        }
+    fitted = {
+        "kind": "per_domain",
+        "base_kind": kind,
+        "min_count": int(min_count),
+        "unseen": unseen,
+    }
     fitted["global"] = fit_calibrator(kind, c, y, n_bins, prior_strength)
     fitted["domains"], fitted["fallback"], fitted["n_val"] = {}, {}, {}
     for domain in sorted(set(domains.tolist())):
@@ -316,7 +329,7 @@ def cross_fitted_domain_confidences(
     rows (the decision policy's thresholds) then never thresholds maps fitted on its own rows,
     which makes its val risk optimistic (docs/production.md)."""
     c, y = as_inputs(c, y)
-    domains = np.asarray([str(d) for d in domains])
+    domains = domain_names(domains, c)
     groups = np.asarray([str(g) for g in groups])
     add = {"c": c[:0], "y": y[:0], "domain": domains[:0], "group": groups[:0]}
     if extra is not None:
@@ -360,9 +373,7 @@ def apply_domain_calibrators(params: dict, c, domains=None) -> np.ndarray:
     out = apply_calibrator(params["global"], c)
     if domains is None:
         return c.copy() if keep_unseen else out
-    domains = np.asarray([str(d) if d is not None else "" for d in domains])
-    if domains.shape != c.shape:
-        raise ConfigError(f"{domains.size} domains for {c.size} confidences")
+    domains = domain_names(domains, c)
     if keep_unseen:
         seen = np.isin(domains, [*params["domains"], *params.get("n_val", {})])
         out = np.where(seen, out, c)
