@@ -122,6 +122,21 @@ def test_one_run_prints_methods_side_by_side_with_deltas(tmp_path, capsys):
     assert f"test, n = 180 ({groups} entity groups), accuracy {m['accuracy']:.3f}" in out
 
 
+def test_what_the_export_serves_is_shown_on_test_when_the_eval_scored_it(tmp_path, capsys):
+    written = write_eval(tmp_path / "run" / "eval", seed=4)
+    m = written["metrics"]
+    rows, test = written["test"]
+    y = np.array([r["correct"] for r in rows])
+    served = np.clip(test["tuned/ptrue"] * 0.9 + 0.02, 0, 1)  # any other confidence
+    m["methods"][results.SERVED] = scoring.score_method(served, y, N_BINS)
+    write_json_atomic(tmp_path / "run" / "eval" / "metrics.json", m)
+    out = run(capsys, str(tmp_path / "run"))
+    assert row(out, "test")[-2:] == ["tuned/ptrue", results.SERVED]
+    assert row(out, "ECE")[-1] == f"{metrics.ece(served, y, n_bins=N_BINS):.3f}"
+    assert results.SERVED_NOTE in out
+    assert results.SERVED not in run(capsys, str(tmp_path / "run"), "--split", "val")
+
+
 def test_seeds_give_mean_and_sd_per_method(tmp_path, capsys):
     seeds = [write_eval(tmp_path / f"s{k}" / "eval", seed=k)["metrics"] for k in range(3)]
     out = run(capsys, *(str(tmp_path / f"s{k}") for k in range(3)))

@@ -28,6 +28,12 @@ from calibtune.io import read_jsonl
 from calibtune.launch.aggregate import aggregate, find_eval_metrics, headline_numbers
 
 METHODS = ("base/ptrue", "base/pmin", "baseline/logreg", "baseline/probe", "tuned/ptrue")
+SERVED = "tuned/ptrue+per_domain"  # what the default export serves (docs/production.md §1)
+SERVED_NOTE = (
+    f"{SERVED}: what `calibtune score` serves with the default export, tuned/ptrue through "
+    "each training domain's map fitted on val (and out-of-fold train rows when they help); "
+    "a domain val never saw keeps tuned/ptrue."
+)
 DOMAIN_METHODS = ("base/ptrue", "tuned/ptrue")
 ROWS = {"ece": "ECE", "auroc": "AUROC", "auroc_within": "AUROC within domains", "brier": "Brier"}
 DEFAULT_MIN_PER_CLASS = 10  # eval.within_min_per_class's default
@@ -102,13 +108,15 @@ def split_metrics(
     return {**metrics, "methods": merged}
 
 
-def methods_shown(runs: list[dict], chosen: Sequence[str] | None) -> list[str]:
+def methods_shown(runs: list[dict], chosen: Sequence[str] | None, split: str) -> list[str]:
     """The chosen methods, else the default ones any run has figures for plus each run's best
-    baseline on val, the tuned model last."""
+    baseline on val, the tuned model, and on test what the default export serves (SERVED; on
+    val its maps were fitted on the rows scored)."""
     if chosen:
         return list(chosen)
     best = [(m.get("deltas_vs_best_baseline") or {}).get("baseline") for m in runs]
     names = [m for m in METHODS if m != "tuned/ptrue"] + [b for b in best if b] + ["tuned/ptrue"]
+    names += [SERVED] if split == "test" else []
     names = list(dict.fromkeys(names))
     return [
         n for n in names if any(headline_numbers(m, [n]).get(f"{n}/ece") is not None for m in runs)
@@ -252,15 +260,17 @@ def per_domain_table(runs: list[tuple[str, dict]], methods: list[str]) -> str:
 def render(args: argparse.Namespace) -> str:
     """The Markdown for the dirs and options of `args`."""
     loaded = load_runs(args.dirs)
-    methods = methods_shown([m for _, _, m in loaded], args.methods)
+    methods = methods_shown([m for _, _, m in loaded], args.methods, args.split)
     if args.per_domain:
         methods = list(args.methods or DOMAIN_METHODS)
     runs = [(name, split_metrics(d, m, args, methods)) for name, d, m in loaded]
     if args.per_domain:
         return per_domain_table(runs, methods)
     if len(runs) == 1:
-        return one_run(runs[0][0], runs[0][1], methods, args.split)
-    return several_runs(runs, methods, args.split)
+        text = one_run(*runs[0], methods, args.split)
+    else:
+        text = several_runs(runs, methods, args.split)
+    return text + (f"\n\n{SERVED_NOTE}" if SERVED in methods else "")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
