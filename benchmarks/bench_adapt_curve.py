@@ -22,11 +22,16 @@ user's k labels may land. The `adapt` row is what `calibtune adapt` leaves with
 the given settings (its defaults: adapt.family platt, prior_strength 10, write always): the
 `--adapt-family` map pulled toward the identity with `--prior-strength`, everywhere
 (`--adapt-write always`) or only where its 5-fold cross-fitted Brier on the k rows beats no map
-(`better`), else the confidence as it is. The family rows fit without a pull. The `floor` row is the ECE a perfectly calibrated confidence would show
+(`better`), else the confidence as it is. The family rows fit without a pull. The `oracle` row
+is a Platt map fitted on the held-out rows themselves and scored on them: the best any global
+two-parameter map could do there, whatever k. The `floor` row is the ECE a perfectly calibrated confidence would show
 on the same held-out rows: the adapted (Platt, else the first family's) confidences scored against
 outcomes drawn from them: the part of a figure that is the held-out sample's own noise (a
-15-bin ECE of about 100 rows is far from 0 even when nothing is wrong). Prints a Markdown table
-per target (and the mean over targets) with each figure's ratio to no adaptation.
+15-bin ECE of about 100 rows is far from 0 even when nothing is wrong). Beside them, the level
+each side knows: |mean confidence - accuracy| of the held-out rows as they are, and |accuracy of
+the k rows - accuracy of the held-out rows|, what a map fitted on the k rows learns the level
+from. Prints a Markdown table per target (and the mean over targets) with each figure's ratio to
+no adaptation.
 """
 
 from __future__ import annotations
@@ -40,7 +45,14 @@ KS = (25, 50, 100, 200, 400)
 FAMILIES = ("temperature", "platt", "isotonic", "beta")
 NONE = "none"
 FLOOR = "floor"
+ORACLE = "oracle"
 GUARDED = "adapt"  # what `calibtune adapt` ships with the --adapt-* settings
+LEVEL_GAPS = ("as_is", "k_labels")  # the held-out level error as it is; the k rows' accuracy's
+
+
+def row_names(families) -> tuple[str, ...]:
+    """The table's maps, in order: none, each family, adapt, oracle, floor."""
+    return (NONE, *families, GUARDED, ORACLE, FLOOR)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,6 +146,11 @@ def one_draw(target: dict, k: int, args: argparse.Namespace, rng) -> dict | None
         except CalibrationUnavailable:
             scores[family] = (c[held], True)  # one outcome in the k rows: nothing to fit
     scores[GUARDED] = guarded(target, fit, held, args)
+    try:  # the held-out rows' own Platt map, scored on them
+        oracle = fit_calibrator("platt", c[held], y[held], args.n_bins)
+        scores[ORACLE] = (np.clip(apply_calibrator(oracle, c[held]), 0.0, 1.0), False)
+    except CalibrationUnavailable:
+        scores[ORACLE] = (c[held], True)
     figures = {
         name: {
             "ece": metrics.ece(p, y[held], args.n_bins),
@@ -148,6 +165,10 @@ def one_draw(target: dict, k: int, args: argparse.Namespace, rng) -> dict | None
         "ece": metrics.ece(adapted, drawn, args.n_bins),
         "brier": metrics.brier(adapted, drawn),
         "unfitted": False,
+    }
+    figures["level"] = {
+        "as_is": abs(float(c[held].mean() - y[held].mean())),
+        "k_labels": abs(float(y[fit].mean() - y[held].mean())),
     }
     return figures
 
@@ -211,7 +232,8 @@ def curve(target: dict, args: argparse.Namespace) -> dict:
             out[k] = {"reason": f"{target['y'].size} rows leave fewer than {args.min_held_out} out"}
             continue
         out[k] = {"draws": len(draws)}
-        for name in (NONE, *args.families, GUARDED, FLOOR):
+        out[k]["level"] = {g: float(np.mean([d["level"][g] for d in draws])) for g in LEVEL_GAPS}
+        for name in row_names(args.families):
             out[k][name] = {
                 metric: summarise(
                     [d[name][metric] for d in draws], [d[NONE][metric] for d in draws]
@@ -241,12 +263,27 @@ def table(figures: dict, families) -> str:
         if "reason" in entry:
             lines.append(f"| {k} | - | n/a: {entry['reason']} | | | | | |")
             continue
-        for name in (NONE, *families, GUARDED, FLOOR):
+        for name in row_names(families):
             e, b = entry[name]["ece"], entry[name]["brier"]
             lines.append(
                 f"| {k} | {name} | {cell(e)} | {ratio(e)} | {cell(b)} | {ratio(b)} "
                 f"| {cell(e['minus_none'])} | {entry[name]['one_class_draws']}/{entry['draws']} |"
             )
+    return "\n".join(lines + ["", level_table({k: [e] for k, e in figures.items()})])
+
+
+def level_table(measured: dict[int, list[dict]]) -> str:
+    """Markdown: per k, the mean over draws (and targets) of the held-out level error as it is
+    and of the k rows' accuracy against the held-out rows' (`level` of each k's figures)."""
+    lines = [
+        "| k | level error as it is | k labels' accuracy - held-out accuracy |",
+        "|---|---|---|",
+    ]
+    for k, entries in measured.items():
+        entries = [e for e in entries if "reason" not in e]
+        if entries:
+            gaps = [np.mean([e["level"][g] for e in entries]) for g in LEVEL_GAPS]
+            lines.append(f"| {k} | {gaps[0]:.4f} | {gaps[1]:.4f} |")
     return "\n".join(lines)
 
 
@@ -259,7 +296,7 @@ def mean_over_targets(results: dict, args: argparse.Namespace) -> str:
         measured = [f[k] for f in results.values() if "reason" not in f[k]]
         if not measured:
             continue
-        for name in (NONE, *args.families, GUARDED, FLOOR):
+        for name in row_names(args.families):
             means = {m: np.mean([f[name][m]["mean"] for f in measured]) for m in ("ece", "brier")}
             none = {m: np.mean([f[NONE][m]["mean"] for f in measured]) for m in ("ece", "brier")}
             lines.append(
@@ -267,7 +304,8 @@ def mean_over_targets(results: dict, args: argparse.Namespace) -> str:
                 f"{means['ece'] / none['ece']:.2f} | {means['brier']:.4f} | "
                 f"{means['brier'] / none['brier']:.2f} |"
             )
-    return "\n".join(lines)
+    levels = {k: [f[k] for f in results.values()] for k in args.ks}
+    return "\n".join([*lines, "", level_table(levels)])
 
 
 def main(argv: list[str] | None = None) -> dict:

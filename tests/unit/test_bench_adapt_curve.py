@@ -140,3 +140,16 @@ def test_the_adapt_row_keeps_a_calibrated_confidence_and_fixes_a_shifted_one(ben
         assert moved["adapt"]["ece"]["mean"] < moved["none"]["ece"]["mean"] / 2
         kept = results[str(calibrated)][100]
         assert kept["adapt"]["ece"]["mean"] <= kept["platt"]["ece"]["mean"] + 1e-12
+
+
+def test_oracle_row_and_level_errors(bench, tmp_path, capsys):
+    """The oracle (a Platt map fitted on the held-out rows themselves) fixes a shifted level on
+    them; the level the k rows' accuracy gives gets nearer the held-out rows' as k grows, while
+    the confidence's own level error stays what the shift makes it."""
+    target = write_target(tmp_path / "shifted.jsonl", 400, seed=6)
+    results = bench.main([str(target), "--ks", "25", "400", "--draws", "8", "--families", "platt"])
+    small, large = results[str(target)][25], results[str(target)][400]
+    assert large["oracle"]["ece"]["mean"] < large["none"]["ece"]["mean"] / 2
+    assert large["level"]["k_labels"] < small["level"]["k_labels"]
+    assert small["level"]["as_is"] > 0.15 and large["level"]["as_is"] > 0.15
+    assert "| k | level error as it is |" in capsys.readouterr().out
