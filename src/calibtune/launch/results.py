@@ -30,9 +30,9 @@ from calibtune.launch.aggregate import aggregate, find_eval_metrics, headline_nu
 METHODS = ("base/ptrue", "base/pmin", "baseline/logreg", "baseline/probe", "tuned/ptrue")
 SERVED = "tuned/ptrue+per_domain"  # what the default export serves (docs/production.md §1)
 SERVED_NOTE = (
-    f"{SERVED}: what `calibtune score` serves with the default export, tuned/ptrue through "
-    "each training domain's map fitted on val (and out-of-fold train rows when they help); "
-    "a domain val never saw keeps tuned/ptrue."
+    f"{SERVED}: what `calibtune score` serves with this run's export (its default "
+    "calibrator): tuned/ptrue through each domain's map fitted on the eval's val rows (and the "
+    "probe's out-of-fold train rows when they help); a domain val never saw keeps tuned/ptrue."
 )
 DOMAIN_METHODS = ("base/ptrue", "tuned/ptrue")
 ROWS = {"ece": "ECE", "auroc": "AUROC", "auroc_within": "AUROC within domains", "brier": "Brier"}
