@@ -30,6 +30,7 @@ from calibtune.models.signals import (
 )
 
 ANSWER_FIELDS = ("prompt", "response", "samples", "grader", "correct", "query")
+QUESTION_FIELDS = ("question", "choices", "answers")  # a pooled answer fits only these
 
 
 @dataclass
@@ -77,11 +78,18 @@ class AnswerPool:
             return None
         return cls(Path(root) / pool_key(parts), key)
 
+    def holds(self, row: dict) -> bool:
+        """Whether the pool has an answer to `row`: its id, with the same question, choices and
+        gold answers (another file's row under a reused id, or edited aliases, is answered and
+        graded afresh)."""
+        pooled = self.rows.get(str(row["id"]))
+        return pooled is not None and all(pooled.get(k) == row.get(k) for k in QUESTION_FIELDS)
+
     def take(self, rows: Sequence[dict]) -> tuple[LabeledPart, list[dict]]:
         """The pooled answers of `rows` (in their order; each keeps its own fields) and the rows
         the pool does not hold."""
-        found = [r for r in rows if str(r["id"]) in self.rows]
-        missing = [r for r in rows if str(r["id"]) not in self.rows]
+        found = [r for r in rows if self.holds(r)]
+        missing = [r for r in rows if not self.holds(r)]
         labeled = [
             {
                 **{k: v for k, v in r.items() if not k.startswith("_")},
