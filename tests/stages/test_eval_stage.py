@@ -377,6 +377,48 @@ def test_raw_qa_jsonl_is_answered_graded_and_split(compose_cfg, eval_inputs, tmp
     assert manifest["dataset"] == {"kind": "jsonl", "path": str(path)}
 
 
+def test_raw_qa_answers_come_from_the_answer_pool_when_one_is_set(
+    compose_cfg, eval_inputs, tmp_path
+):
+    """With data.pool_dir, a raw QA file is answered once: a second eval (another adapter, the
+    same questions) takes the pool's answers, grades and signals instead of generating."""
+    _, _, train = eval_inputs
+    qa = [
+        {"id": f"p{i}", "question": q, "answers": [gold], "domain": domain}
+        for i, (domain, q, gold, _) in enumerate(QUESTIONS * 2)
+    ]
+    path = tmp_path / "questions.jsonl"
+    write_jsonl_atomic(path, qa)
+
+    def run(name: str) -> Path:
+        overrides = [
+            f"eval.data_dir={path}",
+            f"eval.adapter={train}",
+            f"data.pool_dir={tmp_path / 'pool'}",
+            "eval.n_boot=10",
+            "eval.verbalized.enabled=false",
+            "eval.agreement_max_examples=4",
+            "data.max_new_tokens=3",
+            "eval.token_temperature.steps=2",
+            f"eval.output_dir={tmp_path / name}",
+        ]
+        return run_eval_stage(compose_cfg("eval", overrides))
+
+    first = run("first")
+    [rows_file] = (tmp_path / "pool").glob("*/rows.jsonl")
+    pooled = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    assert sorted(r["id"] for r in pooled) == sorted(r["id"] for r in qa)
+    marked = {**pooled[0], "response": "an answer only the pool has"}
+    write_jsonl_atomic(rows_file, [marked, *pooled[1:]])
+
+    def responses(out: Path) -> dict[str, str]:
+        splits = [read_labeled_split(out / "labeled", split) for split in ("val", "test")]
+        return {r["id"]: r["response"] for rows in splits for r in rows}
+
+    before, after = responses(first), responses(run("second"))
+    assert after == {**before, marked["id"]: "an answer only the pool has"}
+
+
 @pytest.mark.slow
 def test_eval_on_the_embedded_default_model(tmp_path):
     """A few examples through the real SmolLM2: real yes/no tokens, real Full-ECE, report."""

@@ -523,15 +523,40 @@ def label_chunk(
     cached = read_part(chunk_path(shard_dir, number), cfg)
     if cached is not None and [r["id"] for r in cached.rows] == [r["id"] for r in part]:
         return cached, False
-    if pool is None:
-        return LabeledPart(*label_and_signal(model, tokenizer, part, cfg)), True
-    pooled, missing = pool.take(part)
-    fresh = LabeledPart(*label_and_signal(model, tokenizer, missing, cfg)) if missing else None
+
+    def label(rows: list[dict]) -> LabeledPart:
+        return LabeledPart(*label_and_signal(model, tokenizer, rows, cfg))
+
+    return (label(part) if pool is None else pooled_or_labeled(pool, part, label)), True
+
+
+def pooled_or_labeled(
+    pool: AnswerPool, rows: list[dict], label: Callable[[list[dict]], LabeledPart]
+) -> LabeledPart:
+    """`rows` labeled, in their order: the pool's answers where it holds them, `label` of the
+    others (only those pass through the model)."""
+    pooled, missing = pool.take(rows)
+    fresh = label(missing) if missing else None
     joined = join_parts([pooled, fresh] if fresh else [pooled])
     by_id = {str(r["id"]): r for r in joined.rows}
-    ids = [str(r["id"]) for r in part]
+    ids = [str(r["id"]) for r in rows]
     signals = joined.signals.select(ids) if joined.signals is not None else None
-    return LabeledPart([by_id[i] for i in ids], signals, joined.work), True
+    return LabeledPart([by_id[i] for i in ids], signals, joined.work)
+
+
+def label_qa_rows_pooled(model, tokenizer, qa_rows: list[dict], cfg, group) -> LabeledPart:
+    """`label_qa_rows_on_ranks`, through `data.pool_dir`'s answer pool when one is set: rows it
+    holds take its answers, the others are answered and added to it (the eval's raw QA files,
+    e.g. one style-shift set scored with several adapters)."""
+    pool = answer_pool(cfg)
+    if pool is None:
+        return label_qa_rows_on_ranks(model, tokenizer, qa_rows, cfg, group)
+    part = pooled_or_labeled(
+        pool, qa_rows, lambda rows: label_qa_rows_on_ranks(model, tokenizer, rows, cfg, group)
+    )
+    if is_rank_zero():
+        pool.add(part)
+    return part
 
 
 def answer_pool(cfg) -> AnswerPool | None:

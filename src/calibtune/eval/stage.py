@@ -126,10 +126,11 @@ def load_examples(
     if isinstance(inputs, dict):
         splits = inputs
     else:
-        from calibtune.data.stage import label_qa_rows_on_ranks, write_labeled_set
+        from calibtune.data.stage import label_qa_rows_pooled, write_labeled_set
 
         log.info("answering and grading %s with the base model", data_path)
-        part = label_qa_rows_on_ranks(model, tokenizer, inputs, cfg, group)
+        part = label_qa_rows_pooled(model, tokenizer, inputs, cfg, group)
+        log.info("%d of %d answers from the answer pool", part.work["pooled_rows"], len(inputs))
         signals = part.signals
         splits = split_by_question(part.rows, cfg.seed, cfg.eval.val_fraction)
         if is_rank_zero():  # the graded answers, beside metrics.json: what was graded how
