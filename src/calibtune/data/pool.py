@@ -88,8 +88,9 @@ class AnswerPool:
     def take(self, rows: Sequence[dict]) -> tuple[LabeledPart, list[dict]]:
         """The pooled answers of `rows` (in their order; each keeps its own fields) and the rows
         the pool does not hold."""
-        found = [r for r in rows if self.holds(r)]
-        missing = [r for r in rows if not self.holds(r)]
+        held = [self.holds(r) for r in rows]
+        found = [r for r, h in zip(rows, held, strict=True) if h]
+        missing = [r for r, h in zip(rows, held, strict=True) if not h]
         labeled = [
             {
                 **{k: v for k, v in r.items() if not k.startswith("_")},
